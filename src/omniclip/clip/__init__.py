@@ -1,0 +1,6 @@
+"""CLIP in our own code: the towers, architecture presets, checkpoint loading and the BPE tokenizer."""
+
+from omniclip.clip.model import CLIP, FrameLayout, build_clip
+from omniclip.clip.presets import PRESETS, CLIPConfig, TextConfig, VisionConfig, get_preset
+
+__all__ = ["CLIP", "CLIPConfig", "FrameLayout", "PRESETS", "TextConfig", "VisionConfig", "build_clip", "get_preset"]

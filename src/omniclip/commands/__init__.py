@@ -1,0 +1,1 @@
+"""Subcommands of the ``omniclip`` command line; each module here registers its parsers with ``register``."""
