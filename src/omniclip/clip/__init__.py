@@ -2,5 +2,16 @@
 
 from omniclip.clip.model import CLIP, FrameLayout, build_clip
 from omniclip.clip.presets import PRESETS, CLIPConfig, TextConfig, VisionConfig, get_preset
+from omniclip.clip.tokenizer import tokenize
 
-__all__ = ["CLIP", "CLIPConfig", "FrameLayout", "PRESETS", "TextConfig", "VisionConfig", "build_clip", "get_preset"]
+__all__ = [
+    "CLIP",
+    "CLIPConfig",
+    "FrameLayout",
+    "PRESETS",
+    "TextConfig",
+    "VisionConfig",
+    "build_clip",
+    "get_preset",
+    "tokenize",
+]
