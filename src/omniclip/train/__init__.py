@@ -1,0 +1,1 @@
+"""Training engine: the training loop (one process or torchrun/DDP), AdamW + schedule, checkpoints, dist helpers."""

@@ -1,0 +1,110 @@
+"""Distributed helpers with single-process fallbacks: one code path for one process and for many.
+
+Under ``torchrun`` the environment names the rank and world size; NCCL is used on GPUs and gloo on the CPU
+(dinov2 ``dinov2/distributed/__init__.py``). Without it every helper is the identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as tdist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: its rank among ``world_size`` processes and the device it computes on."""
+
+    rank: int = 0  # global rank
+    world_size: int = 1  # number of processes
+    local_rank: int = 0  # rank on this machine (picks the GPU)
+    device: torch.device = torch.device("cpu")  # device this process computes on
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> this rank's GPU when CUDA is available, else the CPU; ``"cpu"``/``"cuda"`` as asked.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available, or the name is unknown.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world > 1 and not tdist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        tdist.init_process_group(backend, timeout=timedelta(minutes=30))
+        log.info("process group: rank %d of %d, backend %s, device %s", rank, world, backend, dev)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def is_distributed() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def get_rank() -> int:
+    return tdist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return tdist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        tdist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all processes (a copy; the identity for one process)."""
+    out = values.detach().clone()
+    if not is_distributed():
+        return out
+    if tdist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+        out = out.to(torch.device("cuda", torch.cuda.current_device()))
+    tdist.all_reduce(out, op=tdist.ReduceOp.SUM)
+    return out.to(values.device)
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Send a picklable object from rank ``src`` to every process."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shutdown() -> None:
+    """Leave the process group (safe to call when none was joined)."""
+    if is_distributed():
+        tdist.destroy_process_group()
