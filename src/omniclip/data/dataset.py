@@ -1,0 +1,165 @@
+"""``VideoDataset``: a map-style dataset of annotated videos giving uint8 multi-view clips or failure records.
+
+Each item is decoded, sampled and transformed from scratch: no state is kept between indices. Training randomness
+(frame offsets, crop, flip, augmentation) comes from a generator seeded by (seed, epoch, index), so a run is
+reproducible and resumable. A video that cannot be read gives ``{"video": None, "error": "<path>: <why>"}``; it is
+never replaced by another video (STYLE.md, "Data"; counterexample: VideoMAE swapping broken test videos).
+
+Test views follow the X-CLIP / ViFi-CLIP recipe: ``clips`` temporal clips x ``crops`` spatial crops, returned as one
+(V, T, 3, S, S) tensor, V = clips * crops ordered clip-major. One crop: resize the short side to ``short_side``
+(default S * 256 / 224) and take the centre. Three crops: short side S (default), crops along the long side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal, TypedDict
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from omniclip.data import transforms as tf
+from omniclip.data.decode import DecodeError, open_video
+from omniclip.data.records import VideoRecord
+from omniclip.data.sampling import Sampling, multiview_indices, train_indices
+
+log = logging.getLogger(__name__)
+
+
+class VideoItem(TypedDict):
+    """One dataset item; ``video`` is None (and ``error`` set) when the video could not be read."""
+
+    video: torch.Tensor | None  # uint8 (V, T, 3, S, S)
+    label: int
+    index: int
+    error: str | None
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The RNG for one training item, a pure function of (seed, epoch, index)."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class VideoDataset(Dataset):
+    """Annotated videos as uint8 clips.
+
+    Args:
+        records: Videos to read (see ``read_annotations``).
+        num_frames: T, frames per clip.
+        mode: ``train`` (one random view) or ``test`` (``clips`` x ``crops`` deterministic views).
+        size: S, output side in pixels.
+        short_side: Short side before cropping (default S * 256 / 224 in train and single-crop test, S for 3 crops).
+        clips: Temporal views in test mode.
+        crops: Spatial views in test mode (1 = centre, 3 = three crops along the long side).
+        flip: Random horizontal flip in training (turn off for direction classes, e.g. SSv2).
+        decoder: ``pyav``, ``opencv`` or ``decord`` (frame folders are detected by path).
+        seed: Base seed of the training randomness.
+        sampling: ``segment`` (TSN, one frame per segment) or ``dense`` (T frames ``interval`` apart).
+        interval: Frame interval for dense sampling.
+        train_crop: ``multiscale`` (TSN scales, X-CLIP) or ``random_resized`` (Inception style).
+        rand_augment: Apply ``rand_augment`` (colour only) in training.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        num_frames: int,
+        mode: Literal["train", "test"],
+        size: int = 224,
+        short_side: int | None = None,
+        clips: int = 1,
+        crops: int = 1,
+        flip: bool = True,
+        decoder: str = "pyav",
+        seed: int = 0,
+        sampling: Sampling = "segment",
+        interval: int = 2,
+        train_crop: Literal["multiscale", "random_resized"] = "multiscale",
+        rand_augment: bool = False,
+    ) -> None:
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if mode == "train" and (clips != 1 or crops != 1):
+            raise ValueError(f"training reads one view per video; got clips={clips}, crops={crops} (test mode only)")
+        if crops not in (1, 3):
+            raise ValueError(f"crops must be 1 (centre) or 3 (three crops), got {crops}")
+        if clips < 1 or num_frames < 1:
+            raise ValueError(f"clips and num_frames must be >= 1, got {clips}, {num_frames}")
+        if train_crop not in ("multiscale", "random_resized"):
+            raise ValueError(f"train_crop must be 'multiscale' or 'random_resized', got {train_crop!r}")
+        self.records = list(records)
+        self.num_frames, self.mode, self.size = num_frames, mode, size
+        default_short = size if crops == 3 else round(size * 256 / 224)
+        self.short_side = short_side if short_side is not None else default_short
+        if self.short_side < size:
+            raise ValueError(f"short_side {self.short_side} is smaller than the crop size {size}")
+        self.clips, self.crops, self.flip = clips, crops, flip
+        self.decoder, self.seed, self.epoch = decoder, seed, 0
+        self.sampling, self.interval = sampling, interval
+        self.train_crop, self.rand_augment = train_crop, rand_augment
+
+    @property
+    def views(self) -> int:
+        """V, views per video."""
+        return self.clips * self.crops
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the training randomness of plain integer indices."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> VideoItem:
+        """Item ``key``, or ``(index, epoch)`` as yielded by ``TrainSampler`` (epoch reaches persistent workers)."""
+        i, epoch = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), self.epoch)
+        rec = self.records[i]
+        try:
+            video = self.load(rec, item_generator(self.seed, epoch, i) if self.mode == "train" else None)
+        except (DecodeError, OSError) as err:
+            log.debug("unreadable video %s: %s", rec.path, err)
+            return {"video": None, "label": rec.label, "index": rec.index, "error": f"{rec.path}: {err}"}
+        return {"video": video, "label": rec.label, "index": rec.index, "error": None}
+
+    def load(self, rec: VideoRecord, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode and transform one video to uint8 (V, T, 3, S, S); raises ``DecodeError`` when unreadable."""
+        with open_video(rec.path, self.decoder) as reader:
+            n = reader.info.num_frames
+            if self.mode == "train":
+                assert generator is not None
+                idx = train_indices(n, self.num_frames, generator, self.sampling, self.interval)[None]
+            else:
+                idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.interval)
+            frames = reader.read(idx.reshape(-1))  # (clips*T, H, W, 3)
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips*T, 3, H, W)
+        video = video.reshape(idx.shape[0], self.num_frames, *video.shape[1:])  # (clips, T, 3, H, W)
+        return self._train_view(video, generator) if self.mode == "train" else self._test_views(video)
+
+    def _scaled_box(self, video: torch.Tensor, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """A training crop box chosen on the short-side-resized frame, mapped back to the decoded frame."""
+        H, W = video.shape[-2:]
+        h, w = tf.short_side_size(H, W, self.short_side)
+        box_fn = tf.multi_scale_box if self.train_crop == "multiscale" else tf.random_resized_box
+        top, left, ch, cw = box_fn(h, w, generator)
+        ry, rx = H / h, W / w
+        return round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
+
+    def _train_view(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # One resize from the decoded frame straight to S x S (crop first): cheaper than resizing twice.
+        video = tf.resize(tf.crop(video, *self._scaled_box(video, generator)), self.size)
+        if self.flip and torch.rand(1, generator=generator).item() < 0.5:
+            video = tf.hflip(video)
+        if self.rand_augment:
+            video = tf.rand_augment(video, generator)
+        return video.contiguous()  # (1, T, 3, S, S)
+
+    def _test_views(self, video: torch.Tensor) -> torch.Tensor:
+        video = tf.resize_short_side(video, self.short_side)
+        if self.crops == 1:
+            return tf.center_crop(video, self.size).contiguous()  # (clips, T, 3, S, S)
+        views = tf.three_crop(video, self.size)  # (3, clips, T, 3, S, S)
+        return views.transpose(0, 1).reshape(-1, *views.shape[2:]).contiguous()  # (clips*3, T, 3, S, S)

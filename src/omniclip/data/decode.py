@@ -1,0 +1,468 @@
+"""Video decoding behind one small interface: open a video, read its info, read frames by index.
+
+Backends: PyAV (default), OpenCV and decord (imported lazily, only when asked for), and folders of extracted
+frames (``img_00001.jpg`` mmaction2 naming or any names, sorted naturally). A path ``shard.tar#member.mp4``
+reads a member of an uncompressed tar shard through PyAV without extracting it.
+
+Frame index ``i`` always means the ``i``-th frame in presentation order, whatever the frame rate does:
+
+- PyAV demuxes the file once (no decoding) to list every packet's timestamp and keyframe flag. That gives the exact
+  frame count (container headers are often wrong), the timestamp of each index (correct for variable frame rate)
+  and the keyframes to seek to. Reading sorts the asked indices, decodes forward, and seeks to a later keyframe only
+  when that skips more than ``seek_gap`` frames; so files with one keyframe, or many asked frames close together,
+  are decoded straight through, and sparse frames from long files cost a seek each. Indices are cached per file.
+- OpenCV trusts ``CAP_PROP_FRAME_COUNT`` (an estimate from the header) and reads forward with ``grab``.
+- If a backend produces fewer frames than the count it reported, a missing frame repeats the nearest earlier
+  decoded frame (the nearest later one at the start). If it produces no frame at all, ``DecodeError`` is raised.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import re
+import tarfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DECODERS = ("pyav", "opencv", "decord")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SEEK_GAP = 12  # frames: below this, decoding forward is cheaper than a seek plus decoder flush
+_INDEX_CACHE_SIZE = 512
+
+
+class DecodeError(RuntimeError):
+    """A video could not be read (missing, truncated, no video stream, undecodable)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a backend knows about a video before decoding it.
+
+    Attributes:
+        num_frames: Frames the backend will index (exact for PyAV and frame folders).
+        fps: Average frame rate (0.0 when unknown, e.g. frame folders).
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        header_frames: Frame count written in the container header, if any (may be wrong).
+        num_keyframes: Keyframes found while indexing (PyAV), else None.
+    """
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    header_frames: int | None = None
+    num_keyframes: int | None = None
+
+
+class VideoReader(Protocol):
+    """An open video; ``read`` may be called several times."""
+
+    info: VideoInfo
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3) RGB."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _ReaderBase:
+    info: VideoInfo
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def _check(self, indices: Sequence[int]) -> list[int]:
+        idx = [int(i) for i in indices]
+        bad = [i for i in idx if not 0 <= i < self.info.num_frames]
+        if bad:
+            raise ValueError(f"frame indices {bad[:4]} outside 0..{self.info.num_frames - 1}")
+        return idx
+
+
+def _fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.ndarray:
+    if not got:
+        raise DecodeError(f"{what}: no frame could be decoded")
+    have = sorted(got)
+    out = []
+    for i in idx:
+        if i not in got:
+            pos = bisect.bisect_right(have, i) - 1
+            log.debug("%s: frame %d missing, repeating a neighbour", what, i)
+            out.append(got[have[max(pos, 0)]])
+        else:
+            out.append(got[i])
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------- sources
+_tar_members: OrderedDict[tuple[str, int], dict[str, tuple[int, int]]] = OrderedDict()
+_tar_lock = threading.Lock()
+
+
+def split_tar_path(path: str | Path) -> tuple[Path, str] | None:
+    """``(tar_file, member)`` for a ``file.tar#member`` path, else None."""
+    text = str(path)
+    container, sep, member = text.partition("#")
+    if sep and container.endswith(".tar"):
+        return Path(container), member
+    return None
+
+
+def read_tar_member(tar_path: Path, member: str) -> bytes:
+    """Bytes of one member of an uncompressed tar file (member offsets are cached per tar file)."""
+    if not tar_path.is_file():
+        raise DecodeError(f"tar shard {tar_path} does not exist")
+    key = (str(tar_path), tar_path.stat().st_mtime_ns)
+    with _tar_lock:
+        members = _tar_members.get(key)
+    if members is None:
+        with tarfile.open(tar_path, "r:") as tar:
+            members = {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
+        with _tar_lock:
+            _tar_members[key] = members
+            while len(_tar_members) > 64:
+                _tar_members.popitem(last=False)
+    if member not in members:
+        raise DecodeError(f"{tar_path} has no member {member!r}")
+    offset, size = members[member]
+    with open(tar_path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _source(path: Path) -> tuple[str | io.BytesIO, tuple]:
+    """What PyAV opens, plus a cache key that changes when the file changes."""
+    tar = split_tar_path(path)
+    if tar is not None:
+        data = read_tar_member(*tar)
+        return io.BytesIO(data), (str(path), len(data), tar[0].stat().st_mtime_ns)
+    if not path.is_file():
+        raise DecodeError("file does not exist" if not path.exists() else "not a regular file")
+    st = path.stat()
+    if st.st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    return str(path), (str(path), st.st_size, st.st_mtime_ns)
+
+
+# ----------------------------------------------------------------------------------------------- PyAV
+_pts_index: OrderedDict[tuple, tuple[list[int], list[int], int | None]] = OrderedDict()
+_index_lock = threading.Lock()
+
+
+class PyAVReader(_ReaderBase):
+    """PyAV reader with a demuxed timestamp index, forward decoding and keyframe seeks (see module docstring).
+
+    Args:
+        path: Video file or ``shard.tar#member`` path.
+        threads: Decoder threads (1 suits data-loader workers; 0 lets FFmpeg choose).
+        seek_gap: Seek to a later keyframe only when it skips more than this many frames.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 1, seek_gap: int = SEEK_GAP) -> None:
+        self.path = Path(path)
+        self.seek_gap = seek_gap
+        self.threads = threads
+        self._src, key = _source(self.path)
+        try:
+            self._open()
+        except Exception as err:  # FFmpeg raises many error types for unreadable input
+            raise DecodeError(f"cannot open: {type(err).__name__}: {err}") from err
+        try:
+            if not self._container.streams.video:
+                raise DecodeError("no video stream")
+            self._pts, self._keys, fallback = self._index(key)
+            count = len(self._pts) if self._pts else (fallback or 0)
+            if count == 0:
+                raise DecodeError("the video stream has no frames")
+            ctx = self._stream.codec_context
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            self.info = VideoInfo(
+                num_frames=count,
+                fps=float(rate) if rate else 0.0,
+                width=int(ctx.width),
+                height=int(ctx.height),
+                header_frames=int(self._stream.frames) or None,
+                num_keyframes=len(self._keys) if self._pts else None,
+            )
+        except DecodeError:
+            self.close()
+            raise
+        except Exception as err:
+            self.close()
+            raise DecodeError(f"{type(err).__name__}: {err}") from err
+
+    def _open(self) -> None:
+        import av
+
+        if isinstance(self._src, io.BytesIO):
+            self._src.seek(0)
+        self._container = av.open(self._src, metadata_errors="ignore")
+        if self._container.streams.video:
+            self._stream = self._container.streams.video[0]
+            if self.threads != 1:
+                self._stream.thread_type = "AUTO"
+                self._stream.codec_context.thread_count = self.threads
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def _index(self, key: tuple) -> tuple[list[int], list[int], int | None]:
+        """Sorted frame timestamps and the positions of keyframes; ([], [], count) without usable timestamps."""
+        with _index_lock:
+            hit = _pts_index.get(key)
+            if hit is not None:
+                _pts_index.move_to_end(key)
+                return hit
+        stamps, keyflags = [], []
+        for packet in self._container.demux(self._stream):
+            if packet.size == 0:
+                continue  # flush packet
+            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            keyflags.append(bool(packet.is_keyframe))
+        if stamps and None not in stamps and len(set(stamps)) == len(stamps):
+            order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+            pts = [int(stamps[i]) for i in order]
+            keys = [pos for pos, i in enumerate(order) if keyflags[i]] or [0]
+            result: tuple[list[int], list[int], int | None] = (pts, keys, len(pts))
+        else:
+            result = ([], [], len(stamps))  # no usable timestamps: decode straight through, count outputs
+        with _index_lock:
+            _pts_index[key] = result
+            while len(_pts_index) > _INDEX_CACHE_SIZE:
+                _pts_index.popitem(last=False)
+        return result
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        idx = self._check(indices)
+        wanted = sorted(set(idx))
+        try:
+            got = self._read_seeking(wanted) if self._pts else {}
+            missing = [i for i in wanted if i not in got]
+            if missing:
+                got.update(self._read_sequential(missing))
+        except DecodeError:
+            raise
+        except Exception as err:
+            raise DecodeError(f"decoding failed: {type(err).__name__}: {err}") from err
+        return _fill_missing(got, idx, str(self.path))
+
+    def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        position = {p: i for i, p in enumerate(self._pts)}
+        wanted_set = set(wanted)
+        got: dict[int, np.ndarray] = {}
+        frames = None
+        current = -1  # index of the last decoded frame
+        for target in wanted:
+            if target in got:
+                continue
+            key = self._keys[bisect.bisect_right(self._keys, target) - 1]
+            if frames is None or current >= target or key - current > self.seek_gap:
+                self._container.seek(self._pts[key], stream=self._stream, backward=True)
+                frames = self._container.decode(self._stream)
+            for frame in frames:
+                i = position.get(frame.pts)
+                if i is None:
+                    continue
+                current = i
+                if i in wanted_set and i not in got:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                if i >= target:
+                    break
+            else:
+                break  # stream ended early
+        return got
+
+    def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        # Reopening is the one rewind that works for every container, timestamps or not.
+        self.close()
+        self._open()
+        got: dict[int, np.ndarray] = {}
+        last = wanted[-1]
+        wanted_set = set(wanted)
+        for i, frame in enumerate(self._container.decode(self._stream)):
+            if i in wanted_set:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+        return got
+
+
+# ----------------------------------------------------------------------------------------------- OpenCV / decord
+class OpenCVReader(_ReaderBase):
+    """OpenCV (FFmpeg backend) reader: header frame count, forward ``grab``, ``CAP_PROP_POS_FRAMES`` for long gaps."""
+
+    def __init__(self, path: str | Path, *, seek_gap: int = 64) -> None:
+        import cv2
+
+        self.path = Path(path)
+        self.seek_gap = seek_gap
+        if split_tar_path(self.path) is not None:
+            raise DecodeError("OpenCV cannot read tar members; use the pyav decoder")
+        _source(self.path)  # existence and size checks
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise DecodeError("OpenCV cannot open the file")
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count <= 0:
+            self.close()
+            raise DecodeError("OpenCV reports no frames")
+        self.info = VideoInfo(
+            num_frames=count,
+            fps=float(self._cap.get(cv2.CAP_PROP_FPS)),
+            width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            header_frames=count,
+        )
+        self._next = 0
+
+    def close(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+            self._cap = None
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        import cv2
+
+        idx = self._check(indices)
+        got: dict[int, np.ndarray] = {}
+        for target in sorted(set(idx)):
+            if target < self._next or target - self._next > self.seek_gap:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+                self._next = target
+            ok = True
+            while ok and self._next < target:
+                ok = self._cap.grab()
+                self._next += 1
+            ok, bgr = self._cap.read() if ok else (False, None)
+            if not ok:
+                break  # the header promised more frames than the file has
+            self._next += 1
+            got[target] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return _fill_missing(got, idx, str(self.path))
+
+
+class DecordReader(_ReaderBase):
+    """decord reader (optional; decord is unmaintained since 2021)."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import decord
+        except ImportError as err:
+            raise ValueError("decoder 'decord' is not installed; pip install decord or use pyav") from err
+        self.path = Path(path)
+        tar = split_tar_path(self.path)
+        source = io.BytesIO(read_tar_member(*tar)) if tar else str(_source(self.path)[0])
+        try:
+            self._vr = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+            height, width = self._vr[0].shape[:2]
+        except Exception as err:
+            raise DecodeError(f"decord cannot open: {err}") from err
+        self.info = VideoInfo(len(self._vr), float(self._vr.get_avg_fps()), int(width), int(height), len(self._vr))
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        idx = self._check(indices)
+        try:
+            return self._vr.get_batch(idx).asnumpy()
+        except Exception as err:
+            raise DecodeError(f"decord failed: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------- frame folders
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class FrameFolderReader(_ReaderBase):
+    """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from PIL import Image
+
+        self.path = Path(path)
+        files = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        self._files = sorted(files, key=lambda p: _natural_key(p.name))
+        with Image.open(self._files[0]) as img:
+            width, height = img.size
+        self.info = VideoInfo(len(self._files), 0.0, width, height)
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        from PIL import Image
+
+        idx = self._check(indices)
+        cache: dict[int, np.ndarray] = {}
+        for i in sorted(set(idx)):
+            try:
+                with Image.open(self._files[i]) as img:
+                    cache[i] = np.asarray(img.convert("RGB"))
+            except OSError as err:
+                raise DecodeError(f"{self._files[i].name}: {err}") from err
+        return np.stack([cache[i] for i in idx])
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+def available_decoders() -> list[str]:
+    """Backends importable here (``pyav`` always)."""
+    import importlib.util
+
+    names = ["pyav"]
+    names += [n for n, mod in (("opencv", "cv2"), ("decord", "decord")) if importlib.util.find_spec(mod)]
+    return names
+
+
+def open_video(path: str | Path, decoder: str = "pyav", **options) -> VideoReader:
+    """Open a video file, tar member or frame folder with the named backend.
+
+    Raises:
+        DecodeError: The video cannot be read.
+        ValueError: Unknown or uninstalled decoder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return FrameFolderReader(path)
+    if decoder == "pyav":
+        return PyAVReader(path, **options)
+    if decoder == "opencv":
+        try:
+            import cv2  # noqa: F401
+        except ImportError as err:
+            raise ValueError("decoder 'opencv' needs opencv-python-headless; pip install it or use pyav") from err
+        return OpenCVReader(path, **options)
+    if decoder == "decord":
+        return DecordReader(path)
+    raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+
+
+def probe(path: str | Path, decoder: str = "pyav") -> VideoInfo:
+    """Frame count, frame rate and size of a video (see ``VideoInfo``)."""
+    with open_video(path, decoder) as video:
+        return video.info
+
+
+def read_frames(path: str | Path, indices: Sequence[int], decoder: str = "pyav") -> np.ndarray:
+    """Decode the frames at ``indices`` as uint8 (T, H, W, 3) RGB."""
+    with open_video(path, decoder) as video:
+        return video.read(indices)

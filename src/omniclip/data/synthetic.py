@@ -1,0 +1,348 @@
+"""Synthetic videos whose classes differ only by motion: rendered shapes, real mp4 files, annotation lists.
+
+Each video shows one shape (random kind, colour, background shade and position) doing what its class says:
+moving left/right/up/down, growing, shrinking, appearing, disappearing (also available: blinking, rotating,
+standing still). Paired classes visit the same positions, sizes and visibility counts in opposite orders, so a
+frame-average model (which is permutation-invariant over frames, METHOD.md) cannot separate them, while a model
+that sees temporal order can. Class names are plain words for text prompts ("a circle moving left").
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omniclip.data.encode import write_video
+from omniclip.data.records import write_text_atomic
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 240),
+    "yellow": (240, 220, 40),
+    "white": (245, 245, 245),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 30),
+    "cyan": (40, 220, 230),
+    "pink": (250, 120, 190),
+    "magenta": (230, 40, 220),
+}
+SHAPE_KINDS = ("circle", "square", "triangle", "star", "cross", "diamond")
+DEFAULT_CLASSES = (
+    "moving left",
+    "moving right",
+    "moving up",
+    "moving down",
+    "growing",
+    "shrinking",
+    "appearing",
+    "disappearing",
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A shape to render.
+
+    Attributes:
+        kind: circle, square, triangle, star, cross or diamond.
+        color: RGB triple or a name from ``COLORS``.
+        center: (x, y) as fractions of width and height.
+        scale: Diameter of the shape's bounding circle as a fraction of the shorter image side.
+        angle: Rotation in degrees (counter-clockwise).
+    """
+
+    kind: str
+    color: tuple[int, int, int] | str
+    center: tuple[float, float]
+    scale: float
+    angle: float = 0.0
+
+
+def _polygon(dx: np.ndarray, dy: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test for every pixel (vectorised over pixels)."""
+    inside = np.zeros(dx.shape, dtype=bool)
+    x0, y0 = verts[-1]
+    for x1, y1 in verts:
+        crosses = (y1 > dy) != (y0 > dy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = (x0 - x1) * (dy - y1) / (y0 - y1) + x1
+        inside ^= crosses & (dx < x_at)
+        x0, y0 = x1, y1
+    return inside
+
+
+def _star_vertices(points: int = 5, inner: float = 0.45) -> np.ndarray:
+    angles = -np.pi / 2 + np.arange(2 * points) * np.pi / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+
+
+_TRIANGLE = np.array([[0.0, -1.0], [0.866, 0.5], [-0.866, 0.5]])
+_STAR = _star_vertices()
+
+
+def shape_mask(shape: Shape, height: int, width: int) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels whose centres lie inside ``shape``."""
+    radius = shape.scale * min(height, width) / 2
+    if radius <= 0:
+        return np.zeros((height, width), dtype=bool)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    theta = np.deg2rad(shape.angle)
+    rx, ry = (xs - shape.center[0] * width) / radius, (ys - shape.center[1] * height) / radius
+    # Rotate the pixel grid by -angle (y points down, so this turns the shape counter-clockwise on screen).
+    dx = rx * np.cos(theta) - ry * np.sin(theta)
+    dy = rx * np.sin(theta) + ry * np.cos(theta)
+    if shape.kind == "circle":
+        return dx * dx + dy * dy <= 1.0
+    if shape.kind == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= 0.7071
+    if shape.kind == "diamond":
+        return np.abs(dx) + np.abs(dy) <= 1.0
+    if shape.kind == "cross":
+        ax, ay = np.abs(dx), np.abs(dy)
+        return ((ax <= 0.3) & (ay <= 0.95)) | ((ay <= 0.3) & (ax <= 0.95))
+    if shape.kind == "triangle":
+        return _polygon(dx, dy, _TRIANGLE)
+    if shape.kind == "star":
+        return _polygon(dx, dy, _STAR)
+    raise ValueError(f"unknown shape kind {shape.kind!r}; choose one of {SHAPE_KINDS}")
+
+
+def _rgb(color: tuple[int, int, int] | str) -> tuple[int, int, int]:
+    if isinstance(color, str):
+        if color not in COLORS:
+            raise ValueError(f"unknown colour {color!r}; choose one of {sorted(COLORS)} or give an RGB triple")
+        return COLORS[color]
+    return tuple(int(c) for c in color)  # type: ignore[return-value]
+
+
+def render_frame(
+    shapes: Sequence[Shape], size: int | tuple[int, int], background: tuple[int, int, int] | str = (0, 0, 0)
+) -> np.ndarray:
+    """Render shapes (later ones on top) on a plain background.
+
+    Args:
+        shapes: Shapes to draw.
+        size: Side of a square image, or (height, width).
+        background: RGB triple or colour name.
+
+    Returns:
+        uint8 (H, W, 3) RGB image.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[:] = _rgb(background)
+    for shape in shapes:
+        image[shape_mask(shape, height, width)] = _rgb(shape.color)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------- motions
+# A motion maps (progress p in 0..1 per frame, random generator) to per-frame (x, y, scale, angle, visible).
+Track = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _segment(rng: np.random.Generator, length: tuple[float, float]) -> tuple[float, float]:
+    d = rng.uniform(*length)
+    a = rng.uniform(0.2, 0.8 - d)
+    return a, a + d
+
+
+def _track(p: np.ndarray, rng: np.random.Generator, motion: str) -> Track:
+    x = np.full_like(p, rng.uniform(0.3, 0.7))
+    y = np.full_like(p, rng.uniform(0.3, 0.7))
+    scale = np.full_like(p, rng.uniform(0.25, 0.4))
+    angle = np.full_like(p, rng.uniform(0, 360) if motion != "rotating" else 0.0)
+    visible = np.ones_like(p, dtype=bool)
+    if motion in ("moving left", "moving right", "moving up", "moving down"):
+        a, b = _segment(rng, (0.3, 0.45))
+        start, end = (b, a) if motion in ("moving left", "moving up") else (a, b)
+        track = start + (end - start) * p
+        x, y = (track, y) if motion in ("moving left", "moving right") else (x, track)
+        scale = np.full_like(p, rng.uniform(0.2, 0.3))
+    elif motion in ("growing", "shrinking"):
+        small, large = rng.uniform(0.1, 0.18), rng.uniform(0.45, 0.6)
+        scale = small + (large - small) * (p if motion == "growing" else 1 - p)
+    elif motion in ("appearing", "disappearing"):
+        switch = rng.uniform(0.3, 0.7)
+        visible = p >= switch if motion == "appearing" else p < 1 - switch
+    elif motion == "blinking":
+        visible = (np.arange(len(p)) // 2) % 2 == 0
+    elif motion == "rotating":
+        angle = p * rng.uniform(60, 120)
+    elif motion != "standing still":
+        raise ValueError(f"unknown synthetic class {motion!r}; choose from {list(MOTIONS)}")
+    return x, y, scale, angle, visible
+
+
+MOTIONS: tuple[str, ...] = DEFAULT_CLASSES + ("blinking", "rotating", "standing still")
+
+
+def render_video(
+    motion: str, *, num_frames: int = 16, size: int = 64, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, dict]:
+    """Render one synthetic video of a motion class.
+
+    Returns:
+        uint8 (T, H, W, 3) frames and a dict describing it (kind, colour, per-frame centre/scale/visible).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    kind = str(rng.choice(SHAPE_KINDS[1:] if motion == "rotating" else SHAPE_KINDS))
+    color = str(rng.choice(list(COLORS)))
+    shade = int(rng.integers(0, 50))
+    p = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    x, y, scale, angle, visible = _track(p, rng, motion)
+    frames = np.stack(
+        [
+            render_frame(
+                [Shape(kind, color, (x[t], y[t]), scale[t], angle[t])] if visible[t] else [], size, (shade,) * 3
+            )
+            for t in range(num_frames)
+        ]
+    )
+    meta = {"kind": kind, "color": color, "x": x, "y": y, "scale": scale, "visible": visible}
+    return frames, meta
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+@dataclass
+class SyntheticDataset:
+    """Paths of a written synthetic dataset.
+
+    Attributes:
+        root: Dataset root (list paths are relative to it).
+        lists: Annotation list per split (``train.txt`` ...), lines ``videos/<split>/<class>_<k>.mp4 <label>``.
+        classes_file: ``classes.csv`` with header ``id,name``.
+        class_names: Class names in id order.
+        num_frames: Frames per video.
+        size: Frame side in pixels.
+    """
+
+    root: Path
+    lists: dict[str, Path]
+    classes_file: Path
+    class_names: list[str]
+    num_frames: int = 16
+    size: int = 64
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def train(self) -> Path:
+        return self.lists["train"]
+
+    @property
+    def val(self) -> Path:
+        return self.lists["val"]
+
+    @property
+    def test(self) -> Path:
+        return self.lists["test"]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def write_synthetic_dataset(
+    root: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    videos_per_class: int,
+    splits: Sequence[str] | Mapping[str, int] = ("train", "val", "test"),
+    num_frames: int = 16,
+    size: int = 64,
+    fps: int = 8,
+    seed: int = 0,
+    codec: str = "libx264",
+    progress: Callable[[int], None] | None = None,
+) -> SyntheticDataset:
+    """Write encoded synthetic videos, one list file per split, and ``classes.csv``.
+
+    Args:
+        root: Output folder (created).
+        classes: Motion class names from ``MOTIONS`` (default ``DEFAULT_CLASSES``).
+        videos_per_class: Videos per class in each split (unless ``splits`` gives counts).
+        splits: Split names, or a mapping split -> videos per class.
+        num_frames: Frames per video.
+        size: Frame side in pixels (even).
+        fps: Frame rate written in the files.
+        seed: Seed; the same arguments write the same frames.
+        codec: Encoder (``libx264`` yuv420p by default).
+        progress: Called with 1 after each video written.
+    """
+    root = Path(root)
+    names = list(classes) if classes is not None else list(DEFAULT_CLASSES)
+    unknown = [n for n in names if n not in MOTIONS]
+    if unknown:
+        raise ValueError(f"unknown synthetic classes {unknown}; choose from {list(MOTIONS)}")
+    counts = dict(splits) if isinstance(splits, Mapping) else {s: videos_per_class for s in splits}
+    lists: dict[str, Path] = {}
+    for split, per_class in counts.items():
+        lines = []
+        for label, name in enumerate(names):
+            for k in range(per_class):
+                rng = np.random.default_rng([seed, zlib.crc32(split.encode()), label, k])
+                frames, _ = render_video(name, num_frames=num_frames, size=size, rng=rng)
+                rel = f"videos/{split}/{_slug(name)}_{k:04d}.mp4"
+                write_video(root / rel, frames, fps=fps, codec=codec)
+                lines.append(f"{rel} {label}\n")
+                if progress is not None:
+                    progress(1)
+        lists[split] = write_text_atomic(root / f"{split}.txt", "".join(lines))
+    classes_file = write_text_atomic(
+        root / "classes.csv", "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names))
+    )
+    return SyntheticDataset(root, lists, classes_file, names, num_frames, size, counts)
+
+
+# ----------------------------------------------------------------------------------------------- index videos
+INDEX_GRID = 4  # the index is written as INDEX_GRID x INDEX_GRID black/white blocks (16 bits)
+
+
+def index_frame(index: int, size: int = 64) -> np.ndarray:
+    """A frame whose blocks spell ``index`` in binary (most significant bit top-left), readable after compression."""
+    bits = [(index >> (INDEX_GRID * INDEX_GRID - 1 - b)) & 1 for b in range(INDEX_GRID * INDEX_GRID)]
+    grid = np.asarray(bits, dtype=np.uint8).reshape(INDEX_GRID, INDEX_GRID) * 255
+    block = -(-size // INDEX_GRID)
+    frame = np.kron(grid, np.ones((block, block), dtype=np.uint8))[:size, :size]
+    return np.repeat(frame[:, :, None], 3, axis=2)
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Read back the index that ``index_frame`` wrote (block means thresholded at mid-grey)."""
+    gray = np.asarray(frame, dtype=np.float32).mean(axis=2)
+    h, w = gray.shape
+    value = 0
+    g = INDEX_GRID
+    for r in range(g):
+        for c in range(g):
+            cell = gray[r * h // g : (r + 1) * h // g, c * w // g : (c + 1) * w // g]
+            my, mx = cell.shape[0] // 4, cell.shape[1] // 4  # ignore block edges, where compression bleeds
+            value = (value << 1) | int(cell[my : cell.shape[0] - my, mx : cell.shape[1] - mx].mean() > 127)
+    return value
+
+
+def write_index_video(
+    path: str | Path,
+    num_frames: int,
+    size: int = 64,
+    codec: str = "libx264",
+    *,
+    fps: float = 25,
+    gop: int | None = None,
+    bframes: int | None = None,
+    pts: Sequence[int] | None = None,
+    time_base=None,
+) -> Path:
+    """Write a video whose frame ``i`` shows ``i`` (read it back with ``frame_index``).
+
+    ``codec="libx264rgb"`` is lossless; ``gop`` sets the keyframe interval; ``pts`` + ``time_base`` make a
+    variable-frame-rate file.
+    """
+    frames = [index_frame(i, size) for i in range(num_frames)]
+    return write_video(path, frames, fps=fps, codec=codec, gop=gop, bframes=bframes, pts=pts, time_base=time_base)

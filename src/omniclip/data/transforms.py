@@ -1,0 +1,237 @@
+"""Video transforms: pure functions on uint8 tensors (..., 3, H, W), one crop/flip per clip, RNG passed in.
+
+The same spatial transform applies to every frame of a clip (any leading dims: (T, 3, H, W), (V, T, 3, H, W), ...).
+Training follows X-CLIP / ViFi-CLIP: resize the short side (256 for 224 px), multi-scale crop (TSN
+``GroupMultiScaleCrop`` scales 1, .875, .75, .66), resize to the model size, optional horizontal flip (a switch:
+wrong for direction classes such as SSv2 "pushing left to right"). Testing: resize + centre crop, or three crops
+along the long side. ``normalize`` turns uint8 into CLIP-normalised floats and runs on a GPU batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of (..., 3, H, W) to ``size`` (side or (height, width)); keeps the dtype."""
+    h, w = _as_size(size)
+    if video.shape[-2:] == (h, w):
+        return video
+    lead = video.shape[:-3]
+    x = video.reshape(-1, *video.shape[-3:])  # (N, 3, H, W)
+    if x.dtype == torch.uint8 and x.device.type == "cpu":
+        # uint8 channels-last is PyTorch's fast CPU path (about 3x the float path).
+        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(h, w), mode="bilinear", antialias=True)
+        x = x.contiguous()
+    else:
+        y = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        x = y.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else y.to(x.dtype)
+    return x.reshape(*lead, *x.shape[-3:])
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) with the shorter side equal to ``short_side``, keeping the aspect ratio."""
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+def resize_short_side(video: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Resize so that the shorter side is ``short_side`` (aspect ratio kept)."""
+    return resize(video, short_side_size(video.shape[-2], video.shape[-1], short_side))
+
+
+def crop(video: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The (height, width) window at (top, left)."""
+    return video[..., top : top + height, left : left + width]
+
+
+def center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Centre crop to ``size`` (the video must be at least that large)."""
+    h, w = _as_size(size)
+    H, W = video.shape[-2:]
+    if h > H or w > W:
+        raise ValueError(f"crop {h}x{w} larger than frames {H}x{W}; resize first")
+    return crop(video, (H - h) // 2, (W - w) // 2, h, w)
+
+
+def three_crop(video: torch.Tensor, size: int) -> torch.Tensor:
+    """Three square crops along the longer side (start, centre, end), stacked first: (3, ..., 3, s, s)."""
+    H, W = video.shape[-2:]
+    if size > min(H, W):
+        raise ValueError(f"crop {size} larger than frames {H}x{W}; resize the short side to {size} first")
+    if W >= H:
+        boxes = [((H - size) // 2, x) for x in (0, (W - size) // 2, W - size)]
+    else:
+        boxes = [(y, (W - size) // 2) for y in (0, (H - size) // 2, H - size)]
+    return torch.stack([crop(video, t, left, size, size) for t, left in boxes])
+
+
+def hflip(video: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right."""
+    return video.flip(-1)
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, max(high, 0) + 1, (1,), generator=generator).item())
+
+
+def multi_scale_box(
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    *,
+    scales: tuple[float, ...] = MULTI_SCALES,
+    max_distort: int = 1,
+) -> tuple[int, int, int, int]:
+    """TSN multi-scale crop box (top, left, h, w): sides are scales of the short side (width and height scales at
+    most ``max_distort`` steps apart), placed at one of 5 fixed spots (corners, centre)."""
+    base = min(height, width)
+    sides = [int(base * s) for s in scales]
+    pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= max_distort]
+    ch, cw = pairs[_randint(len(pairs) - 1, generator)]
+    dy, dx = (height - ch) // 4, (width - cw) // 4
+    spots = [(0, 0), (0, 4 * dx), (4 * dy, 0), (4 * dy, 4 * dx), (2 * dy, 2 * dx)]
+    top, left = spots[_randint(len(spots) - 1, generator)]
+    return top, left, ch, cw
+
+
+def multi_scale_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
+    """Crop a ``multi_scale_box`` and resize it to (size, size)."""
+    return resize(crop(video, *multi_scale_box(*video.shape[-2:], generator, **kw)), size)
+
+
+def random_resized_box(
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    *,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """Inception-style box (random area fraction and aspect ratio, 10 tries, else the centre square)."""
+    area = height * width
+    for _ in range(10):
+        u = torch.rand(2, generator=generator, dtype=torch.float64)
+        target = area * (scale[0] + (scale[1] - scale[0]) * float(u[0]))
+        log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * float(u[1])
+        w = int(round(math.sqrt(target * math.exp(log_r))))
+        h = int(round(math.sqrt(target / math.exp(log_r))))
+        if 0 < w <= width and 0 < h <= height:
+            return _randint(height - h, generator), _randint(width - w, generator), h, w
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def random_resized_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
+    """Crop a ``random_resized_box`` and resize it to (size, size)."""
+    return resize(crop(video, *random_resized_box(*video.shape[-2:], generator, **kw)), size)
+
+
+def normalize(
+    video: torch.Tensor,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 (..., 3, H, W) to ``(x / 255 - mean) / std`` in ``dtype``, on the tensor's device."""
+    if video.shape[-3] != 3:
+        raise ValueError(f"expected channels at dim -3 (..., 3, H, W), got shape {tuple(video.shape)}")
+    m = torch.tensor(mean, device=video.device, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, device=video.device, dtype=torch.float32).view(3, 1, 1)
+    return ((video.float() / 255.0 - m) / s).to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: float) -> torch.Tensor:
+    return (b.float() + factor * (a.float() - b.float())).clamp(0, 255).round().to(torch.uint8)
+
+
+def _gray(video: torch.Tensor) -> torch.Tensor:
+    r, g, b = video.float().unbind(-3)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def _autocontrast(video: torch.Tensor) -> torch.Tensor:
+    x = video.float()
+    dims = [d for d in range(x.dim()) if d != x.dim() - 3]  # per channel, over the whole clip
+    lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+    return ((x - lo) * 255.0 / (hi - lo).clamp(min=1)).round().clamp(0, 255).to(torch.uint8)
+
+
+RAND_AUGMENT_OPS = ("identity", "brightness", "contrast", "saturation", "posterize", "solarize", "autocontrast")
+
+
+def rand_augment(
+    video: torch.Tensor, generator: torch.Generator | None = None, *, num_ops: int = 2, magnitude: int = 9
+) -> torch.Tensor:
+    """RandAugment-lite: ``num_ops`` colour operations (no geometry), the same for every frame of the clip.
+
+    Args:
+        video: uint8 (..., 3, H, W).
+        generator: RNG.
+        num_ops: Operations applied in sequence.
+        magnitude: Strength 0..10.
+    """
+    strength = magnitude / 10.0
+    for _ in range(num_ops):
+        op = RAND_AUGMENT_OPS[_randint(len(RAND_AUGMENT_OPS) - 1, generator)]
+        sign = 1.0 if _randint(1, generator) else -1.0
+        factor = 1.0 + sign * 0.9 * strength
+        if op == "brightness":
+            video = _blend(video, torch.zeros_like(video), factor)
+        elif op == "contrast":
+            video = _blend(video, _gray(video).mean().expand_as(video), factor)
+        elif op == "saturation":
+            video = _blend(video, _gray(video).expand_as(video), factor)
+        elif op == "posterize":
+            bits = 8 - int(round(4 * strength))
+            video = video & (0xFF << (8 - bits)) & 0xFF
+        elif op == "solarize":
+            video = torch.where(video >= int(256 - 256 * strength), 255 - video, video)
+        elif op == "autocontrast":
+            video = _autocontrast(video)
+    return video
+
+
+def mixup(
+    video: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    alpha: float = 0.8,
+    smoothing: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each clip with the batch in reverse order (timm style).
+
+    Args:
+        video: Float (B, ...) batch (normalised).
+        labels: (B,) class ids.
+        num_classes: C.
+        alpha: Beta(alpha, alpha) parameter for the mixing weight.
+        smoothing: Label smoothing of the soft targets.
+        generator: RNG.
+
+    Returns:
+        Mixed video and soft targets (B, C).
+    """
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
+    off, on = smoothing / num_classes, 1.0 - smoothing + smoothing / num_classes
+    onehot = torch.full((labels.shape[0], num_classes), off, device=labels.device)
+    onehot.scatter_(1, labels.view(-1, 1), on)
+    mixed = video * lam + video.flip(0) * (1.0 - lam)
+    return mixed, onehot * lam + onehot.flip(0) * (1.0 - lam)
