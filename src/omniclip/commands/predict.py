@@ -1,0 +1,125 @@
+"""``omniclip predict`` (classify videos with your class names) and ``omniclip export`` (encoder + class embeddings).
+
+Examples::
+
+    omniclip predict clip.mp4 --clip ViT-B/16 --classes "archery,juggling,surfing"
+    omniclip predict a.mp4 b.mp4 --checkpoint runs/few_shot/hmdb51/ViT-B-16_8f/2026-11-26 --top-k 3 --json
+    omniclip export --checkpoint runs/.../checkpoint --out exported/hmdb51
+    omniclip export --clip omniclip-tiny --classes "archery,juggling" --out exported/tiny --format onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify videos with your own class names",
+        description="Rank class names for each video (softmax over classes, averaged over views).",
+    )
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    _add_model_args(p)
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per video (default 5)")
+    p.add_argument("--views", default="1x1", help="clips x crops per video, e.g. 4x3 (default 1x1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_predict)
+
+    e = subparsers.add_parser(
+        "export",
+        help="export the video encoder and the class-text embeddings",
+        description="Write video_encoder.pt2 (or .onnx), class_embeddings.safetensors, "
+        "class_names.json and export.json into --out.",
+    )
+    _add_model_args(e)
+    e.add_argument("--out", required=True, type=Path, help="export directory")
+    e.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["torch-export", "onnx"],
+        default="torch-export",
+        help="encoder format (default torch-export; onnx needs `pip install onnx onnxscript`)",
+    )
+    e.set_defaults(func=run_export)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--clip", metavar="SOURCE", help="CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)"
+    )
+    src.add_argument(
+        "--checkpoint", metavar="CKPT", help="trained run directory, checkpoint folder or model.safetensors"
+    )
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--classes", help='comma-separated class names, e.g. "archery,juggling"')
+    names.add_argument("--classes-file", type=Path, metavar="F", help="class names: one per line, or an id,name CSV")
+    p.add_argument(
+        "--templates",
+        action="append",
+        metavar="T",
+        help='text template such as "a video of a person {}." (repeat to average several; default: the model\'s)',
+    )
+    p.add_argument("--frames", type=int, default=None, help="frames per clip T (CLIP weights: default 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+
+
+def _classes(args: argparse.Namespace) -> list[str] | None:
+    if args.classes is not None:
+        names = [c.strip() for c in args.classes.split(",")]
+        if not any(names):
+            raise ValueError("--classes is empty; give names such as --classes 'archery,juggling'")
+        return names
+    if args.classes_file is not None:
+        from omniclip.data.records import read_class_names
+
+        return read_class_names(args.classes_file)
+    return None
+
+
+def _load(args: argparse.Namespace):
+    from omniclip.predict import load_model
+
+    source, kind = (args.checkpoint, "checkpoint") if args.checkpoint else (args.clip, "clip")
+    return load_model(source, device=args.device, num_frames=args.frames, kind=kind)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from omniclip.predict import predict
+
+    classifier = _load(args)
+    results = predict(
+        classifier,
+        list(args.videos),
+        classes=_classes(args),
+        templates=args.templates,
+        top_k=args.top_k,
+        views=args.views,
+    )
+    if args.json:
+        rows = [
+            {"video": str(v), "predictions": [{"class": p.name, "probability": p.probability} for p in preds]}
+            for v, preds in zip(args.videos, results, strict=True)
+        ]
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    for video, preds in zip(args.videos, results, strict=True):
+        width = max(len(p.name) for p in preds)
+        print(video)
+        for rank, p in enumerate(preds, start=1):
+            print(f"  {rank:>2}. {p.name:<{width}}  {p.probability:7.2%}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from omniclip.export import export_model
+
+    paths = export_model(_load(args), args.out, classes=_classes(args), templates=args.templates, fmt=args.fmt)
+    for name, path in paths.items():
+        print(f"{name:<10} {path}")
+    return 0

@@ -1,0 +1,237 @@
+"""Export for deployment: the video encoder as a graph, the class-text embeddings as a tensor file, and their contract.
+
+The encoder and the class embeddings are exported separately (USERS.md: "export the video encoder and the
+class-text embeddings separately"), so new class lists need no new encoder export. An export directory holds::
+
+    video_encoder.pt2                torch.export program: CLIP-normalised float video (B, T, 3, S, S) -> (B, E),
+                                     L2-normalised (``video_encoder.onnx`` with --format onnx)
+    class_embeddings.safetensors     "class_embeddings": (C, E) float32, L2-normalised, rows in class order
+    class_names.json                 the C class names
+    export.json                      frames T, crop size S, mean/std, logit scale, shapes, formats
+
+Logits are ``logit_scale * encoder(video) @ class_embeddings.T``, exactly the model's ``forward``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from omniclip.predict import VideoClassifier
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["torch-export", "onnx"]
+ENCODER_FILES = {"torch-export": "video_encoder.pt2", "onnx": "video_encoder.onnx"}
+EMBEDDINGS_FILE = "class_embeddings.safetensors"
+NAMES_FILE = "class_names.json"
+META_FILE = "export.json"
+MAX_BATCH = 1024  # upper bound of the exported dynamic batch dimension
+
+
+class VideoEncoder(nn.Module):
+    """What gets exported: ``encode_video`` followed by L2 normalisation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E)
+
+
+def export_model(
+    classifier: VideoClassifier,
+    out_dir: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    fmt: ExportFormat = "torch-export",
+) -> dict[str, Path]:
+    """Write the video encoder, the class embeddings, the class names and ``export.json`` into ``out_dir``.
+
+    Args:
+        classifier: from ``omniclip.load_model``.
+        out_dir: the export directory (created).
+        classes: class names; defaults to the checkpoint's.
+        templates: text templates; defaults to the model's.
+        fmt: ``"torch-export"`` (``torch.export.save``) or ``"onnx"`` (needs the ``onnx`` package).
+
+    Returns:
+        The written files by name: ``"encoder"``, ``"embeddings"``, ``"names"``, ``"meta"``.
+    """
+    from omniclip.predict import _check_classes
+
+    if fmt not in ENCODER_FILES:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(ENCODER_FILES)}")
+    if fmt == "onnx":
+        _require_onnx()
+    names = _check_classes(classes if classes is not None else classifier.class_names)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "encoder": out / ENCODER_FILES[fmt],
+        "embeddings": out / EMBEDDINGS_FILE,
+        "names": out / NAMES_FILE,
+        "meta": out / META_FILE,
+    }
+    encoder = VideoEncoder(classifier.model).eval()
+    example = example_input(classifier, batch=2)
+    with _atomic(paths["encoder"]) as tmp:
+        _export_encoder(encoder, example, tmp, fmt)
+    embeddings = classifier.class_embeddings(names, templates).detach().float().cpu().contiguous()
+    with _atomic(paths["embeddings"]) as tmp:
+        save_file({"class_embeddings": embeddings}, str(tmp), metadata={"class_names": json.dumps(names)})
+    with _atomic(paths["names"]) as tmp:
+        tmp.write_text(json.dumps(names, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    meta = export_meta(classifier, fmt=fmt, num_classes=len(names), embed_dim=embeddings.shape[1], templates=templates)
+    with _atomic(paths["meta"]) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("exported %s encoder and %d class embeddings to %s", fmt, len(names), out)
+    return paths
+
+
+def example_input(classifier: VideoClassifier, batch: int = 2) -> torch.Tensor:
+    """A random normalised clip ``(batch, T, 3, S, S)`` on the model's device."""
+    T, S = classifier.num_frames, classifier.image_size
+    return torch.randn(batch, T, 3, S, S, device=classifier.device)
+
+
+def logit_scale(model: nn.Module) -> float:
+    """The model's clamped logit scale (the factor in front of the cosine similarities)."""
+    return float(model.logit_scale().detach())
+
+
+def export_meta(
+    classifier: VideoClassifier,
+    *,
+    fmt: str,
+    num_classes: int,
+    embed_dim: int,
+    templates: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The ``export.json`` contract: how to prepare inputs and combine the two exported parts."""
+    from omniclip.data.transforms import CLIP_MEAN, CLIP_STD
+
+    T, S = classifier.num_frames, classifier.image_size
+    return {
+        "format": fmt,
+        "encoder": ENCODER_FILES[fmt],
+        "class_embeddings": EMBEDDINGS_FILE,
+        "class_names": NAMES_FILE,
+        "num_frames": T,
+        "image_size": S,
+        "input": {
+            "name": "video",
+            "shape": ["B", T, 3, S, S],
+            "dtype": "float32",
+            "max_batch": MAX_BATCH,
+            "layout": "RGB frames scaled to [0, 1], then (x - mean) / std per channel",
+        },
+        "output": {"name": "embedding", "shape": ["B", embed_dim], "l2_normalised": True},
+        "mean": [float(m) for m in CLIP_MEAN],
+        "std": [float(s) for s in CLIP_STD],
+        "logit_scale": logit_scale(classifier.model),
+        "logits": "logit_scale * embedding @ class_embeddings.T",
+        "num_classes": num_classes,
+        "templates": list(templates or classifier.templates or classifier.model.config.templates),
+        "source": classifier.source,
+        "torch_version": torch.__version__,
+    }
+
+
+def _export_encoder(encoder: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad():
+        if fmt == "torch-export":
+            program = torch.export.export(encoder, (example,), dynamic_shapes={"video": {0: batch}})
+            torch.export.save(program, str(path))
+        else:
+            torch.onnx.export(
+                encoder,
+                (example,),
+                str(path),
+                input_names=["video"],
+                output_names=["embedding"],
+                dynamic_shapes={"video": {0: batch}},
+                dynamo=True,
+            )
+
+
+def _require_onnx() -> None:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed: "
+            "run `pip install onnx onnxscript`, or use the default --format torch-export"
+        )
+
+
+class _atomic:
+    """Context manager yielding a temporary path beside ``path``; moved onto ``path`` only on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+@dataclass
+class ExportedClassifier:
+    """An export directory loaded back: the encoder program and the class embeddings, no omniclip model needed."""
+
+    encoder: nn.Module  # normalised video (B, T, 3, S, S) -> (B, E)
+    class_embeddings: torch.Tensor  # (C, E)
+    class_names: list[str]
+    meta: dict[str, Any]
+
+    def logits(self, video: torch.Tensor) -> torch.Tensor:
+        """Normalised float video ``(B, T, 3, S, S)`` -> ``(B, C)`` logits."""
+        return self.meta["logit_scale"] * self.encoder(video) @ self.class_embeddings.T
+
+
+def load_export(out_dir: str | Path) -> ExportedClassifier:
+    """Load a ``torch-export`` directory written by ``export_model``.
+
+    Raises:
+        FileNotFoundError: ``export.json`` or a file it names is missing.
+        ValueError: the directory holds an ONNX export (load it with onnxruntime instead).
+    """
+    out = Path(out_dir)
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} does not exist; is {out} an `omniclip export` directory?")
+    meta = json.loads(meta_path.read_text())
+    if meta["format"] != "torch-export":
+        raise ValueError(f"{out} holds a {meta['format']} export; load {meta['encoder']} with onnxruntime")
+    for key in ("encoder", "class_embeddings", "class_names"):
+        if not (out / meta[key]).is_file():
+            raise FileNotFoundError(f"{out / meta[key]} is missing from the export")
+    encoder = torch.export.load(str(out / meta["encoder"])).module()
+    embeddings = load_file(str(out / meta["class_embeddings"]))["class_embeddings"]
+    names = json.loads((out / meta["class_names"]).read_text(encoding="utf-8"))
+    if len(names) != embeddings.shape[0]:
+        raise ValueError(f"{out}: {len(names)} class names for {embeddings.shape[0]} class embeddings")
+    return ExportedClassifier(encoder, embeddings, names, meta)

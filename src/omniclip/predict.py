@@ -1,0 +1,243 @@
+"""Classify videos with your own class names: the two-line Python API behind ``omniclip predict``.
+
+    model = omniclip.load_model("ViT-B/16")             # CLIP weights (zero-shot), a trained run, or "omniclip-tiny"
+    omniclip.predict(model, "video.mp4", classes=["archery", "juggling"], top_k=5)  # -> [(class, probability), ...]
+
+Videos are decoded with the test-time pipeline of ``omniclip.data`` (uniform frame sampling, resize of the short
+side, centre crop; several clips x crops when ``views`` asks) and scored exactly as evaluation scores them
+(``omniclip.protocols.evaluate.score_views``: the views' softmax probabilities are averaged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAMES = 8  # T for plain CLIP weights (X-CLIP / ViFi-CLIP's 8-frame setting)
+SourceKind = Literal["auto", "checkpoint", "clip"]
+
+
+class Prediction(NamedTuple):
+    """One class and its probability for one video; unpacks as ``(name, probability)``."""
+
+    name: str
+    probability: float
+
+
+@dataclass
+class VideoClassifier:
+    """A video model with what it needs to classify: frame count, crop size, templates and known classes."""
+
+    model: nn.Module  # OmniCLIP: encode_video, encode_classes, forward(video, class_embeddings)
+    num_frames: int  # T frames sampled per clip
+    image_size: int  # S, side of the square crop
+    templates: tuple[str, ...] | None = None  # text templates; None uses the model config's
+    class_names: list[str] | None = None  # classes a trained checkpoint knows, in label order
+    source: str = ""  # where the weights came from
+    _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def class_embeddings(self, classes: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """``(C, E)`` L2-normalised text embeddings of ``classes`` (cached per class list and templates)."""
+        templates = tuple(templates) if templates is not None else self.templates
+        key = (tuple(classes), templates)
+        if key not in self._embeddings:
+            with torch.no_grad():
+                self._embeddings[key] = self.model.encode_classes(list(classes), templates=templates).float()
+        return self._embeddings[key]
+
+    def probabilities(self, video: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, V, T, 3, S, S)`` -> ``(B, C)`` class probabilities averaged over the V views."""
+        from omniclip.protocols.evaluate import score_views
+
+        device = self.device
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        with torch.no_grad(), amp:
+            return score_views(self.model, video.to(device), class_embeddings.to(device)).float().cpu()
+
+
+def load_model(
+    source: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    num_frames: int | None = None,
+    variant: str | None = None,
+    kind: SourceKind = "auto",
+) -> VideoClassifier:
+    """Load a trained omniclip checkpoint or plain CLIP weights as a ``VideoClassifier``.
+
+    Args:
+        source: a run directory, checkpoint folder or its ``model.safetensors`` (trained); or CLIP weights: a file,
+            a Hugging Face folder, or a name (``"ViT-B/16"`` from ``$OMNICLIP_CACHE``, ``"omniclip-tiny"``).
+        device: where the model runs.
+        num_frames: T; defaults to the checkpoint's, or 8 for CLIP weights. A checkpoint refuses another T.
+        variant: model variant for CLIP weights (default ``"frame_average"``: zero-shot CLIP); a fresh
+            ``"omniclip"`` computes the same scores, since its new branches start at zero.
+        kind: ``"checkpoint"`` or ``"clip"`` to say what ``source`` is; ``"auto"`` detects it.
+
+    Raises:
+        FileNotFoundError: ``source`` is neither a file, a folder nor a known name.
+        ValueError: options that do not fit the source.
+    """
+    if kind not in ("auto", "checkpoint", "clip"):
+        raise ValueError(f"kind must be 'auto', 'checkpoint' or 'clip', got {kind!r}")
+    if kind == "checkpoint" or (kind == "auto" and is_trained_checkpoint(source)):
+        return _load_checkpoint(source, device=device, num_frames=num_frames, variant=variant)
+    from omniclip.clip import load_clip
+
+    clip = load_clip(str(source), device=device)
+    classifier = classifier_from_clip(clip, num_frames=num_frames or DEFAULT_FRAMES, variant=variant)
+    classifier.source = str(source)
+    return classifier
+
+
+def classifier_from_clip(
+    clip: nn.Module, *, num_frames: int = DEFAULT_FRAMES, variant: str | None = None
+) -> VideoClassifier:
+    """Wrap an in-memory CLIP as a zero-shot video classifier (``frame_average`` unless ``variant`` says)."""
+    from omniclip.model import build_model
+
+    model = build_model(clip, num_frames, variant=variant or "frame_average").eval()
+    return VideoClassifier(model=model, num_frames=num_frames, image_size=int(clip.cfg.vision.image_size))
+
+
+def is_trained_checkpoint(source: str | Path) -> bool:
+    """True when ``source`` is an omniclip training checkpoint (folder or file with omniclip metadata)."""
+    from omniclip.train.checkpoint import META_KEY, find_checkpoint
+
+    path = Path(source)
+    if not path.exists():
+        return False
+    try:
+        ckpt = find_checkpoint(path)
+    except FileNotFoundError:
+        return False
+    if ckpt.is_dir():
+        return True
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        return META_KEY in (f.metadata() or {})
+
+
+def _load_checkpoint(
+    source: str | Path, *, device: str | torch.device, num_frames: int | None, variant: str | None
+) -> VideoClassifier:
+    from omniclip.train.checkpoint import load_trained_model
+
+    if variant is not None:
+        raise ValueError(f"variant={variant!r} applies to CLIP weights only; {source} is a trained checkpoint")
+    model, meta = load_trained_model(source, device=device)
+    if num_frames is not None and num_frames != meta.num_frames:
+        raise ValueError(f"{source} was trained with {meta.num_frames} frames; drop num_frames={num_frames} (--frames)")
+    return VideoClassifier(
+        model=model.eval(),
+        num_frames=int(meta.num_frames),
+        image_size=int(meta.image_size),
+        templates=tuple(meta.templates) if meta.templates else None,
+        class_names=list(meta.class_names) or None,
+        source=str(source),
+    )
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """``"4x3"`` -> ``(clips, crops)`` = (4, 3).
+
+    Raises:
+        ValueError: not ``<clips>x<crops>`` with positive integers.
+    """
+    parts = str(views).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"views must look like '1x1' or '4x3' (clips x crops), got {views!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def predict(
+    model: VideoClassifier,
+    videos: str | Path | Sequence[str | Path],
+    classes: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    top_k: int = 5,
+    views: str = "1x1",
+) -> list[Prediction] | list[list[Prediction]]:
+    """Rank ``classes`` for each video by probability (softmax over the classes, averaged over views).
+
+    Args:
+        model: from ``load_model``.
+        videos: one path (returns ``list[Prediction]``) or a list of paths (returns one list per video).
+        classes: class names; defaults to the checkpoint's classes.
+        templates: text templates such as ``"a video of a person {}."``; defaults to the model's.
+        top_k: how many classes to return per video (at most the number of classes).
+        views: ``"<clips>x<crops>"``; ``"1x1"`` is one centre clip, ``"4x3"`` the supervised protocol's 12 views.
+
+    Raises:
+        FileNotFoundError: a video does not exist (named).
+        ValueError: an unreadable video (named, with the decoder's error), no classes, or a bad option.
+    """
+    single = isinstance(videos, str | Path)
+    paths = [Path(videos)] if single else [Path(v) for v in videos]  # type: ignore[union-attr]
+    if not paths:
+        raise ValueError("no videos given")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"video {path} does not exist")
+    names = _check_classes(classes if classes is not None else model.class_names)
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    clips, crops = parse_views(views)
+    embeddings = model.class_embeddings(names, templates)
+    results = []
+    for path in paths:
+        probs = model.probabilities(load_video(model, path, clips=clips, crops=crops), embeddings)[0]  # (C,)
+        best = torch.topk(probs, k=min(top_k, len(names)))
+        results.append(
+            [Prediction(names[c], float(p)) for p, c in zip(best.values, best.indices.tolist(), strict=True)]
+        )
+    return results[0] if single else results
+
+
+def _check_classes(classes: Sequence[str] | None) -> list[str]:
+    if classes is None:
+        raise ValueError(
+            "no classes: pass classes=[...] (--classes 'a,b,c' or --classes-file F); CLIP weights know none"
+        )
+    if isinstance(classes, str):
+        raise ValueError(f"classes must be a list of names, got the string {classes!r}; split it first")
+    names = [str(c).strip() for c in classes]
+    if not names or not all(names):
+        raise ValueError(f"class names must be non-empty, got {list(classes)!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"class names appear twice: {dup}")
+    return names
+
+
+def load_video(model: VideoClassifier, path: str | Path, *, clips: int = 1, crops: int = 1) -> torch.Tensor:
+    """Decode one video with the test pipeline -> uint8 ``(1, V, T, 3, S, S)`` with V = clips x crops.
+
+    Raises:
+        ValueError: the video cannot be decoded (names the file and the decoder's error).
+    """
+    from omniclip.data.dataset import VideoDataset
+    from omniclip.data.records import VideoRecord
+
+    record = VideoRecord(Path(path), label=0, index=0)
+    dataset = VideoDataset(
+        [record], num_frames=model.num_frames, mode="test", size=model.image_size, clips=clips, crops=crops
+    )
+    item = dataset[0]
+    if item["video"] is None:
+        raise ValueError(f"cannot read video {path}: {item.get('error') or 'unknown decoding error'}")
+    return item["video"].unsqueeze(0)  # (1, V, T, 3, S, S)
