@@ -3,6 +3,7 @@
 from omniclip.clip.model import CLIP, FrameLayout, build_clip
 from omniclip.clip.presets import PRESETS, CLIPConfig, TextConfig, VisionConfig, get_preset
 from omniclip.clip.tokenizer import tokenize
+from omniclip.clip.weights import load_clip, save_clip
 
 __all__ = [
     "CLIP",
@@ -13,5 +14,7 @@ __all__ = [
     "VisionConfig",
     "build_clip",
     "get_preset",
+    "load_clip",
+    "save_clip",
     "tokenize",
 ]

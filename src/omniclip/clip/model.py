@@ -99,7 +99,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = MLP(width, int(width * mlp_ratio), activation)
+        self.mlp = MLP(width, round(width * mlp_ratio), activation)
         self.pta = pta
         self.spg = spg
         self.pta_mode = pta_mode
