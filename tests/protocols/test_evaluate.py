@@ -194,14 +194,28 @@ def _dist_table() -> tuple[torch.Tensor, list[int]]:
     return torch.randn(N_DIST * views, 5, generator=gen) * 3, [int(i % 5) for i in range(N_DIST)]
 
 
-def _dist_batches(indices: list[int], labels: list[int]) -> list[dict]:
-    failed_index = 4  # one unreadable video, on whichever rank owns it
-    out = []
-    for start in range(0, len(indices), 2):
-        ids = [i for i in indices[start : start + 2] if i != failed_index]
-        fails = [(failed_index, "truncated file")] if failed_index in indices[start : start + 2] else []
-        out.append(make_batch(ids, [labels[i] for i in ids], views=2, failed=fails))
-    return out
+class CodeDataset(torch.utils.data.Dataset):
+    """Map-style dataset of VideoItems filled with codes (as ``make_batch``); item 4 is unreadable."""
+
+    failed_index = 4
+
+    def __init__(self, labels: list[int], views: int = 2) -> None:
+        self.labels, self.views = labels, views
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        if i == self.failed_index:
+            return {"video": None, "label": self.labels[i], "index": i, "error": "truncated file"}
+        video = make_batch([i], [self.labels[i]], views=self.views)["video"][0]  # (V, T, 3, S, S)
+        return {"video": video, "label": self.labels[i], "index": i, "error": None}
+
+
+def _dist_loader(rank: int, world: int, labels: list[int]):
+    from omniclip.data.loader import build_loader
+
+    return build_loader(CodeDataset(labels), batch_size=2, train=False, rank=rank, world_size=world)
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -209,10 +223,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         table, labels = _dist_table()
-        shard = list(range(rank, N_DIST, world))  # every index exactly once across ranks, no padding
-        res = evaluate(
-            LookupModel(table), _dist_batches(shard, labels), torch.zeros(5, 4), device="cpu", expected=range(N_DIST)
-        )
+        loader = _dist_loader(rank, world, labels)  # ShardSampler: each index on exactly one rank, no padding
+        res = evaluate(LookupModel(table), loader, torch.zeros(5, 4), device="cpu")
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(res.to_dict(full=True)))
     finally:
         dist.destroy_process_group()
@@ -227,13 +239,8 @@ def _free_port() -> int:
 def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     table, labels = _dist_table()
-    single = evaluate(
-        LookupModel(table),
-        _dist_batches(list(range(N_DIST)), labels),
-        torch.zeros(5, 4),
-        device="cpu",
-        expected=range(N_DIST),
-    ).to_dict(full=True)
+    single = evaluate(LookupModel(table), _dist_loader(0, 1, labels), torch.zeros(5, 4), device="cpu")
+    single = single.to_dict(full=True)
     ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1] == single
     assert single["num_scored"] == N_DIST - 1 and single["failed"] == [[4, "truncated file"]]
