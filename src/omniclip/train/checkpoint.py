@@ -30,6 +30,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from omniclip.clip.model import build_clip
+from omniclip.clip.presets import CLIPConfig
+from omniclip.clip.weights import load_clip
+from omniclip.config import RunConfig, config_from_dict
+from omniclip.model import OmniCLIP, build_model
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
@@ -182,7 +188,7 @@ def save_checkpoint(
         tensors, groups = optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / OPTIM_FILE))
     (tmp / STATE_FILE).write_text(json.dumps({**state, "optimizer_groups": groups, "meta": json.loads(meta.to_json())}))
-    final = root / name
+    final = checkpoint_dir(run_dir, meta.step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -277,12 +283,14 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], source: s
                     f"{source}: {name} has shape {tuple(value.shape)}, model has {tuple(params[name].shape)}"
                 )
             params[name].copy_(value.to(params[name].dtype))
-    clear = getattr(model, "clear_cache", None)
+    clear = getattr(model, "clear_class_cache", None)
     if callable(clear):
-        clear()
+        clear()  # text weights may have changed
 
 
-def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu", clip: nn.Module | None = None):
+def load_trained_model(
+    path: str | Path, *, device: str | torch.device = "cpu", clip: nn.Module | None = None
+) -> tuple[OmniCLIP, TrainedMeta]:
     """Rebuild a trained OmniCLIP from a checkpoint for inference.
 
     Args:
@@ -294,10 +302,6 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu", 
     Returns:
         ``(model, meta)`` with the model in eval mode.
     """
-    from omniclip.clip import build_clip, load_clip
-    from omniclip.clip.presets import CLIPConfig
-    from omniclip.config import config_from_dict
-
     meta = read_meta(path)
     ckpt = find_checkpoint(path)
     cfg = config_from_dict(meta.config)
@@ -311,8 +315,11 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu", 
     return model.to(device).eval(), meta
 
 
-def build_run_model(cfg: Any, clip: nn.Module) -> nn.Module:
+def build_run_model(cfg: RunConfig, clip: nn.Module) -> OmniCLIP:
     """``omniclip.model.build_model`` with a run config's model section and frame count."""
-    from omniclip.model import build_model
-
     return build_model(clip, cfg.data.num_frames, config=cfg.model)
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """Where ``save_checkpoint`` puts the checkpoint of optimizer step ``step``."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"

@@ -1,0 +1,320 @@
+"""Run configuration: frozen dataclasses with defaults, YAML files of differences, ``key=value`` overrides.
+
+A YAML file holds only what differs from the defaults below (dinov2 ``configs/train/*.yaml``); command-line
+overrides such as ``train.lr=1e-4`` come last. Unknown keys and wrong types fail at start with one line that
+lists the valid keys. String values expand ``${VAR}`` and ``${VAR:-default}`` from the environment, so dataset
+locations come from one place (``data.root: ${OMNICLIP_DATA:-data}/hmdb51``) and no file is edited per machine.
+The resolved config is written to the run directory and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from omniclip.model.config import ModelConfig
+
+ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    source: str = "ViT-B/16"  # CLIP weights: a file, a Hugging Face dir, or a name resolved in $OMNICLIP_CACHE
+    activation: str = ""  # force "quick_gelu" or "gelu" ("" = what the weights say)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "custom"  # dataset name; names the run directory runs/<protocol>/<dataset>/...
+    root: str = "${OMNICLIP_DATA:-data}"  # video paths in list files are relative to this directory
+    train_list: str = "train.txt"  # training annotations `rel/path.mp4 label` (relative to root, or absolute)
+    test_lists: tuple[str, ...] = ("test.txt",)  # evaluation annotations; several lists are splits (mean ± std)
+    class_names: str = "classes.csv"  # `id,name` CSV or one name per line (relative to root, or absolute)
+    list_format: str = "auto"  # annotation format given to read_annotations ("auto" detects it)
+    num_frames: int = 8  # T, frames sampled per clip
+    image_size: int = 224  # S, crop side in pixels
+    short_side: int = 0  # resize the short side to this before cropping (0 = the dataset's default)
+    decoder: str = "pyav"  # video decoder backend
+    workers: int = 4  # DataLoader worker processes per rank (0 = decode in the main process)
+    flip: bool = True  # random horizontal flips during training
+
+    def path(self, name: str) -> Path:
+        """A list or class-name file: ``name`` itself when absolute, else relative to ``root``."""
+        p = Path(name)
+        return p if p.is_absolute() else Path(self.root) / p
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # passes over the training list; the LR schedule spans all of them
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs); the schedule is unchanged
+    batch_size: int = 8  # clips per process per forward pass
+    global_batch_size: int = 0  # clips per optimizer step over all processes (0 = batch_size x processes)
+    lr: float = 2e-4  # peak learning rate after warmup
+    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    warmup_epochs: float = 1.0  # linear warmup length in epochs
+    weight_decay: float = 0.05  # AdamW decay on parameters with ndim >= 2, minus model.no_weight_decay()
+    betas: tuple[float, ...] = (0.9, 0.98)  # AdamW (beta1, beta2)
+    eps: float = 1e-8  # AdamW epsilon
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
+    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast: "auto" = on GPUs, off on the CPU
+    device: str = "auto"  # "auto" (GPU when available), "cpu" or "cuda"
+    seed: int = 0  # seeds model init, data order and augmentation
+    log_every: int = 10  # optimizer steps between metrics lines
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0 = only at the end of each epoch)
+    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest ones)
+    tensorboard: bool = False  # also write TensorBoard scalars when tensorboard is installed
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    clips: int = 1  # temporal views per video
+    crops: int = 1  # spatial views per clip (1 = centre crop, 3 = left/centre/right)
+    batch_size: int = 8  # videos per process per forward pass
+    workers: int = -1  # DataLoader workers for evaluation (-1 = data.workers)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    name: ProtocolName = "supervised"  # how runs are trained and evaluated (docs/protocols.md)
+    shots: int = 16  # K training videos per class (few_shot, base_to_novel)
+    seeds: tuple[int, ...] = (0,)  # one training run per seed (base_to_novel uses 3), splits drawn with it
+    class_subset: int = 0  # zero_shot: evaluate on random subsets of this many classes (0 = all classes)
+    num_subsets: int = 3  # zero_shot: how many class subsets to draw when class_subset > 0
+    base_classes: int = 0  # base_to_novel: number of base classes (0 = the first half, rounded up)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    clip: BackboneConfig = field(default_factory=BackboneConfig)  # which CLIP to start from
+    model: ModelConfig = field(default_factory=ModelConfig)  # OmniCLIP modules and what trains
+    data: DataConfig = field(default_factory=DataConfig)  # where videos and lists live, how clips are sampled
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation
+    eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation views
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # supervised, few-shot, zero-shot, base-to-novel
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, key: str = "") -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` with environment values.
+
+    Raises:
+        ValueError: a variable without a default is not set.
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is None:
+            raise ValueError(
+                f"config key {key}: environment variable {name} is not set (or write ${{{name}:-default}})"
+            )
+        return default
+
+    return _ENV.sub(sub, text)
+
+
+def _type_name(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "a section (a mapping of keys)"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + "|".join(str(a) for a in typing.get_args(tp))
+    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert the lossless cases (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = ValueError(f"config key {key} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(tp):
+        value = {} if value is None else value  # an empty YAML section
+        if not isinstance(value, dict):
+            raise bad
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ValueError:
+                continue
+        raise bad
+    if origin is tuple:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(items))
+        if len(items) != len(args):
+            raise bad
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(items, args, strict=True)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        try:  # YAML reads "1e-4" (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad
+        return expand_env(str(value), key)
+    if tp is Any:
+        return value
+    raise TypeError(f"config key {key}: unsupported annotation {tp!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict holding only differences from its defaults."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        where = prefix or "the top level"
+        raise ValueError(f"unknown config key {_join(prefix, unknown[0])}; valid keys in {where}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in raw.items()}
+    defaults = cls()
+    for name in names:  # defaults may hold ${VAR} too
+        if name not in kwargs and hints[name] is str:
+            kwargs[name] = expand_env(getattr(defaults, name), _join(prefix, name))
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a section's own __post_init__ validation
+        msg = str(err)
+        raise ValueError(msg if f"{prefix}." in msg else f"config section {prefix or 'top level'}: {msg}") from None
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``"train.lr=1e-4"`` into ``(["train", "lr"], 1e-4)``; the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=1e-4)")
+    value = yaml.safe_load(text) if text.strip() else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested dict ``raw`` with ``key=value`` overrides applied in order."""
+    out = _deep_copy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config YAML file (a mapping, possibly empty).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a YAML mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ValueError(f"config file {path}{line} is not valid YAML: {getattr(err, 'problem', err)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "") -> RunConfig:
+    """Validate a nested dict (differences from the defaults) plus overrides into a ``RunConfig``."""
+    merged = apply_overrides(raw, list(overrides or []))
+    try:
+        return _build(RunConfig, merged)
+    except ValueError as err:
+        raise ValueError(f"{err} ({source})" if source else str(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides.
+
+    Raises:
+        FileNotFoundError: the config file does not exist.
+        ValueError: unknown key, wrong type, or an unset environment variable; the message names the key.
+    """
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(raw, overrides, source=str(path) if path is not None else "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain YAML/JSON types (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def valid_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (``train.lr``, ``model.pta_layers``, ...)."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        key = _join(prefix, f.name)
+        keys.extend(valid_keys(hints[f.name], key) if dataclasses.is_dataclass(hints[f.name]) else [key])
+    return keys
+
+
+def replace_sections(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A copy of ``cfg`` with fields of its sections replaced: ``replace_sections(cfg, data={"train_list": p})``."""
+    return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()})

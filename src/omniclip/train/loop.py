@@ -1,0 +1,350 @@
+"""The training loop, written out once for one process and for many (torchrun + DDP).
+
+Follows nanoGPT ``train.py`` (gradient accumulation with ``no_sync``), mae ``engine_pretrain.py`` (LR set per
+iteration, stop on a non-finite loss, JSON-lines metrics) and torchtune's single-device recipe (checkpoint and
+resume). The global batch is ``train.global_batch_size`` clips per optimizer step whatever the number of
+processes: each process runs ``batch_size`` clips per forward and accumulates ``global / (batch_size x world)``
+of them. Every epoch uses one seeded permutation of the training list split across ranks, so a run on one process
+and a run on two see the same clips in the same optimizer steps, and a resumed run continues exactly where the
+checkpoint stopped (also mid-epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from omniclip.clip.weights import load_clip
+from omniclip.config import RunConfig, config_to_dict, save_config
+from omniclip.data.dataset import VideoDataset
+from omniclip.data.loader import collate_videos
+from omniclip.data.records import read_annotations, read_class_names
+from omniclip.data.transforms import normalize
+from omniclip.runlog import RunLog
+from omniclip.train import checkpoint as ckpt
+from omniclip.train.dist import DistInfo, all_reduce_sum, barrier, init_distributed
+from omniclip.train.optim import build_optimizer, lr_at, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss (or gradient norm) became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How a run's clips map to optimizer steps."""
+
+    accum: int  # forward/backward passes per optimizer step on each process
+    global_batch: int  # clips per optimizer step over all processes
+    steps_per_epoch: int  # optimizer steps per epoch (the list's tail that fills no global batch is left out)
+    total_steps: int  # optimizer steps over all epochs (the LR schedule's length)
+    warmup_steps: int  # linear warmup steps
+
+
+@dataclass
+class TrainState:
+    """Where training is; saved in every checkpoint's ``state.json``."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch (completed epochs when micro == 0)
+    micro: int = 0  # forward passes done in the current epoch on each process
+    failed: int = 0  # unreadable training videos skipped in the current epoch (all ranks)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) training run leaves behind."""
+
+    model: nn.Module  # the trained model, unwrapped, in eval mode
+    run_dir: Path  # where config.yaml, metrics.jsonl and checkpoints are
+    checkpoint: Path | None  # the last checkpoint written (None when training had nothing to do)
+    step: int  # optimizer steps done
+    finished: bool  # all epochs done (False when stopped by train.max_steps)
+    class_names: list[str]  # training classes in label order
+
+
+def plan_steps(num_videos: int, cfg: RunConfig, world_size: int) -> StepPlan:
+    """Gradient accumulation and schedule length from the global batch size.
+
+    Raises:
+        ValueError: the global batch is not a multiple of ``batch_size x world`` or exceeds the training list.
+    """
+    t = cfg.train
+    per_pass = t.batch_size * world_size
+    global_batch = t.global_batch_size or per_pass
+    if t.batch_size < 1 or global_batch % per_pass:
+        raise ValueError(
+            f"train.global_batch_size={global_batch} must be a multiple of train.batch_size x processes "
+            f"= {t.batch_size} x {world_size}; change either"
+        )
+    steps = num_videos // global_batch
+    if steps == 0:
+        raise ValueError(
+            f"the training list has {num_videos} videos, fewer than one global batch of {global_batch}; "
+            "lower train.global_batch_size / train.batch_size"
+        )
+    total = steps * t.epochs
+    return StepPlan(global_batch // per_pass, global_batch, steps, total, round(t.warmup_epochs * steps))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """One seeded permutation per epoch, cut to whole global batches and split across ranks as ``perm[rank::world]``.
+
+    Rank r's i-th batch of b clips holds ``perm[(i*b + j) * world + r]``, so the ``accum`` batches of all ranks that
+    make one optimizer step cover one contiguous block of the permutation: the same clips as on one process.
+    Yields ``(index, epoch)`` pairs, so the epoch reaches persistent workers (``VideoDataset`` reads both).
+    """
+
+    def __init__(self, n: int, plan: StepPlan, dist: DistInfo, seed: int) -> None:
+        self.n, self.plan, self.dist, self.seed = n, plan, dist, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Use epoch ``epoch``; drop this rank's first ``skip`` clips (resuming mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.plan.steps_per_epoch * self.plan.global_batch]
+        return perm[self.dist.rank :: self.dist.world_size].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self.indices()[self.skip :]])
+
+    def __len__(self) -> int:
+        return self.plan.steps_per_epoch * self.plan.global_batch // self.dist.world_size - self.skip
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype_for(device: torch.device, amp: str) -> torch.dtype | None:
+    """``train.amp`` -> the autocast dtype: bf16 when asked, or on GPUs for ``auto``; None = full precision."""
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
+
+
+def autocast_for(device: torch.device, amp: str) -> Any:
+    """bf16 autocast context (see ``amp_dtype_for``), or a no-op."""
+    dtype = amp_dtype_for(device, amp)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+class ClassifierStep(nn.Module):
+    """``model(video, model.encode_classes(names))`` inside one forward, so DDP also sees text-side parameters."""
+
+    def __init__(self, model: nn.Module, class_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.class_names = list(class_names)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video, self.model.encode_classes(self.class_names))
+
+
+def build_train_model(cfg: RunConfig, device: torch.device) -> nn.Module:
+    """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
+    seed_everything(cfg.train.seed)
+    clip = load_clip(cfg.clip.source, activation=cfg.clip.activation or None)
+    return ckpt.build_run_model(cfg, clip).to(device)
+
+
+def make_meta(cfg: RunConfig, model: nn.Module, class_names: list[str], state: TrainState) -> ckpt.TrainedMeta:
+    return ckpt.TrainedMeta(
+        class_names=list(class_names),
+        num_frames=cfg.data.num_frames,
+        image_size=cfg.data.image_size,
+        templates=tuple(cfg.model.templates),
+        config=config_to_dict(cfg),
+        clip_source=cfg.clip.source,
+        clip_arch=model.clip.cfg.to_dict(),
+        step=state.step,
+        epoch=state.epoch,
+    )
+
+
+def _save(run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str], state: TrainState) -> Path:
+    path = ckpt.save_checkpoint(
+        run_dir,
+        model=model,
+        optimizer=opt,
+        meta=make_meta(cfg, model, names, state),
+        state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= cfg.train.epochs},
+        keep=cfg.train.keep_checkpoints,
+    )
+    log.info("checkpoint %s", path)
+    return path
+
+
+def _resume(run_dir: Path, model: nn.Module, optimizer: Any) -> TrainState:
+    saved = ckpt.load_training_state(run_dir, model, optimizer)
+    ckpt.set_rng_state(saved["rng"])
+    state = TrainState(**{k: saved[k] for k in ("step", "epoch", "micro", "failed")})
+    log.info("resumed from step %d (epoch %d, %d batches into it)", state.step, state.epoch, state.micro)
+    return state
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # each worker decodes one video at a time; more threads only fight over the cores
+
+
+def _loader(dataset: VideoDataset, sampler: EpochSampler, cfg: RunConfig, dist: DistInfo) -> DataLoader:
+    """One loader for the whole run; workers persist across epochs and the sampler is moved between them."""
+    extra: dict[str, Any] = {}
+    if cfg.data.workers > 0:
+        extra = {"persistent_workers": True, "worker_init_fn": _worker_init}
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.workers,
+        collate_fn=collate_videos,
+        pin_memory=dist.device.type == "cuda",
+        **extra,
+    )
+
+
+def _batch_loss(step_model: nn.Module, batch: dict, device: torch.device, cfg: RunConfig) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the clips that decoded, and their count.
+
+    A batch whose clips all failed still runs one zero-weighted forward so that every DDP rank reduces gradients.
+    """
+    video = batch["video"]
+    if video is None or video.shape[0] == 0:
+        T, S = cfg.data.num_frames, cfg.data.image_size
+        dummy = torch.zeros(1, T, 3, S, S, device=device)
+        return step_model(dummy).sum() * 0.0, 0
+    x = normalize(video[:, 0].to(device, non_blocking=True))  # (B, T, 3, S, S), the one training view
+    labels = batch["label"].to(device)
+    logits = step_model(x)
+    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.shape[0])
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: DistInfo | None = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (config.yaml, metrics.jsonl, checkpoints/); continue it with ``resume``.
+
+    Raises:
+        NonFiniteLossError: the loss or gradient norm became NaN/inf; the last checkpoint is the last good one.
+        ValueError / FileNotFoundError: bad lists, class files or batch sizes, named in the message.
+    """
+    dist = dist or init_distributed(cfg.train.device)
+    run_dir, device, t = Path(run_dir), dist.device, cfg.train
+    names = read_class_names(cfg.data.path(cfg.data.class_names))
+    records = read_annotations(cfg.data.path(cfg.data.train_list), root=cfg.data.root, fmt=cfg.data.list_format)
+    _check_labels(records, names, cfg.data.train_list)
+    plan = plan_steps(len(records), cfg, dist.world_size)
+    model = build_train_model(cfg, device)
+    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps)
+    state = _resume(run_dir, model, optimizer) if resume else TrainState()
+    runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        log.info("%d clips, %d classes; %d steps/epoch of %d clips (%d x %d processes x %d accumulated), %d steps",
+                 len(records), len(names), plan.steps_per_epoch, plan.global_batch, t.batch_size, dist.world_size,
+                 plan.accum, plan.total_steps)  # fmt: skip
+    step_model: nn.Module = ClassifierStep(model, names)
+    if dist.world_size > 1:
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    dataset = VideoDataset(records, num_frames=cfg.data.num_frames, mode="train", size=cfg.data.image_size,
+                           short_side=cfg.data.short_side or None, flip=cfg.data.flip, decoder=cfg.data.decoder,
+                           seed=t.seed)  # fmt: skip
+    sampler = EpochSampler(len(dataset), plan, dist, t.seed)
+    loader = _loader(dataset, sampler, cfg, dist)
+    params = [p for p in model.parameters() if p.requires_grad]
+    stop_at = min(t.max_steps or plan.total_steps, plan.total_steps)
+    bar = tqdm(total=stop_at, initial=state.step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
+    last = ckpt.find_checkpoint(run_dir) if resume else None
+    sums, tick = torch.zeros(3, dtype=torch.float64), time.perf_counter()  # loss sum, clips, failed (this step)
+    model.train()
+    while state.epoch < t.epochs and state.step < stop_at:
+        sampler.set_epoch(state.epoch, skip=state.micro * t.batch_size)
+        for batch in loader:
+            boundary = (state.micro + 1) % plan.accum == 0
+            # nanoGPT: skip the gradient all-reduce on all but the last accumulation pass
+            sync = step_model.no_sync() if dist.world_size > 1 and not boundary else nullcontext()
+            with sync:
+                with autocast_for(device, t.amp):
+                    loss_sum, count = _batch_loss(step_model, batch, device, cfg)
+                (loss_sum / (t.batch_size * plan.accum)).backward()
+            sums += torch.tensor([loss_sum.item(), count, len(batch["failed"])], dtype=torch.float64)
+            for index, err in batch["failed"]:
+                log.debug("skipped unreadable training video %s: %s", records[int(index)].path, err)
+            state.micro += 1
+            if not boundary:
+                continue
+            lr = lr_at(
+                state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps, lr=t.lr, min_lr=t.min_lr
+            )
+            set_lr(optimizer, lr)
+            loss_total, clips, failed = all_reduce_sum(sums).tolist()
+            sums.zero_()
+            loss = loss_total / max(clips, 1.0)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                runlog.write("stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm)
+                bar.close(), runlog.close()
+                raise NonFiniteLossError(
+                    f"loss {loss} / gradient norm {grad_norm} at step {state.step + 1} (epoch {state.epoch}); "
+                    f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr or check the data."
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.failed += int(failed)
+            now = time.perf_counter()
+            speed, tick = plan.global_batch / max(now - tick, 1e-9), now
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}", refresh=False)
+            if state.step % t.log_every == 0 or state.step == 1:
+                runlog.write("train", step=state.step, epoch=state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
+                             clips_per_s=speed, failed=int(failed))  # fmt: skip
+            if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+                last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+            if state.step >= stop_at and state.micro < plan.steps_per_epoch * plan.accum:
+                break  # stopped mid-epoch (train.max_steps); at an epoch's end the epoch completes below
+        else:  # the epoch ran to its end
+            runlog.write("epoch", step=state.step, epoch=state.epoch, failed_videos=state.failed)
+            if state.failed:
+                log.warning("epoch %d: skipped %d unreadable training videos", state.epoch, state.failed)
+            state.epoch, state.micro, state.failed = state.epoch + 1, 0, 0
+            last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+            continue
+        break
+    if last is None or ckpt.read_meta(last).step != state.step:
+        last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+    bar.close()
+    runlog.write("done", step=state.step, epoch=state.epoch, finished=state.epoch >= t.epochs)
+    runlog.close()
+    return TrainResult(model.eval(), run_dir, last, state.step, state.epoch >= t.epochs, names)
+
+
+def _save_synced(dist: DistInfo, run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str],
+                 state: TrainState) -> Path:  # fmt: skip
+    path = _save(run_dir, cfg, model, opt, names, state) if dist.is_main else ckpt.checkpoint_dir(run_dir, state.step)
+    barrier()
+    return path
+
+
+def _check_labels(records: list, names: list[str], where: str) -> None:
+    bad = [r for r in records if not 0 <= r.label < len(names)]
+    if bad:
+        raise ValueError(f"{where}: label {bad[0].label} of {bad[0].path} is outside the {len(names)} class names")
