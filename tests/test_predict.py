@@ -1,0 +1,170 @@
+"""The two-line API and ``omniclip predict``: probabilities, ordering, equality with a by-hand computation, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omniclip.cli import main
+from omniclip.clip import build_clip, save_clip, tokenize
+from omniclip.data.encode import write_video
+from omniclip.data.transforms import normalize
+from omniclip.predict import (
+    Prediction,
+    VideoClassifier,
+    classifier_from_clip,
+    load_model,
+    load_video,
+    parse_views,
+    predict,
+)
+
+T = 4
+CLASSES = ["archery", "juggling balls", "surfing", "playing violin", "yoga"]
+TEMPLATES = ["a video of a person {}.", "a clip of {}."]
+
+
+def _frames(n: int, seed: int) -> np.ndarray:
+    """(n, 48, 64, 3) frames: a coloured square moving over a gradient."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, 64, dtype=np.float32)[None, :, None] * rng.uniform(0.3, 1.0, size=3)
+    frames = np.broadcast_to(base, (n, 48, 64, 3)).astype(np.uint8).copy()
+    for t in range(n):
+        frames[t, 10:26, 4 * t : 4 * t + 16] = rng.integers(0, 255, size=3)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("videos")
+    return [write_video(root / f"clip{i}.mp4", _frames(12, seed=i), fps=8) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> VideoClassifier:
+    torch.manual_seed(0)
+    return classifier_from_clip(build_clip("tiny").eval(), num_frames=T)
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory, classifier: VideoClassifier) -> Path:
+    """The classifier's CLIP saved as omniclip safetensors (``load_clip`` reads it back)."""
+    return save_clip(classifier.model.clip, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+def by_hand(clip, video_uint8: torch.Tensor, classes: list[str], templates: list[str]) -> torch.Tensor:
+    """Zero-shot CLIP written out: mean of per-frame image embeddings vs template-averaged text embeddings."""
+    frames = normalize(video_uint8[0, 0])  # (T, 3, S, S)
+    with torch.no_grad():
+        video = F.normalize(clip.encode_image(frames).mean(0), dim=-1)  # (E,)
+        text = []
+        for c in classes:
+            emb = F.normalize(clip.encode_text(tokenize([t.format(c) for t in templates])), dim=-1).mean(0)
+            text.append(F.normalize(emb, dim=-1))
+        scale = clip.logit_scale.exp().clamp(max=100)
+        return (scale * video @ torch.stack(text).T).softmax(-1)
+
+
+def test_predict_matches_a_by_hand_computation(classifier: VideoClassifier, videos: list[Path]) -> None:
+    preds = predict(classifier, videos[0], classes=CLASSES, templates=TEMPLATES, top_k=5)
+    assert all(isinstance(p, Prediction) for p in preds) and len(preds) == 5
+    probs = [p.probability for p in preds]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+    assert probs == sorted(probs, reverse=True) and sorted(p.name for p in preds) == sorted(CLASSES)
+    expected = by_hand(classifier.model.clip, load_video(classifier, videos[0]), CLASSES, TEMPLATES)
+    got = torch.tensor([dict(preds)[c] for c in CLASSES])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_top_k_and_several_videos(classifier: VideoClassifier, videos: list[Path]) -> None:
+    full = predict(classifier, videos, classes=CLASSES, top_k=5)
+    two = predict(classifier, [str(v) for v in videos], classes=CLASSES, top_k=2)
+    assert len(full) == len(two) == 2
+    for f, t in zip(full, two, strict=True):
+        assert t == f[:2]
+    assert len(predict(classifier, videos[0], classes=CLASSES[:3], top_k=10)) == 3  # capped at C
+
+
+def test_views_average_several_clips(classifier: VideoClassifier, videos: list[Path]) -> None:
+    video = load_video(classifier, videos[0], clips=2, crops=3)
+    assert video.shape == (1, 6, T, 3, 32, 32) and video.dtype == torch.uint8
+    preds = predict(classifier, videos[0], classes=CLASSES, views="2x3")
+    assert sum(p.probability for p in preds) == pytest.approx(1.0, abs=1e-5)
+    assert parse_views("4x3") == (4, 3)
+    with pytest.raises(ValueError, match="clips x crops"):
+        parse_views("3")
+
+
+def test_prediction_errors(classifier: VideoClassifier, videos: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothere.mp4"):
+        predict(classifier, tmp_path / "nothere.mp4", classes=CLASSES)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 8)
+    with pytest.raises(ValueError, match="cannot read video .*broken.mp4"):
+        predict(classifier, broken, classes=CLASSES)
+    with pytest.raises(ValueError, match="class names must be non-empty"):
+        predict(classifier, videos[0], classes=[])
+    with pytest.raises(ValueError, match="no classes"):
+        predict(classifier, videos[0])
+    with pytest.raises(ValueError, match="appear twice"):
+        predict(classifier, videos[0], classes=["a", "a"])
+    with pytest.raises(ValueError, match="list of names"):
+        predict(classifier, videos[0], classes="a,b")
+    with pytest.raises(ValueError, match="top_k"):
+        predict(classifier, videos[0], classes=CLASSES, top_k=0)
+
+
+def test_two_line_api_is_exported() -> None:
+    import omniclip
+
+    assert callable(omniclip.predict) and callable(omniclip.load_model)
+    assert omniclip.predict is predict
+
+
+# ---- command line ------------------------------------------------------------------------------------------------
+
+
+def test_load_model_from_clip_weights(classifier: VideoClassifier, clip_file: Path, videos: list[Path]) -> None:
+    loaded = load_model(clip_file, num_frames=T)
+    assert loaded.num_frames == T and loaded.image_size == 32 and loaded.class_names is None
+    assert loaded.source == str(clip_file) and loaded.model.config.variant == "frame_average"
+    got, want = (dict(predict(c, videos[0], classes=CLASSES)) for c in (loaded, classifier))
+    assert got == pytest.approx(want, abs=1e-6)
+    assert load_model(clip_file).num_frames == 8  # the default for CLIP weights
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
+        load_model(clip_file.with_name("nowhere.safetensors"))
+
+
+def test_cli_json_and_table(videos: list[Path], clip_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", *map(str, videos), "--clip", str(clip_file), "--classes", ",".join(CLASSES), "--frames", "4"]
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["video"] for r in rows] == [str(v) for v in videos]
+    for row in rows:
+        probs = [p["probability"] for p in row["predictions"]]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5) and probs == sorted(probs, reverse=True)
+    assert main([*argv, "--top-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(videos[0]) and out[1].lstrip().startswith("1. ") and len(out) == 6
+    assert rows[0]["predictions"][0]["class"] in out[1]
+
+
+def test_cli_classes_file_and_errors(
+    videos: list[Path], clip_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = str(clip_file)
+    names = tmp_path / "classes.csv"
+    names.write_text("id,name\n0,archery\n1,surfing\n")
+    assert main(["predict", str(videos[0]), "--clip", tiny, "--classes-file", str(names), "--json"]) == 0
+    assert {p["class"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]} == {"archery", "surfing"}
+    assert main(["predict", str(tmp_path / "gone.mp4"), "--clip", tiny, "--classes", "a,b"]) == 2
+    assert "gone.mp4" in capsys.readouterr().err
+    assert main(["predict", str(videos[0]), "--clip", tiny, "--classes", " , "]) == 2
+    assert "--classes is empty" in capsys.readouterr().err
+    assert main(["predict", str(videos[0]), "--clip", tiny]) == 2
+    assert "no classes" in capsys.readouterr().err
