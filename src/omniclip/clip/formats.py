@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -163,7 +164,9 @@ def read_tensors(path: Path) -> RawCheckpoint:
                 metadata = dict(f.metadata() or {})
         elif is_torchscript(path):
             container = "torchscript"
-            loaded = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            with warnings.catch_warnings():  # torch 2.9+ marks torch.jit as deprecated; it is the only reader
+                warnings.simplefilter("ignore", DeprecationWarning)
+                loaded = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         else:
             container = "torch"
             loaded = torch.load(path, map_location="cpu", weights_only=True)
