@@ -168,3 +168,49 @@ def test_cli_classes_file_and_errors(
     assert "--classes is empty" in capsys.readouterr().err
     assert main(["predict", str(videos[0]), "--clip", tiny]) == 2
     assert "no classes" in capsys.readouterr().err
+
+
+# ---- trained checkpoints -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, clip_file: Path) -> tuple[Path, VideoClassifier]:
+    """A checkpoint written by the training engine's ``save_checkpoint``, from a model with non-zero adapters."""
+    from omniclip.clip import load_clip
+    from omniclip.config import config_from_dict, config_to_dict
+    from omniclip.train.checkpoint import TrainedMeta, build_run_model, save_checkpoint
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = config_from_dict({"clip": {"source": str(clip_file)}, "data": {"num_frames": T, "image_size": 32}})
+    model = build_run_model(cfg, load_clip(clip_file)).eval()
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    meta = TrainedMeta(CLASSES[:3], T, 32, ("a video of {}.",), config_to_dict(cfg), str(clip_file),
+                       clip_arch=model.clip.cfg.to_dict(), step=1)  # fmt: skip
+    save_checkpoint(run, model=model, optimizer=None, meta=meta, state={"step": 1})
+    return run, VideoClassifier(model, T, 32, templates=("a video of {}.",), class_names=CLASSES[:3])
+
+
+def test_load_model_from_a_trained_checkpoint(trained_run, clip_file: Path, videos: list[Path]) -> None:
+    run, reference = trained_run
+    loaded = load_model(run)  # detected as a checkpoint
+    assert loaded.class_names == CLASSES[:3] and loaded.num_frames == T and loaded.image_size == 32
+    assert loaded.model.config.variant == "omniclip"
+    preds = predict(loaded, videos[0])  # the checkpoint's own classes
+    assert [p.name for p in preds] == [p.name for p in predict(reference, videos[0])]
+    assert dict(preds) == pytest.approx(dict(predict(reference, videos[0])), abs=1e-6)
+    frame_average = predict(load_model(clip_file, num_frames=T), videos[0], classes=CLASSES[:3])
+    assert dict(preds) != pytest.approx(dict(frame_average), abs=1e-4)  # the trained adapters matter
+    with pytest.raises(ValueError, match="trained with 4 frames"):
+        load_model(run, num_frames=8)
+    with pytest.raises(ValueError, match="CLIP weights only"):
+        load_model(run, variant="pta")
+
+
+def test_cli_with_checkpoint(trained_run, videos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    run, reference = trained_run
+    assert main(["predict", str(videos[1]), "--checkpoint", str(run), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    want = predict(reference, videos[1])
+    assert [p["class"] for p in row["predictions"]] == [p.name for p in want]
