@@ -107,6 +107,14 @@ def test_hf_logits_match(saved) -> None:
         torch.testing.assert_close(ours(pixels, tokens)[0], expected, atol=1e-4, rtol=1e-5)
 
 
+def test_hf_sharded_folder(saved, tmp_path: Path) -> None:
+    hf, _ = saved["p32-quick"]
+    hf.save_pretrained(tmp_path, max_shard_size="1MB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    assert_parity(load_clip(tmp_path), hf)
+
+
 def test_openai_state_dicts(saved, tmp_path: Path) -> None:
     hf, folder = saved["p16-quick-smallvocab"]
     sd = load_clip(folder).state_dict()

@@ -70,6 +70,17 @@ def test_plain_state_dict_heads_and_activation_override(openai_pt: Path) -> None
         load_clip(openai_pt, activation="relu")
 
 
+def test_openclip_custom_text_layout(tmp_path: Path, tiny_clip) -> None:
+    """OpenCLIP's CustomTextCLIP keeps the text tower under ``text.``; it loads as the same CLIP."""
+    own = tiny_clip.state_dict()
+    sd = {(k if k.startswith(("visual.", "logit_scale")) else "text." + k): v for k, v in own.items()}
+    assert "text.transformer.resblocks.0.attn.in_proj_weight" in sd
+    torch.save({"state_dict": sd}, tmp_path / "custom_text.pt")
+    model = load_clip(tmp_path / "custom_text.pt")
+    assert model.load_report.format == "openclip" and model.cfg.activation == "gelu"
+    assert _same_weights(model, tiny_clip)
+
+
 def test_derived_architecture_of_vit_b16_shapes() -> None:
     with torch.device("meta"):
         sd = build_clip("ViT-B-16").state_dict()
