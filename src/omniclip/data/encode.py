@@ -26,6 +26,7 @@ class VideoWriter:
         gop: Keyframe interval in frames (None: encoder default, 250 for x264).
         bframes: Number of B-frames for x264 (None: default).
         time_base: Stream time base for explicit ``pts`` (None: 1/fps).
+        threads: Encoder threads (0: the encoder's choice).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class VideoWriter:
         gop: int | None = None,
         bframes: int | None = None,
         time_base: Fraction | None = None,
+        threads: int = 0,
     ) -> None:
         import av
 
@@ -60,6 +62,8 @@ class VideoWriter:
         if bframes is not None:
             options["bf"] = str(bframes)
         stream.options = options
+        if threads:
+            stream.codec_context.thread_count = threads
         if time_base is not None:
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
