@@ -14,6 +14,7 @@ Logits are ``logit_scale * encoder(video) @ class_embeddings.T``, exactly the mo
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -42,14 +43,28 @@ MAX_BATCH = 1024  # upper bound of the exported dynamic batch dimension
 
 
 class VideoEncoder(nn.Module):
-    """What gets exported: ``encode_video`` followed by L2 normalisation."""
+    """What gets exported: the model's own ``encode_video`` followed by L2 normalisation."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = video_only(model)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E)
+
+
+def video_only(model: nn.Module) -> nn.Module:
+    """A shallow copy of an OmniCLIP without the text side, sharing the image tower's parameters.
+
+    ``torch.export`` stores every parameter of the exported module, used or not; without this the text tower
+    (40% of ViT-B/16) would ride along in ``video_encoder.pt2``.
+    """
+    clip = copy.copy(model.clip)
+    clip._parameters, clip._buffers, clip._modules = {}, {}, {"visual": model.clip.visual}
+    video = copy.copy(model)
+    video._parameters, video._buffers = {}, {}
+    video._modules = {"clip": clip}
+    return video
 
 
 def export_model(
@@ -186,7 +201,8 @@ class _atomic:
         self.path = path
 
     def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        # The temporary name keeps the suffix: torch.export.save warns about files not ending in .pt2.
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp
