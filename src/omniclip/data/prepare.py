@@ -101,8 +101,9 @@ def _job(args: tuple[Path, Path, int, int, int, int]) -> str | None:
     return None
 
 
-def _write_shards(out: Path, rels: list[str], shards: int) -> tuple[list[Path], dict[str, str]]:
-    """Move the encoded files into ``shards`` tar files (contiguous runs); returns the shards and rel -> new path."""
+def _write_shards(out: Path, staging: Path, rels: list[str], shards: int) -> tuple[list[Path], dict[str, str]]:
+    """Pack the files encoded under ``staging`` into ``shards`` tar files (contiguous runs) and delete ``staging``;
+    returns the shards and rel -> new list path."""
     names, paths = {}, []
     for s in range(shards):
         members = [r for i, r in enumerate(rels) if i * shards // len(rels) == s]
@@ -111,12 +112,11 @@ def _write_shards(out: Path, rels: list[str], shards: int) -> tuple[list[Path], 
         tmp = shard.with_name(f".{shard.name}.tmp{os.getpid()}")
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for rel in members:
-                tar.add(out / rel, arcname=rel)
+                tar.add(staging / rel, arcname=rel)
                 names[rel] = f"shards/{shard.name}#{rel}"
         os.replace(tmp, shard)
         paths.append(shard)
-    for rel in rels:
-        (out / rel).unlink()
+    shutil.rmtree(staging)
     return paths, names
 
 
@@ -140,7 +140,8 @@ def prepare_dataset(
     if out.resolve() == (root_path or Path(".")).resolve():
         raise ValueError(f"--out {out} must differ from the dataset root, or the originals would be overwritten")
     threads = 1 if workers > 1 else 0
-    jobs = [(r.path, out / rel, short_side, crf, gop, threads) for r, rel in zip(records, rels, strict=True)]
+    dest = out / ".staging" if shards > 0 else out
+    jobs = [(r.path, dest / rel, short_side, crf, gop, threads) for r, rel in zip(records, rels, strict=True)]
     results: list[str | None] = []
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
@@ -157,10 +158,10 @@ def prepare_dataset(
     report = PrepareReport(out / Path(list_file).name, len(ok))
     report.failed = [(rels[i], res) for i, res in enumerate(results) if res is not None]
     report.bytes_in = sum(records[i].path.stat().st_size for i in ok)
-    report.bytes_out = sum((out / rels[i]).stat().st_size for i in ok)
+    report.bytes_out = sum((dest / rels[i]).stat().st_size for i in ok)
     names = {rels[i]: rels[i] for i in ok}
     if shards > 0 and ok:
-        report.shards, names = _write_shards(out, [rels[i] for i in ok], min(shards, len(ok)))
+        report.shards, names = _write_shards(out, dest, [rels[i] for i in ok], min(shards, len(ok)))
     write_text_atomic(report.list_file, "".join(f"{names[rels[i]]} {records[i].label}\n" for i in ok))
     write_text_atomic(out / "failed.txt", "".join(f"{rel}\t{why}\n" for rel, why in report.failed))
     for rel, why in report.failed:
