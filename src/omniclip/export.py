@@ -154,6 +154,8 @@ def export_meta(
             "dtype": "float32",
             "max_batch": MAX_BATCH,
             "layout": "RGB frames scaled to [0, 1], then (x - mean) / std per channel",
+            "preprocess": f"{T} frames, one from the middle of each of {T} equal segments; short side resized to "
+            f"{round(S * 256 / 224)} px; centre crop {S}x{S} (omniclip.data.dataset.VideoDataset, mode='test')",
         },
         "output": {"name": "embedding", "shape": ["B", embed_dim], "l2_normalised": True},
         "mean": [float(m) for m in CLIP_MEAN],
