@@ -63,6 +63,7 @@ HF_TRANSPOSED = {"visual_projection.weight": "visual.proj", "text_projection.wei
 HF_DROPPED = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
 _HF_QKV = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$")
 _LAYER = re.compile(r"\.(\d+)\.")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def mapped_key(key: str, table: dict[str, str]) -> str:
@@ -171,8 +172,15 @@ def read_tensors(path: Path) -> RawCheckpoint:
             container = "torch"
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # every reader has its own error types; any of them means a bad file
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        raise ValueError(f"cannot read it as safetensors, torch.save or TorchScript (truncated?): {reason}") from err
+        if "Unsupported global" in str(err):  # weights_only refused a pickled class: more than tensors and dicts
+            raise ValueError(
+                "torch.load(weights_only=True) refused it: it pickles objects other than tensors and plain "
+                "containers; if you trust the file, re-save only its state dict (a dict of tensors) with torch.save"
+            ) from err
+        first_line = _ANSI.sub("", str(err)).strip().split("\n")[0]
+        raise ValueError(
+            f"cannot read it as safetensors, torch.save or TorchScript (truncated?): {type(err).__name__}: {first_line}"
+        ) from err
     tensors, wrapped = unwrap(loaded)
     return RawCheckpoint(tensors, metadata, container, wrapped)
 

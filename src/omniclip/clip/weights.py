@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import save_file
@@ -144,35 +144,42 @@ def _weights_in(folder: Path) -> tuple[Path, dict[str, Any] | None]:
     )
 
 
-def _openai_layout(raw: formats.RawCheckpoint, path: Path, act: Activation | None) -> tuple[Any, ...]:
-    """OpenAI vs OpenCLIP for OpenAI-named weights; returns (state dict, format, heads, activation, reason)."""
-    sd = raw.tensors
-    has_extras = any(k in sd for k in formats.OPENAI_EXTRA_KEYS)
+class _Layout(NamedTuple):
+    state_dict: Tensors  # OpenAI names
+    format: str
+    heads: tuple[int | None, int | None]  # (vision, text) from a config file; None: width // 64
+    activation: Activation
+    reason: str  # why this activation
+
+
+def _openai_layout(raw: formats.RawCheckpoint, path: Path, act: Activation | None) -> _Layout:
+    """Tell OpenAI from OpenCLIP weights (both use OpenAI's names) and find the activation."""
+    has_extras = any(k in raw.tensors for k in formats.OPENAI_EXTRA_KEYS)
     sidecar = path.parent / "open_clip_config.json"
-    sd = {k: v for k, v in sd.items() if k not in formats.OPENAI_EXTRA_KEYS}
+    sd = {k: v for k, v in raw.tensors.items() if k not in formats.OPENAI_EXTRA_KEYS}
     if raw.container == "torchscript" or (has_extras and not sidecar.is_file()):
         fmt = "openai-torchscript" if raw.container == "torchscript" else "openai"
-        return sd, fmt, (None, None), "quick_gelu", "OpenAI weights"
-    openclip_like = raw.wrapped or path.name.startswith("open_clip") or sidecar.is_file()
-    if not openclip_like:
-        return sd, "openai", (None, None), "quick_gelu", "OpenAI layout; pass activation='gelu' for LAION weights"
+        return _Layout(sd, fmt, (None, None), "quick_gelu", "OpenAI weights")
+    if not (raw.wrapped or path.name.startswith("open_clip") or sidecar.is_file()):
+        return _Layout(sd, "openai", (None, None), "quick_gelu", "OpenAI layout; pass activation='gelu' for LAION")
     sd = formats.openclip_to_openai(sd)
     if sidecar.is_file():
         v_heads, t_heads, found = formats.openclip_heads_and_activation(_read_json(sidecar), str(sidecar))
-        return sd, "openclip", (v_heads, t_heads), found, f"{sidecar.name} quick_gelu={found == 'quick_gelu'}"
+        return _Layout(sd, "openclip", (v_heads, t_heads), found, f"{sidecar.name} quick_gelu={found == 'quick_gelu'}")
     if act is None:
         log.info("%s: no open_clip_config.json beside it; using GELU as LAION OpenCLIP models do", path)
-    return sd, "openclip", (None, None), "gelu", "OpenCLIP default without open_clip_config.json"
+    return _Layout(sd, "openclip", (None, None), "gelu", "OpenCLIP default without open_clip_config.json")
 
 
-def _hf_layout(sd: Tensors, path: Path, hf_config: dict[str, Any] | None) -> tuple[Any, ...]:
+def _hf_layout(sd: Tensors, path: Path, hf_config: dict[str, Any] | None) -> _Layout:
+    """Convert Hugging Face names; heads and activation from the folder's (or the file's sibling) ``config.json``."""
     sidecar = path.parent / "config.json"
     if hf_config is None and sidecar.is_file():
         hf_config = _read_json(sidecar)
     if hf_config is None:
-        return formats.hf_to_openai(sd), "hf", (None, None), "quick_gelu", "no config.json: HF default"
-    v_heads, t_heads, act = formats.hf_heads_and_activation(hf_config, str(path.parent / "config.json"))
-    return formats.hf_to_openai(sd), "hf", (v_heads, t_heads), act, f"config.json hidden_act={act}"
+        return _Layout(formats.hf_to_openai(sd), "hf", (None, None), "quick_gelu", "no config.json: HF default")
+    v_heads, t_heads, act = formats.hf_heads_and_activation(hf_config, str(sidecar))
+    return _Layout(formats.hf_to_openai(sd), "hf", (v_heads, t_heads), act, f"config.json hidden_act={act}")
 
 
 @dataclass(frozen=True)
@@ -203,11 +210,11 @@ def read_clip_state(source: str | Path, activation: Activation | None = None) ->
             fmt, reason = "omniclip", "saved architecture"
         else:
             if formats.detect_layout(sd) == "hf":
-                parts = _hf_layout(sd, file, hf_config)
+                layout = _hf_layout(sd, file, hf_config)
             else:
-                parts = _openai_layout(raw, file, activation)
-            sd, fmt, (v_heads, t_heads), act, reason = parts
-            cfg = formats.config_from_state_dict(sd, act, v_heads, t_heads)
+                layout = _openai_layout(raw, file, activation)
+            sd, fmt, reason = layout.state_dict, layout.format, layout.reason
+            cfg = formats.config_from_state_dict(sd, layout.activation, *layout.heads)
         if activation is not None:
             cfg = replace(cfg, activation=formats.activation_of(activation, "activation argument"))
             reason = "activation argument"
@@ -273,7 +280,8 @@ def load_clip(
     with torch.device("meta"):
         model = CLIP(state.config)
     model.load_state_dict(state.state_dict, strict=True, assign=True)
-    model = model.to(device=device, dtype=dtype or torch.float32).eval()
+    # Move first, then cast: fp16 release weights travel at half the bytes and convert on the accelerator.
+    model = model.to(device=device).to(dtype=dtype or torch.float32).eval()
     report = LoadReport(
         source=str(source),
         path=str(state.file),
