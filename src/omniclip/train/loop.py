@@ -258,15 +258,30 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        log.info("%d clips, %d classes; %d steps/epoch of %d clips (%d x %d processes x %d accumulated), %d steps",
-                 len(records), len(names), plan.steps_per_epoch, plan.global_batch, t.batch_size, dist.world_size,
-                 plan.accum, plan.total_steps)  # fmt: skip
+        log.info(
+            "%d clips, %d classes; %d steps/epoch of %d clips (%d x %d processes x %d accumulated), %d steps",
+            len(records),
+            len(names),
+            plan.steps_per_epoch,
+            plan.global_batch,
+            t.batch_size,
+            dist.world_size,
+            plan.accum,
+            plan.total_steps,
+        )
     step_model: nn.Module = ClassifierStep(model, names)
     if dist.world_size > 1:
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = VideoDataset(records, num_frames=cfg.data.num_frames, mode="train", size=cfg.data.image_size,
-                           short_side=cfg.data.short_side or None, flip=cfg.data.flip, decoder=cfg.data.decoder,
-                           seed=t.seed)  # fmt: skip
+    dataset = VideoDataset(
+        records,
+        num_frames=cfg.data.num_frames,
+        mode="train",
+        size=cfg.data.image_size,
+        short_side=cfg.data.short_side or None,
+        flip=cfg.data.flip,
+        decoder=cfg.data.decoder,
+        seed=t.seed,
+    )
     sampler = EpochSampler(len(dataset), plan, dist, t.seed)
     loader = _loader(dataset, sampler, cfg, dist)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -315,8 +330,16 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}", refresh=False)
             if state.step % t.log_every == 0 or state.step == 1:
-                runlog.write("train", step=state.step, epoch=state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
-                             clips_per_s=speed, failed=int(failed))  # fmt: skip
+                runlog.write(
+                    "train",
+                    step=state.step,
+                    epoch=state.epoch,
+                    loss=loss,
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    clips_per_s=speed,
+                    failed=int(failed),
+                )
             if t.checkpoint_every and state.step % t.checkpoint_every == 0:
                 last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
             if state.step >= stop_at and state.micro < plan.steps_per_epoch * plan.accum:
@@ -337,8 +360,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
     return TrainResult(model.eval(), run_dir, last, state.step, state.epoch >= t.epochs, names)
 
 
-def _save_synced(dist: DistInfo, run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str],
-                 state: TrainState) -> Path:  # fmt: skip
+def _save_synced(
+    dist: DistInfo, run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str], state: TrainState
+) -> Path:
     path = _save(run_dir, cfg, model, opt, names, state) if dist.is_main else ckpt.checkpoint_dir(run_dir, state.step)
     barrier()
     return path

@@ -1,0 +1,302 @@
+"""Protocol runners: supervised, few-shot, zero-shot and base-to-novel as code, with their splits and averaging.
+
+Each runner follows PROTOCOLS.md (X-CLIP / ViFi-CLIP lineage): it writes the split files it trains on into the
+run directory, trains through ``fit`` (``omniclip.train.loop.train`` wrapped by the command, so imports keep
+pointing one way: protocols never import train), evaluates with ``evaluate`` on every test split or class subset,
+writes a report per evaluation and ``results.json`` with the mean ± std over splits (harmonic mean for
+base-to-novel).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+from omniclip.config import RunConfig, replace_sections
+from omniclip.data.dataset import VideoDataset
+from omniclip.data.loader import build_loader
+from omniclip.data.records import VideoRecord, read_annotations, read_class_names
+from omniclip.protocols import splits
+from omniclip.protocols.evaluate import EvalResult, evaluate
+from omniclip.protocols.report import summarize_splits, write_eval_report
+
+log = logging.getLogger(__name__)
+
+# (config, run directory, resume) -> the trained model (unwrapped, on the device)
+Fit = Callable[[RunConfig, Path, bool], nn.Module]
+SUMMARY_KEYS = ("top1", "top5", "mean_class_accuracy", "num_videos", "num_scored", "num_failed")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation: videos (labels in ``0..C-1`` of ``class_names``, indices ``0..n-1``) under a name."""
+
+    name: str  # report folder and results key, e.g. "test1" or "val_subset2"
+    records: list[VideoRecord]  # videos to score
+    class_names: list[str]  # the C classes scored against
+
+
+def _is_main() -> bool:
+    return not (tdist.is_available() and tdist.is_initialized()) or tdist.get_rank() == 0
+
+
+def _rank_world() -> tuple[int, int]:
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank(), tdist.get_world_size()
+    return 0, 1
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON atomically (main process only)."""
+    if _is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    return path
+
+
+def test_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[EvalSet]:
+    """One ``EvalSet`` per ``data.test_lists`` entry, or per class subset when ``protocol.class_subset`` > 0."""
+    names = class_names or read_class_names(cfg.data.path(cfg.data.class_names))
+    sets = []
+    for list_name in cfg.data.test_lists:
+        records = read_annotations(cfg.data.path(list_name), root=cfg.data.root, fmt=cfg.data.list_format)
+        stem = Path(list_name).stem
+        p = cfg.protocol
+        if p.class_subset <= 0:
+            sets.append(EvalSet(stem, records, names))
+            continue
+        present = sorted({r.label for r in records})
+        for k, chosen in enumerate(splits.zero_shot_subsets(present, p.class_subset, num_splits=p.num_subsets)):
+            sets.append(EvalSet(f"{stem}_subset{k}", splits.relabel(records, chosen), [names[c] for c in chosen]))
+    return sets
+
+
+@torch.no_grad()
+def evaluate_set(
+    model: nn.Module, es: EvalSet, cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any = None
+) -> EvalResult:
+    """Score ``es`` with the config's views (sharded over processes), write its report under ``out_dir/name``."""
+    labels = {r.label for r in es.records}
+    if labels and (min(labels) < 0 or max(labels) >= len(es.class_names)):
+        raise ValueError(
+            f"evaluation {es.name}: labels reach {max(labels)} but there are {len(es.class_names)} classes"
+        )
+    d, e = cfg.data, cfg.eval
+    dataset = VideoDataset(
+        es.records,
+        num_frames=d.num_frames,
+        mode="test",
+        size=d.image_size,
+        short_side=d.short_side or None,
+        clips=e.clips,
+        crops=e.crops,
+        decoder=d.decoder,
+    )
+    rank, world = _rank_world()
+    workers = d.workers if e.workers < 0 else e.workers
+    loader = build_loader(dataset, batch_size=e.batch_size, train=False, workers=workers, rank=rank, world_size=world)
+    model.eval()
+    classes = model.encode_classes(es.class_names)
+    result = evaluate(model, loader, classes, device=device, amp_dtype=amp_dtype, num_classes=len(es.class_names))
+    if _is_main():
+        write_eval_report(result, out_dir / es.name, es.class_names)
+    return result
+
+
+def _compact(result: EvalResult) -> dict[str, Any]:
+    d = result.to_dict()
+    return {k: d[k] for k in SUMMARY_KEYS if k in d}
+
+
+def evaluate_sets(
+    model: nn.Module, sets: list[EvalSet], cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any
+) -> dict[str, Any]:
+    """Evaluate every set; returns ``{"splits": {name: metrics}, "summary": mean ± std}``."""
+    results = {es.name: evaluate_set(model, es, cfg, out_dir, device=device, amp_dtype=amp_dtype) for es in sets}
+    return {"splits": {k: _compact(r) for k, r in results.items()}, "summary": summarize_splits(list(results.values()))}
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """``2ab / (a + b)`` (0 when both are 0): the base-to-novel summary number."""
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def _stage_dir(run_dir: Path, seeds: Sequence[int], seed: int) -> Path:
+    return run_dir if len(seeds) == 1 else run_dir / f"seed_{seed}"
+
+
+def _has_checkpoint(stage: Path) -> bool:
+    return (stage / "checkpoints" / "last").is_file()
+
+
+def run_supervised(
+    cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
+) -> dict[str, Any]:
+    """Train on ``data.train_list``, evaluate every test list with ``eval.clips x eval.crops`` views."""
+    model = fit(cfg, run_dir, resume)
+    return evaluate_sets(model, test_sets(cfg), cfg, run_dir / "eval", device=device, amp_dtype=amp_dtype)
+
+
+def run_few_shot(
+    cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
+) -> dict[str, Any]:
+    """K videos per class drawn (seeded) from ``data.train_list``, train, evaluate every test split, report the mean.
+
+    The drawn list is written to ``<run>/splits/`` and the config used for training points at it.
+    """
+    out: dict[str, Any] = {"seeds": {}}
+    seeds = cfg.protocol.seeds
+    num_classes = len(read_class_names(cfg.data.path(cfg.data.class_names)))
+    for seed in seeds:
+        stage = _stage_dir(run_dir, seeds, seed)
+        shot_list = _write_shots(cfg, stage, seed, classes=None, num_classes=num_classes)
+        stage_cfg = replace_sections(cfg, data={"train_list": str(shot_list.resolve())}, train={"seed": seed})
+        model = fit(stage_cfg, stage, resume and _has_checkpoint(stage))
+        result = evaluate_sets(model, test_sets(cfg), cfg, stage / "eval", device=device, amp_dtype=amp_dtype)
+        out["seeds"][str(seed)] = result
+    if len(seeds) == 1:
+        return {**out["seeds"][str(seeds[0])], "shots": cfg.protocol.shots}
+    top1 = [r["summary"]["top1"]["mean"] for r in out["seeds"].values()]
+    return {**out, "shots": cfg.protocol.shots, "summary": {"top1": _mean_std(top1)}}
+
+
+def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] | None, num_classes: int) -> Path:
+    """Write the K-shot training list for ``seed`` (optionally only ``classes``, relabelled) into ``stage/splits``."""
+    path = stage / "splits" / f"train_{cfg.protocol.shots}shot_seed{seed}.txt"
+    if _is_main():
+        records = read_annotations(cfg.data.path(cfg.data.train_list), root=cfg.data.root, fmt=cfg.data.list_format)
+        if classes is not None:
+            records = splits.relabel(records, classes)
+        chosen = splits.few_shot_records(records, cfg.protocol.shots, seed=seed, num_classes=num_classes)
+        splits.write_records(chosen, path, root=cfg.data.root)
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+    return path
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, Any]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "values": list(values)}
+
+
+def run_base_to_novel(
+    cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
+) -> dict[str, Any]:
+    """Per seed: train on K shots of the base classes, evaluate base and novel classes; report the harmonic mean."""
+    names = read_class_names(cfg.data.path(cfg.data.class_names))
+    base, novel = splits.base_novel_classes(len(names), cfg.protocol.base_classes)
+    seeds, per_seed = cfg.protocol.seeds, {}
+    for seed in seeds:
+        stage = _stage_dir(run_dir, seeds, seed)
+        shot_list = _write_shots(cfg, stage, seed, classes=base, num_classes=len(base))
+        base_file = stage / "splits" / "base_classes.csv"
+        if _is_main():
+            splits.write_class_file([names[c] for c in base], base_file)
+        stage_cfg = replace_sections(
+            cfg,
+            data={"train_list": str(shot_list.resolve()), "class_names": str(base_file.resolve())},
+            train={"seed": seed},
+        )
+        model = fit(stage_cfg, stage, resume and _has_checkpoint(stage))
+        per_seed[str(seed)] = _base_novel_eval(model, cfg, names, base, novel, stage / "eval", device, amp_dtype)
+    summary = {k: _mean_std([r[k] for r in per_seed.values()]) for k in ("base_top1", "novel_top1", "harmonic_mean")}
+    return {"seeds": per_seed, "summary": summary, "shots": cfg.protocol.shots, "base": len(base), "novel": len(novel)}
+
+
+def _base_novel_eval(
+    model: nn.Module,
+    cfg: RunConfig,
+    names: list[str],
+    base: list[int],
+    novel: list[int],
+    out_dir: Path,
+    device: torch.device,
+    amp_dtype: Any,
+) -> dict[str, Any]:
+    """Evaluate base and novel classes on every test list; top-1 averaged over lists, then the harmonic mean."""
+    results: dict[str, Any] = {}
+    for part, classes in (("base", base), ("novel", novel)):
+        sets = [
+            EvalSet(f"{es.name}_{part}", splits.relabel(es.records, classes), [names[c] for c in classes])
+            for es in test_sets(replace_sections(cfg, protocol={"class_subset": 0}), names)
+        ]
+        results[part] = evaluate_sets(model, sets, cfg, out_dir, device=device, amp_dtype=amp_dtype)
+    b, n = results["base"]["summary"]["top1"]["mean"], results["novel"]["summary"]["top1"]["mean"]
+    return {"base_top1": b, "novel_top1": n, "harmonic_mean": harmonic_mean(b, n), **results}
+
+
+def run_zero_shot(
+    cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
+) -> dict[str, Any]:
+    """Train on the source data (K400), evaluate the config's test lists; other datasets use ``omniclip eval``."""
+    return run_supervised(cfg, run_dir, fit=fit, device=device, amp_dtype=amp_dtype, resume=resume)
+
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "supervised": run_supervised,
+    "few_shot": run_few_shot,
+    "zero_shot": run_zero_shot,
+    "base_to_novel": run_base_to_novel,
+}
+
+
+def run_protocol(
+    cfg: RunConfig, run_dir: str | Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
+) -> dict[str, Any]:
+    """Run ``cfg.protocol.name`` into ``run_dir``; writes and returns ``results.json``'s content."""
+    run_dir = Path(run_dir)
+    check_inputs(cfg, training=True)
+    log.info("protocol %s on %s into %s", cfg.protocol.name, cfg.data.dataset, run_dir)
+    out = RUNNERS[cfg.protocol.name](cfg, run_dir, fit=fit, device=device, amp_dtype=amp_dtype, resume=resume)
+    out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}
+    write_json(run_dir / "results.json", out)
+    return out
+
+
+def evaluate_protocol(
+    cfg: RunConfig, model: nn.Module, out_dir: str | Path, *, device: torch.device, amp_dtype: Any = None
+) -> dict[str, Any]:
+    """Evaluate a trained (or plain CLIP) model under ``cfg``: test splits / class subsets, or base and novel."""
+    out_dir = Path(out_dir)
+    check_inputs(cfg, training=False)
+    model = model.to(device)
+    if cfg.protocol.name == "base_to_novel":
+        names = read_class_names(cfg.data.path(cfg.data.class_names))
+        base, novel = splits.base_novel_classes(len(names), cfg.protocol.base_classes)
+        out = _base_novel_eval(model, cfg, names, base, novel, out_dir, device, amp_dtype)
+    else:
+        out = evaluate_sets(model, test_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
+    out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}
+    write_json(out_dir / "results.json", out)
+    return out
+
+
+def check_inputs(cfg: RunConfig, *, training: bool) -> None:
+    """Fail before any work when a list or class file is missing.
+
+    Raises:
+        FileNotFoundError: names the config key and the path.
+    """
+    keys = [("data.class_names", cfg.data.class_names)]
+    keys += [("data.train_list", cfg.data.train_list)] if training else []
+    keys += [(f"data.test_lists[{i}]", name) for i, name in enumerate(cfg.data.test_lists)]
+    for key, name in keys:
+        path = cfg.data.path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{key}: {path} not found (data.root={cfg.data.root}; set OMNICLIP_DATA or data.root)"
+            )

@@ -1,0 +1,141 @@
+"""The training loop on the smoke config: golden losses, exact resume, NaN stop, accumulation, unreadable videos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SMOKE
+from omniclip import cli
+from omniclip.config import load_config
+from omniclip.runlog import read_metrics
+from omniclip.train.checkpoint import find_checkpoint, load_trained_model, read_meta
+from omniclip.train.loop import NonFiniteLossError, plan_steps, train
+
+# Loss of the first 3 optimizer steps of configs/smoke.yaml (seed 0) on the synthetic fixture data with the seed-0
+# tiny CLIP. Re-record only for a known reason (a deliberate change of initialisation, data or loss).
+GOLDEN_LOSSES = [1.3012264966964722, 1.266282320022583, 1.5035902261734009]
+
+
+def _cfg(tiny_clip_file, synthetic, *overrides: str):
+    return load_config(SMOKE, [f"clip.source={tiny_clip_file}", f"data.root={synthetic.root}", *overrides])
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(find_checkpoint(run_dir) / "model.safetensors"))
+
+
+def test_three_step_golden_loss(tiny_clip_file, synthetic, tmp_path) -> None:
+    result = train(_cfg(tiny_clip_file, synthetic, "train.max_steps=3"), tmp_path / "run")
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run", "train")]
+    assert result.step == 3 and not result.finished
+    assert losses == pytest.approx(GOLDEN_LOSSES, abs=1e-5), losses
+
+
+def test_resume_gives_the_same_final_weights(tiny_clip_file, synthetic, tmp_path) -> None:
+    full = train(_cfg(tiny_clip_file, synthetic), tmp_path / "full")
+    assert full.finished and full.step == 8  # 16 clips / 4 per step x 2 epochs
+    # stop mid-epoch (step 3 of 4 in epoch 0), then continue to the end in a new process-like call
+    first = train(_cfg(tiny_clip_file, synthetic, "train.max_steps=3"), tmp_path / "split")
+    assert first.step == 3 and read_meta(tmp_path / "split").step == 3
+    resumed = train(_cfg(tiny_clip_file, synthetic), tmp_path / "split", resume=True)
+    assert resumed.finished and resumed.step == 8
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    trained = dict(full.model.named_trainable_parameters())
+    assert any((trained[k].detach() - v).abs().max() > 0 for k, v in _fresh_state(tiny_clip_file, synthetic).items())
+
+
+def _fresh_state(tiny_clip_file, synthetic) -> dict[str, torch.Tensor]:
+    from omniclip.train.loop import build_train_model
+
+    model = build_train_model(_cfg(tiny_clip_file, synthetic), torch.device("cpu"))
+    return {k: v.detach() for k, v in model.named_trainable_parameters()}
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_clip_file, synthetic, tmp_path) -> None:
+    big = train(_cfg(tiny_clip_file, synthetic, "train.max_steps=2"), tmp_path / "big")
+    acc = train(
+        _cfg(tiny_clip_file, synthetic, "train.max_steps=2", "train.batch_size=2", "train.global_batch_size=4"),
+        tmp_path / "acc",
+    )
+    assert [r["loss"] for r in read_metrics(tmp_path / "acc", "train")] == pytest.approx(
+        [r["loss"] for r in read_metrics(tmp_path / "big", "train")], abs=1e-5
+    )
+    for (n, p), (_, q) in zip(
+        big.model.named_trainable_parameters(), acc.model.named_trainable_parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_plan_derives_accumulation_and_rejects_bad_batches(tiny_clip_file, synthetic) -> None:
+    cfg = _cfg(tiny_clip_file, synthetic, "train.batch_size=2", "train.global_batch_size=8", "train.warmup_epochs=1")
+    plan = plan_steps(16, cfg, world_size=2)
+    assert (plan.accum, plan.global_batch, plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (2, 8, 2, 4, 2)
+    with pytest.raises(ValueError, match="must be a multiple of train.batch_size x processes = 2 x 3"):
+        plan_steps(16, cfg, world_size=3)
+    with pytest.raises(ValueError, match="fewer than one global batch of 8"):
+        plan_steps(7, cfg, world_size=1)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_args, tmp_path, capsys) -> None:
+    out = tmp_path / "nan"
+    code = cli.main(
+        [
+            "train",
+            "--output",
+            str(out),
+            *smoke_args,
+            "train.lr=1e30",
+            "train.checkpoint_every=1",
+            "train.warmup_epochs=0",
+            "train.grad_clip=0",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "stopped" in err and "Last good checkpoint" in err and "Lower train.lr" in err
+    last = find_checkpoint(out)
+    stop = read_metrics(out, "stop")
+    assert len(stop) == 1 and read_meta(last).step == stop[0]["step"] >= 1
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*"))[-1] == last.name
+    assert not (out / "results.json").exists()
+    with pytest.raises(NonFiniteLossError):
+        train(load_config(SMOKE, [*smoke_args[2:], "train.lr=1e30", "train.warmup_epochs=0"]), tmp_path / "again")
+
+
+def test_unreadable_training_videos_are_skipped_and_counted(tiny_clip_file, synthetic, tmp_path) -> None:
+    cfg = _cfg(
+        tiny_clip_file,
+        synthetic,
+        "data.train_list=broken_train.txt",
+        "train.global_batch_size=17",
+        "train.batch_size=17",
+        "train.epochs=2",
+    )
+    result = train(cfg, tmp_path / "run")
+    epochs = read_metrics(tmp_path / "run", "epoch")
+    assert result.finished and [e["failed_videos"] for e in epochs] == [1, 1]
+    assert all(r["failed"] == 1 for r in read_metrics(tmp_path / "run", "train"))
+
+
+def test_load_trained_model_rebuilds_the_trained_weights(tiny_clip_file, synthetic, tmp_path) -> None:
+    result = train(_cfg(tiny_clip_file, synthetic, "train.max_steps=2"), tmp_path / "run")
+    model, meta = load_trained_model(tmp_path / "run")
+    assert meta.class_names == synthetic.class_names and meta.num_frames == 4 and meta.step == 2
+    assert meta.clip_source == str(tiny_clip_file) and meta.config["data"]["image_size"] == 32
+    for (n, p), (_, q) in zip(
+        model.named_trainable_parameters(), result.model.named_trainable_parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        classes = model.encode_classes(meta.class_names)
+        torch.testing.assert_close(
+            model(video, classes), result.model(video, result.model.encode_classes(meta.class_names))
+        )
+    file_only, _ = load_trained_model(find_checkpoint(tmp_path / "run") / "model.safetensors")
+    assert file_only.num_frames == 4

@@ -1,0 +1,131 @@
+"""Each protocol end to end through ``omniclip.cli.main``: train a few steps, evaluate, check the files and numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import read_json
+from omniclip import cli
+from omniclip.config import load_config
+from omniclip.data.records import read_annotations
+from omniclip.runlog import read_metrics
+
+SPLITS = "data.test_lists=[test1.txt,test2.txt,test3.txt]"
+
+
+def _run(argv: list[str], capsys) -> dict:
+    assert cli.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _sane(metrics: dict, videos: int, failed: int = 0) -> None:
+    assert metrics["num_videos"] == videos and metrics["num_failed"] == failed
+    assert metrics["num_scored"] == videos - failed
+    assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
+
+
+def test_supervised_trains_then_evaluates_multiview(smoke_args, tmp_path, capsys) -> None:
+    out = tmp_path / "sup"
+    res = _run(
+        ["train", "--output", str(out), *smoke_args, "eval.clips=2", "eval.crops=3", "data.test_lists=[test3.txt]"],
+        capsys,
+    )
+    assert res["protocol"] == "supervised" and res["run_dir"] == str(out)
+    _sane(res["splits"]["test3"], videos=7, failed=1)
+    assert read_json(out / "results.json")["splits"] == res["splits"]
+    for name in ("metrics.json", "per_class.csv", "confusion.png", "failed.txt"):
+        assert (out / "eval" / "test3" / name).is_file(), name
+    assert "broken.mp4" in (out / "eval" / "test3" / "failed.txt").read_text()
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last").is_file()
+    assert len(read_metrics(out, "train")) == 8 and read_metrics(out, "done")[0]["finished"]
+
+
+def test_few_shot_draws_k_per_class_and_averages_three_splits(smoke_args, synthetic, tmp_path, capsys) -> None:
+    out = tmp_path / "fs"
+    res = _run(
+        ["train", "--output", str(out), *smoke_args, "protocol.name=few_shot", "protocol.shots=2", SPLITS], capsys
+    )
+    shots = read_annotations(out / "splits" / "train_2shot_seed0.txt", root=synthetic.root)
+    assert sorted(r.label for r in shots) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(r.path.is_file() for r in shots)
+    assert load_config(out / "config.yaml").data.train_list == str((out / "splits" / "train_2shot_seed0.txt").resolve())
+    assert set(res["splits"]) == {"test1", "test2", "test3"}
+    _sane(res["splits"]["test3"], videos=7, failed=1)
+    top1 = [res["splits"][k]["top1"] for k in ("test1", "test2", "test3")]
+    assert res["summary"]["top1"]["mean"] == pytest.approx(sum(top1) / 3)
+    assert res["splits"]["test1"] == res["splits"]["test2"]  # the same videos in another order
+    assert res["shots"] == 2 and len(read_metrics(out, "train")) == 4  # 8 clips / 4 per step x 2 epochs
+
+
+def test_zero_shot_eval_of_a_checkpoint_and_of_plain_clip(smoke_args, tmp_path, capsys) -> None:
+    run = tmp_path / "src"
+    _run(
+        [
+            "train",
+            "--output",
+            str(run),
+            *smoke_args,
+            "protocol.name=zero_shot",
+            "train.max_steps=2",
+            "data.test_lists=[test1.txt]",
+        ],
+        capsys,
+    )
+    res = _run(["eval", "--checkpoint", str(run), *smoke_args, "protocol.name=zero_shot", SPLITS], capsys)
+    assert res["output"] == str(run / "eval-smoke")
+    assert res["summary"]["num_splits"] == 3 and res["summary"]["top1"]["std"] >= 0
+    assert (run / "eval-smoke" / "results.json").is_file() and (run / "eval-smoke" / "test2" / "metrics.json").is_file()
+    subsets = _run(
+        [
+            "eval",
+            "--output",
+            str(tmp_path / "plain"),
+            *smoke_args,
+            "protocol.name=zero_shot",
+            "protocol.class_subset=3",
+            "protocol.num_subsets=2",
+            "data.test_lists=[test1.txt]",
+        ],
+        capsys,
+    )
+    assert set(subsets["splits"]) == {"test1_subset0", "test1_subset1"}
+    for metrics in subsets["splits"].values():
+        _sane(metrics, videos=6)  # 3 classes x 2 test videos
+        assert metrics["top5"] == 100.0  # the top 5 of 3 classes hold every label
+
+
+@pytest.mark.slow
+def test_base_to_novel_trains_on_base_and_reports_the_harmonic_mean(smoke_args, synthetic, tmp_path, capsys) -> None:
+    out = tmp_path / "b2n"
+    res = _run(
+        [
+            "train",
+            "--output",
+            str(out),
+            *smoke_args,
+            "protocol.name=base_to_novel",
+            "protocol.shots=2",
+            "protocol.seeds=[0,1]",
+            "data.test_lists=[test1.txt]",
+            "train.epochs=1",
+        ],
+        capsys,
+    )
+    assert (res["base"], res["novel"]) == (2, 2)
+    for seed in ("0", "1"):
+        r = res["seeds"][seed]
+        b, n = r["base_top1"], r["novel_top1"]
+        assert r["harmonic_mean"] == pytest.approx(0 if b + n == 0 else 2 * b * n / (b + n))
+        _sane(r["base"]["splits"]["test1_base"], videos=4)
+        _sane(r["novel"]["splits"]["test1_novel"], videos=4)
+        shots = read_annotations(out / f"seed_{seed}" / "splits" / f"train_2shot_seed{seed}.txt")
+        assert sorted(r.label for r in shots) == [0, 0, 1, 1]  # base classes only
+        assert (out / f"seed_{seed}" / "splits" / "base_classes.csv").read_text().splitlines()[1:] == [
+            f"{i},{name}" for i, name in enumerate(synthetic.class_names[:2])
+        ]
+    assert res["summary"]["harmonic_mean"]["values"] == [res["seeds"][s]["harmonic_mean"] for s in ("0", "1")]
+    first = read_annotations(out / "seed_0" / "splits" / "train_2shot_seed0.txt")
+    second = read_annotations(out / "seed_1" / "splits" / "train_2shot_seed1.txt")
+    assert [r.path for r in first] != [r.path for r in second]  # seeds draw different shots
