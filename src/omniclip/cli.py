@@ -16,7 +16,12 @@ import logging
 import sys
 
 # Each module defines ``register(subparsers)``; its parsers set ``func(args) -> int``.
-COMMAND_MODULES: list[str] = ["omniclip.commands.predict", "omniclip.commands.train", "omniclip.commands.data"]
+COMMAND_MODULES: list[str] = [
+    "omniclip.commands.predict",
+    "omniclip.commands.train",
+    "omniclip.commands.embedded",
+    "omniclip.commands.data",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

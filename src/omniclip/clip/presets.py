@@ -85,6 +85,12 @@ PRESETS: dict[str, CLIPConfig] = {
         VisionConfig(image_size=112, patch_size=16, width=192, layers=4, heads=3),
         TextConfig(width=128, layers=4, heads=2),
     ),
+    # The embedded CLIP shipped in omniclip/assets, pretrained on the demo's rendered world (docs/embedded.md).
+    "omniclip-tiny": CLIPConfig(
+        64,
+        VisionConfig(image_size=64, patch_size=8, width=128, layers=4, heads=4),
+        TextConfig(width=64, layers=4, heads=2),
+    ),
 }
 
 # OpenAI spells names with slashes and "@"; accept both spellings everywhere.

@@ -1,0 +1,287 @@
+"""Contrastive pretraining of the embedded tiny CLIP on generated image-caption pairs, and its zero-shot evaluation.
+
+Follows CLIP (Radford et al. 2021, Sec. 2.5 and Fig. 3): symmetric InfoNCE over in-batch pairs with a learnable,
+clamped logit scale, AdamW with linear warmup and cosine decay. In-batch pairs whose image fits the other caption
+("a red shape" for every red image) are masked out of the negatives rather than pushed apart. Everything is seeded
+and runs with a fixed thread count and deterministic algorithms, so a run reproduces its weights bit for bit on the
+same torch build. Zero-shot evaluation uses prompt ensembles over the caption templates (Sec. 3.1.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omniclip.clip import CLIP, build_clip, load_clip, save_clip, tokenize
+from omniclip.embedded import EMBEDDED_CLIP
+from omniclip.embedded.captions import (
+    COLORS,
+    HELD_OUT_PAIRS,
+    SHAPES,
+    TEMPLATES,
+    CaptionGenerator,
+    SceneObject,
+    class_phrases,
+    pair_phrases,
+)
+
+log = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's pixel statistics, as every CLIP pipeline uses
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_LOGIT_SCALE = math.log(100.0)
+EVAL_SEED = 1_000_003  # zero-shot images come from this stream, never the training seed's
+# Parameters kept out of weight decay besides biases and gains (STYLE.md: name the extra exclusions in one list).
+NO_DECAY = ("token_embedding.weight", "positional_embedding", "visual.positional_embedding", "visual.class_embedding")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The recipe; its defaults reproduce ``omniclip/assets/omniclip-tiny.safetensors``."""
+
+    preset: str = EMBEDDED_CLIP  # architecture from omniclip.clip.presets
+    steps: int = 1200  # optimiser steps
+    batch_size: int = 128  # image-caption pairs per step (in-batch negatives)
+    lr: float = 1e-3  # peak learning rate
+    warmup: int = 60  # linear warmup steps
+    min_lr: float = 1e-5  # floor of the cosine decay
+    weight_decay: float = 0.1  # AdamW decoupled decay on matrices
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (CLIP's)
+    eps: float = 1e-6  # AdamW epsilon (CLIP's)
+    text_length: int = 32  # tokens per caption while training; the causal text tower pools at the end token,
+    # so features equal those at the full 77 tokens
+    two_objects: float = 0.2  # probability of a two-object scene
+    seed: int = 0  # model initialisation and data stream
+    threads: int = 1  # torch threads; fixed so reductions run in the same order every time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def deterministic(threads: int) -> Iterator[None]:
+    """Fixed thread count and deterministic algorithms inside; the caller's settings are restored after."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` -> CLIP-normalised float ``(B, 3, H, W)``."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup - 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model: CLIP, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices only, never on ``NO_DECAY``, biases, gains or the logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and name not in NO_DECAY else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def contrastive_loss(
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, fits: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE over ``(B, E)`` embeddings; ``fits[i, j]`` off the diagonal are not negatives."""
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale.exp() * image @ text.t()  # (B, B) image i vs caption j
+    off_diagonal = fits & ~torch.eye(len(fits), dtype=torch.bool)
+    logits = logits.masked_fill(off_diagonal, float("-inf"))
+    target = torch.arange(len(logits))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def pretrain(
+    cfg: PretrainConfig = PretrainConfig(), *, on_log: Callable[[dict], None] | None = None, log_every: int = 50
+) -> tuple[CLIP, list[dict]]:
+    """Train a tiny CLIP from scratch; returns the model (fp32, eval mode) and the logged history.
+
+    Args:
+        cfg: the recipe.
+        on_log: called with each history entry (``step``, ``loss``, ``lr``, ``logit_scale``, ``seconds``).
+        log_every: steps between history entries (the last step is always logged).
+    """
+    if cfg.steps < 1 or cfg.batch_size < 2:
+        raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={cfg.steps} batch_size={cfg.batch_size}")
+    history: list[dict] = []
+    with deterministic(cfg.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_clip(cfg.preset).train()
+        generator = CaptionGenerator(model.cfg.vision.image_size, "train", cfg.two_objects)
+        opt = torch.optim.AdamW(
+            param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False
+        )
+        start = time.perf_counter()
+        for step in range(cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            batch = generator.batch(cfg.seed, step, cfg.batch_size)
+            tokens = tokenize(batch.captions, context_length=cfg.text_length)
+            fits = torch.from_numpy(batch.match_matrix())
+            loss = contrastive_loss(
+                model.encode_image(to_pixels(batch.images)), model.encode_text(tokens), model.logit_scale, fits
+            )
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; lower lr (now {cfg.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+            if step % log_every == 0 or step == cfg.steps - 1:
+                entry = {
+                    "step": step,
+                    "loss": round(loss.item(), 5),
+                    "lr": lr_at(step, cfg),
+                    "logit_scale": round(model.logit_scale.exp().item(), 3),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+                history.append(entry)
+                (on_log or (lambda e: log.info("%s", e)))(entry)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def class_embeddings(model: CLIP, phrases: list[str], templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
+    """``(C, E)`` L2-normalised class embeddings: each phrase in every template, averaged (prompt ensemble)."""
+    texts = [t.format(p) for p in phrases for t in templates]
+    emb = F.normalize(model.encode_text(tokenize(texts)).float(), dim=-1)
+    emb = emb.view(len(phrases), len(templates), -1).mean(dim=1)  # (C, E)
+    return F.normalize(emb, dim=-1)
+
+
+@torch.no_grad()
+def _image_features(model: CLIP, split: str, seed: int, images: int) -> tuple[torch.Tensor, list[SceneObject]]:
+    generator = CaptionGenerator(model.cfg.vision.image_size, split, two_objects=0.0, empty=0.0)  # type: ignore[arg-type]
+    feats, objects = [], []
+    for index in range(math.ceil(images / 128)):
+        batch = generator.batch(seed, index, min(128, images - 128 * index))
+        pixels = to_pixels(batch.images).to(model.dtype)
+        feats.append(F.normalize(model.encode_image(pixels).float(), dim=-1))
+        objects.extend(objs[0] for objs in batch.objects)
+    return torch.cat(feats), objects
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024) -> dict[str, dict[str, float]]:
+    """Zero-shot accuracy on freshly drawn single-object images, per attribute and per (shape, colour) pair.
+
+    ``seen`` draws the (shape, colour) pairs used in training, ``unseen`` only the held-out ones; ``pair`` classifies
+    among all ``len(SHAPES) * len(COLORS)`` pairs. Use a ``seed`` different from the training seed.
+    """
+    model = model.eval()
+    pairs = pair_phrases()
+    pair_emb = class_embeddings(model, list(pairs.values()))
+    attr_emb = {a: class_embeddings(model, list(class_phrases(a).values())) for a in ("shape", "color", "size")}
+    attr_emb["position"] = class_embeddings(model, list(class_phrases("position").values()))
+    out: dict[str, dict[str, float]] = {}
+    for split in ("seen", "unseen"):
+        feats, objects = _image_features(model, "train" if split == "seen" else "unseen", seed, images)
+        scores: dict[str, float] = {}
+        for attribute, emb in attr_emb.items():
+            names = list(class_phrases(attribute))
+            truth = torch.tensor([names.index(getattr(o, attribute)) for o in objects])
+            scores[attribute] = round((feats @ emb.t()).argmax(1).eq(truth).float().mean().item(), 4)
+        keys = list(pairs)
+        truth = torch.tensor([keys.index((o.shape, o.color)) for o in objects])
+        scores["pair"] = round((feats @ pair_emb.t()).argmax(1).eq(truth).float().mean().item(), 4)
+        out[split] = scores
+    return out
+
+
+def chance_levels() -> dict[str, float]:
+    """Accuracy of a uniform guess per task of ``zero_shot_accuracy``."""
+    return {
+        **{a: round(1 / len(class_phrases(a)), 4) for a in ("shape", "color", "size", "position")},
+        "pair": round(1 / (len(SHAPES) * len(COLORS)), 4),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_embedded(
+    model: CLIP,
+    path: str | Path,
+    cfg: PretrainConfig,
+    history: list[dict],
+    *,
+    wall_time_s: float,
+    eval_seed: int = EVAL_SEED,
+    eval_images: int = 1024,
+) -> tuple[Path, dict]:
+    """Write the weights in float16 (``save_clip``) and, beside them, ``<stem>.json``: the training record.
+
+    The accuracies in the record are measured on the written file read back with ``load_clip`` (float32).
+    Returns the record's path and the record.
+    """
+    path = Path(path)
+    save_clip(copy.deepcopy(model).half(), path)  # fp16 halves the file; the 49408-row token table dominates it
+    with deterministic(cfg.threads):
+        accuracy = zero_shot_accuracy(load_clip(path), seed=eval_seed, images=eval_images)
+    record = {
+        "name": EMBEDDED_CLIP,
+        "architecture": model.cfg.to_dict(),
+        "pretrain": cfg.to_dict(),
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "held_out_pairs": [list(p) for p in HELD_OUT_PAIRS],
+        "zero_shot": {
+            "seed": eval_seed,
+            "images_per_split": eval_images,
+            "accuracy": accuracy,
+            "chance": chance_levels(),
+        },
+        "final_loss": history[-1]["loss"] if history else None,
+        "history": history,
+        "wall_time_s": round(wall_time_s, 1),
+        "weights_dtype": "float16",
+        "file_bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "date": datetime.date.today().isoformat(),
+    }
+    out = path.with_suffix(".json")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out, record

@@ -1,0 +1,97 @@
+"""Contrastive pretraining: the loss and its false-negative mask, the schedule, and bit-exact reproducibility."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omniclip.clip import build_clip
+from omniclip.embedded.pretrain import (
+    NO_DECAY,
+    PretrainConfig,
+    contrastive_loss,
+    deterministic,
+    lr_at,
+    param_groups,
+    pretrain,
+)
+
+SHORT = PretrainConfig(steps=3, batch_size=8, warmup=2)
+
+
+def test_embedded_loss_equals_clip_loss_without_false_negatives() -> None:
+    img, txt = torch.randn(6, 16), torch.randn(6, 16)
+    scale = torch.tensor(math.log(10.0))
+    logits = 10.0 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+    target = torch.arange(6)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    fits = torch.eye(6, dtype=torch.bool)
+    torch.testing.assert_close(contrastive_loss(img, txt, scale, fits), expected)
+
+
+def test_embedded_loss_ignores_masked_pairs() -> None:
+    img, txt = torch.randn(4, 8), torch.randn(4, 8)
+    scale = torch.tensor(math.log(20.0))
+    fits = torch.eye(4, dtype=torch.bool)
+    fits[0, 1] = True  # caption 1 also describes image 0: not a negative for either side
+    base = contrastive_loss(img, txt, scale, fits)
+    assert base < contrastive_loss(img, txt, scale, torch.eye(4, dtype=torch.bool))  # one negative fewer
+    logits = 20.0 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+    logits[0, 1] = float("-inf")
+    target = torch.arange(4)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    torch.testing.assert_close(base, expected)
+
+
+def test_embedded_schedule_warms_up_then_decays_to_the_floor() -> None:
+    cfg = PretrainConfig(steps=100, warmup=10, lr=1e-3, min_lr=1e-5)
+    lrs = [lr_at(s, cfg) for s in range(cfg.steps)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10], strict=False))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_embedded_weight_decay_only_on_matrices() -> None:
+    model = build_clip("tiny")
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decayed and all(model.get_parameter(n).ndim >= 2 for n in decayed)
+    assert not decayed & set(NO_DECAY) and "logit_scale" not in decayed
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_embedded_pretraining_reproduces_bit_for_bit() -> None:
+    first, hist1 = pretrain(SHORT, log_every=1)
+    second, hist2 = pretrain(SHORT, log_every=1)
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [h["loss"] for h in hist1] == [h["loss"] for h in hist2]
+    fresh = build_clip(SHORT.preset)
+    assert not torch.equal(fresh.state_dict()["visual.proj"], a["visual.proj"])  # training moved the weights
+
+
+def test_embedded_pretraining_restores_global_state() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    pretrain(replace(SHORT, steps=1), log_every=1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    with deterministic(1):
+        assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+
+
+def test_embedded_pretraining_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        pretrain(replace(SHORT, batch_size=1))
+    with pytest.raises(ValueError, match="steps"):
+        pretrain(replace(SHORT, steps=0))
