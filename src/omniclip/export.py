@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omniclip.predict import VideoClassifier
+from omniclip.predict import VideoClassifier, check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,11 @@ def export_model(
     Returns:
         The written files by name: ``"encoder"``, ``"embeddings"``, ``"names"``, ``"meta"``.
     """
-    from omniclip.predict import _check_classes
-
     if fmt not in ENCODER_FILES:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(ENCODER_FILES)}")
     if fmt == "onnx":
         _require_onnx()
-    names = _check_classes(classes if classes is not None else classifier.class_names)
+    names = check_class_names(classes if classes is not None else classifier.class_names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {

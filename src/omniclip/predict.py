@@ -20,6 +20,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+# ``omniclip/__init__.py`` imports this module, so heavy or layered imports stay inside the functions.
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 8  # T for plain CLIP weights (X-CLIP / ViFi-CLIP's 8-frame setting)
@@ -43,7 +44,7 @@ class VideoClassifier:
     templates: tuple[str, ...] | None = None  # text templates; None uses the model config's
     class_names: list[str] | None = None  # classes a trained checkpoint knows, in label order
     source: str = ""  # where the weights came from
-    _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+    _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -100,6 +101,13 @@ def load_model(
     clip = load_clip(str(source), device=device)
     classifier = classifier_from_clip(clip, num_frames=num_frames or DEFAULT_FRAMES, variant=variant)
     classifier.source = str(source)
+    log.info(
+        "zero-shot %s from %s: T=%d, S=%d",
+        classifier.model.config.variant,
+        source,
+        classifier.num_frames,
+        classifier.image_size,
+    )
     return classifier
 
 
@@ -142,6 +150,9 @@ def _load_checkpoint(
     model, meta = load_trained_model(source, device=device)
     if num_frames is not None and num_frames != meta.num_frames:
         raise ValueError(f"{source} was trained with {meta.num_frames} frames; drop num_frames={num_frames} (--frames)")
+    log.info(
+        "trained %s from %s: %d classes, T=%d", model.config.variant, source, len(meta.class_names), meta.num_frames
+    )
     return VideoClassifier(
         model=model.eval(),
         num_frames=int(meta.num_frames),
@@ -193,7 +204,7 @@ def predict(
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"video {path} does not exist")
-    names = _check_classes(classes if classes is not None else model.class_names)
+    names = check_class_names(classes if classes is not None else model.class_names)
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     clips, crops = parse_views(views)
@@ -208,7 +219,8 @@ def predict(
     return results[0] if single else results
 
 
-def _check_classes(classes: Sequence[str] | None) -> list[str]:
+def check_class_names(classes: Sequence[str] | None) -> list[str]:
+    """Stripped class names; ValueError for None, a bare string, empty or repeated names."""
     if classes is None:
         raise ValueError(
             "no classes: pass classes=[...] (--classes 'a,b,c' or --classes-file F); CLIP weights know none"
