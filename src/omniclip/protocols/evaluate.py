@@ -94,27 +94,7 @@ def evaluate(
     """
     device = torch.device(device)
     num_classes = int(num_classes or class_embeddings.shape[0])
-    class_embeddings = class_embeddings.to(device)
-    was_training = model.training
-    model.eval()
-    scores: Scores = {}
-    failed: list[tuple[int, str]] = []
-    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    try:
-        for batch in loader:
-            failed.extend((int(i), str(err)) for i, err in batch.get("failed", []))
-            video = batch.get("video")
-            if video is None or video.shape[0] == 0:
-                continue
-            with amp:
-                probs = score_views(model, video.to(device, non_blocking=True), class_embeddings)
-            labels = batch["label"].tolist()
-            for i, label, p in zip(batch["index"].tolist(), labels, probs.float().cpu().numpy(), strict=True):
-                if int(i) in scores:
-                    raise RuntimeError(f"video index {i} was scored twice on one rank; the sampler repeats indices")
-                scores[int(i)] = (int(label), p)
-    finally:
-        model.train(was_training)
+    scores, failed = score_loader(model, loader, class_embeddings.to(device), device=device, amp_dtype=amp_dtype)
     scores, failed = gather_scores(scores, failed)
     check_coverage(scores, failed, _expected_indices(loader, expected))
     result = compute_metrics(scores, failed, num_classes)
@@ -128,6 +108,39 @@ def evaluate(
         result.mean_class_accuracy,
     )
     return result
+
+
+@torch.no_grad()
+def score_loader(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    class_embeddings: torch.Tensor,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[Scores, list[tuple[int, str]]]:
+    """This rank's ``{index: (label, probabilities)}`` and ``(index, error)`` failures, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    scores: Scores = {}
+    failed: list[tuple[int, str]] = []
+    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    try:
+        for batch in loader:
+            failed.extend((int(i), str(err)) for i, err in batch.get("failed", []))
+            video = batch.get("video")
+            if video is None or video.shape[0] == 0:
+                continue  # every video of this batch was unreadable
+            with amp:
+                probs = score_views(model, video.to(device, non_blocking=True), class_embeddings)
+            rows = zip(batch["index"].tolist(), batch["label"].tolist(), probs.float().cpu().numpy(), strict=True)
+            for i, label, p in rows:
+                if int(i) in scores:
+                    raise RuntimeError(f"video index {i} was scored twice on one rank; the sampler repeats indices")
+                scores[int(i)] = (int(label), p)
+    finally:
+        model.train(was_training)
+    return scores, failed
 
 
 def score_views(model: nn.Module, video: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
