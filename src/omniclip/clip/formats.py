@@ -140,6 +140,14 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
+def _reason(err: Exception) -> str:
+    """One readable line from a reader's exception (torch's messages span paragraphs and carry colour codes)."""
+    text = _ANSI.sub("", str(err)).strip()
+    if m := re.search(r"WeightsUnpickler error:\s*([^\n]+)", text):  # what follows torch's weights_only advice
+        return f"{type(err).__name__}: {m.group(1).strip()}"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class RawCheckpoint(NamedTuple):
     """One file's tensors before any renaming."""
 
@@ -177,9 +185,8 @@ def read_tensors(path: Path) -> RawCheckpoint:
                 "torch.load(weights_only=True) refused it: it pickles objects other than tensors and plain "
                 "containers; if you trust the file, re-save only its state dict (a dict of tensors) with torch.save"
             ) from err
-        first_line = _ANSI.sub("", str(err)).strip().split("\n")[0]
         raise ValueError(
-            f"cannot read it as safetensors, torch.save or TorchScript (truncated?): {type(err).__name__}: {first_line}"
+            f"cannot read it as safetensors, torch.save or TorchScript (truncated?): {_reason(err)}"
         ) from err
     tensors, wrapped = unwrap(loaded)
     return RawCheckpoint(tensors, metadata, container, wrapped)
