@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +77,16 @@ class RunLog:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self._tb.add_scalar(f"{kind}/{k}", v, int(values["step"]))
+
+    def drop_after(self, step: int) -> None:
+        """Remove records past optimizer step ``step`` (a resumed run logs them again), atomically."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -207,19 +207,39 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # each worker decodes one video at a time; more threads only fight over the cores
 
 
-def _loader(dataset: VideoDataset, sampler: EpochSampler, cfg: RunConfig, dist: DistInfo) -> DataLoader:
+def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo) -> tuple[EpochSampler, DataLoader]:
     """One loader for the whole run; workers persist across epochs and the sampler is moved between them."""
+    d = cfg.data
+    dataset = VideoDataset(
+        records,
+        num_frames=d.num_frames,
+        mode="train",
+        size=d.image_size,
+        short_side=d.short_side or None,
+        flip=d.flip,
+        decoder=d.decoder,
+        seed=cfg.train.seed,
+    )
+    sampler = EpochSampler(len(dataset), plan, dist, cfg.train.seed)
     extra: dict[str, Any] = {}
-    if cfg.data.workers > 0:
+    if d.workers > 0:
         extra = {"persistent_workers": True, "worker_init_fn": _worker_init}
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
-        num_workers=cfg.data.workers,
+        num_workers=d.workers,
         collate_fn=collate_videos,
         pin_memory=dist.device.type == "cuda",
         **extra,
+    )
+    return sampler, loader
+
+
+def _describe(plan: StepPlan, batch_size: int, world_size: int) -> str:
+    return (
+        f"{plan.steps_per_epoch} steps/epoch of {plan.global_batch} clips ({batch_size} x {world_size} processes x "
+        f"{plan.accum} accumulated), {plan.total_steps} steps, {plan.warmup_steps} warmup"
     )
 
 
@@ -256,34 +276,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps)
     state = _resume(run_dir, model, optimizer) if resume else TrainState()
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
+    runlog.drop_after(state.step)  # lines an interrupted run wrote after its last checkpoint
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        log.info(
-            "%d clips, %d classes; %d steps/epoch of %d clips (%d x %d processes x %d accumulated), %d steps",
-            len(records),
-            len(names),
-            plan.steps_per_epoch,
-            plan.global_batch,
-            t.batch_size,
-            dist.world_size,
-            plan.accum,
-            plan.total_steps,
-        )
+        log.info("%d clips, %d classes; %s", len(records), len(names), _describe(plan, t.batch_size, dist.world_size))
     step_model: nn.Module = ClassifierStep(model, names)
     if dist.world_size > 1:
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = VideoDataset(
-        records,
-        num_frames=cfg.data.num_frames,
-        mode="train",
-        size=cfg.data.image_size,
-        short_side=cfg.data.short_side or None,
-        flip=cfg.data.flip,
-        decoder=cfg.data.decoder,
-        seed=t.seed,
-    )
-    sampler = EpochSampler(len(dataset), plan, dist, t.seed)
-    loader = _loader(dataset, sampler, cfg, dist)
+    sampler, loader = _train_loader(cfg, records, plan, dist)
     params = [p for p in model.parameters() if p.requires_grad]
     stop_at = min(t.max_steps or plan.total_steps, plan.total_steps)
     bar = tqdm(total=stop_at, initial=state.step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
