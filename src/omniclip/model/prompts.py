@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniclip.clip.model import FrameLayout
-from omniclip.model.temporal import TemporalAttention, default_heads, frame_embedding
+from omniclip.model.temporal import TEMPORAL_INIT_STD, TemporalAttention, default_heads, frame_embedding
 
 Mixing = Literal["attention", "difference", "both", "none"]
 MIXING_MODES: tuple[str, ...] = ("attention", "difference", "both", "none")
@@ -83,7 +83,7 @@ class SelfPromptGenerator(nn.Module):
         self.down = nn.Linear(width, d)
         self.region_embedding = nn.Parameter(torch.randn(sum(s * s for s in scales), d) * 0.02)  # (R, d)
         if mixing in ("attention", "both"):
-            self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * 0.02)  # (F, d)
+            self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * TEMPORAL_INIT_STD)  # (F, d)
             self.mix = TemporalAttention(d, self.heads)
         if mixing in ("difference", "both"):
             self.motion = nn.Linear(d, d)

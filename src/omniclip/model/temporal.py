@@ -18,6 +18,11 @@ from torch import nn
 
 from omniclip.clip.model import FrameLayout
 
+# The temporal embedding starts at the scale of the down-projected tokens (std ~0.6), not ViT's 0.02: attention over
+# frames is permutation-equivariant, so a near-zero embedding leaves a fresh adapter blind to frame order and
+# training sits at a saddle (docs/model.md, "temporal embedding scale": the reversed-motion toy task).
+TEMPORAL_INIT_STD = 0.5
+
 
 def default_heads(dim: int) -> int:
     """Heads of 64 channels, at least one (ViT-B/16: d = 192 -> 3 heads)."""
@@ -90,7 +95,7 @@ class ParallelTemporalAdapter(nn.Module):
         self.down = nn.Linear(width, d)
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * 0.02)  # (F, d), e_t
+        self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * TEMPORAL_INIT_STD)  # (F, d), e_t
         self.interpolate = interpolate
         self.attn = TemporalAttention(d, heads or default_heads(d))
         self.up = nn.Linear(d, width)

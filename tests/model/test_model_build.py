@@ -1,0 +1,177 @@
+"""ModelConfig validation, build_model wiring, what trains (counted by formula), gradients and checkpointing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omniclip.clip import build_clip
+from omniclip.model import VARIANTS, ModelConfig, build_model
+
+
+def pta_params(D: int, d: int, F_: int) -> int:
+    """down + temporal_embedding + attn.qkv + attn.proj + up."""
+    return (D * d + d) + F_ * d + (3 * d * d + 3 * d) + (d * d + d) + (d * D + D)
+
+
+def spg_params(D: int, d: int, F_: int, R: int, mixing: str = "both") -> int:
+    """down + region_embedding [+ temporal_embedding + mix] [+ motion] + q + kv + out + gate."""
+    n = (D * d + d) + R * d + (d * d + d) + (2 * d * d + 2 * d) + (d * D + D) + D
+    if mixing in ("attention", "both"):
+        n += F_ * d + (3 * d * d + 3 * d) + (d * d + d)
+    if mixing in ("difference", "both"):
+        n += d * d + d
+    return n
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_trainable_parameter_counts_by_formula(tiny_clip, variant: str) -> None:
+    cfg = tiny_clip.cfg.vision  # tiny: D = 64, L = 2 -> d = 16; SPG in the last half (block 1)
+    D, L, F_ = cfg.width, cfg.layers, 8
+    d = D // 4
+    n_pta = L if variant in ("omniclip", "pta", "serial") else 0
+    n_spg = L - L // 2 if variant in ("omniclip", "spg") else 0
+    expected = n_pta * pta_params(D, d, F_) + n_spg * spg_params(D, d, F_, 1 + 4 + 16) + 1  # + logit scale
+    model = build_model(tiny_clip, F_, variant=variant)
+    assert sum(p.numel() for p in model.trainable_parameters()) == expected
+    assert all(
+        not p.requires_grad
+        for n, p in model.clip.named_parameters()
+        if ".pta." not in n and ".spg." not in n and n != "logit_scale"
+    )
+
+
+def test_counts_follow_options(tiny_clip) -> None:
+    model = build_model(
+        tiny_clip,
+        4,
+        pta_layers=[-1],
+        spg_layers=(0, 1),
+        spg_scales=(1, 3),
+        spg_mixing="difference",
+        pta_ratio=0.5,
+        text_context=3,
+        train_logit_scale=False,
+    )
+    D, d_pta, d_spg = 64, 32, 16
+    expected = pta_params(D, d_pta, 4) + 2 * spg_params(D, d_spg, 4, 1 + 9, "difference") + 3 * 32
+    assert sum(p.numel() for p in model.trainable_parameters()) == expected
+    blocks = model.clip.visual.transformer.resblocks
+    assert blocks[0].pta is None and blocks[1].pta is not None and blocks[0].spg is not None
+    names = {n for n, _ in model.named_trainable_parameters()}
+    assert "clip.visual.transformer.resblocks.1.pta.up.weight" in names
+    assert "clip.visual.transformer.resblocks.0.spg.gate" in names and "text_prompt.context" in names
+    assert "clip.logit_scale" not in names
+
+
+def test_full_finetune_trains_everything(tiny_clip) -> None:
+    model = build_model(tiny_clip, 2, variant="frame_average", full_finetune=True)
+    assert len(model.trainable_parameters()) == len(list(model.parameters()))
+
+
+def test_pretrained_keys_stay_and_new_keys_are_additive() -> None:
+    clip = build_clip("tiny")
+    before = set(clip.state_dict())
+    model = build_model(clip, 2)
+    after = set(model.clip.state_dict())
+    assert before <= after
+    assert all(".pta." in k or ".spg." in k for k in after - before)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_reach_every_trainable_parameter_after_one_step(tiny_clip, variant: str) -> None:
+    model = build_model(tiny_clip, 3, variant=variant, text_context=2)
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
+    video, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 1])
+    for _ in range(2):  # step 0 moves the zero-initialised ``up``/``gate``; then everything behind them gets gradient
+        opt.zero_grad()
+        F.cross_entropy(model(video, model.encode_classes(["a", "b"])), labels).backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_no_weight_decay_names(tiny_clip) -> None:
+    model = build_model(tiny_clip, 2, text_context=2)
+    skip = model.no_weight_decay()
+    names = {n for n, _ in model.named_trainable_parameters()}
+    assert skip <= names
+    block = "clip.visual.transformer.resblocks.1"
+    for name in (
+        "clip.logit_scale",
+        "text_prompt.context",
+        f"{block}.pta.temporal_embedding",
+        f"{block}.pta.up.bias",
+        f"{block}.spg.gate",
+        f"{block}.spg.region_embedding",
+        f"{block}.spg.temporal_embedding",
+    ):
+        assert name in skip, name
+    assert f"{block}.pta.up.weight" not in skip and f"{block}.spg.kv.weight" not in skip
+
+
+def test_grad_checkpointing_gives_same_outputs_and_gradients() -> None:
+    video = torch.randn(2, 3, 3, 32, 32)
+    results = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build_model(build_clip("tiny"), 3, grad_checkpointing=ckpt, full_finetune=True)
+        for name, p in model.named_parameters():  # non-zero branches so every path matters
+            if ".up." in name or name.endswith("gate"):
+                torch.nn.init.normal_(p, std=0.3)
+        out = model.encode_video(video)
+        out.square().sum().backward()
+        results.append((out, [p.grad for p in model.parameters()]))
+        assert model.clip.visual.transformer.grad_checkpointing is ckpt
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=0)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_config_validation_names_the_key() -> None:
+    cases = [
+        ({"variant": "aim"}, "model.variant: unknown 'aim'"),
+        ({"pta_ratio": 0.0}, r"model.pta_ratio must be in \(0, 1\]"),
+        ({"pta_heads": 0}, "model.pta_heads must be >= 1"),
+        ({"pta_layers": []}, "model.pta_layers must be null"),
+        ({"spg_layers": [1, 1]}, "model.spg_layers has duplicates"),
+        ({"spg_scales": (1, 0)}, "model.spg_scales must be positive"),
+        ({"spg_mixing": "conv"}, "model.spg_mixing: unknown 'conv'"),
+        ({"spg_window": -1}, "model.spg_window must be >= 0"),
+        ({"text_context": -2}, "model.text_context must be >= 0"),
+        ({"templates": ("a video",)}, r"exactly one '\{\}'"),
+        ({"templates": ("{} of {0}",)}, "does not format"),
+        ({"templates": ("{} {x}",)}, "does not format"),
+        ({"templates": ()}, "at least one template"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ModelConfig(**kwargs)
+
+
+def test_config_dict_round_trip_and_unknown_keys() -> None:
+    cfg = ModelConfig(variant="pta", pta_layers=[0, 1], templates=["{}"])
+    assert cfg.pta_layers == (0, 1) and cfg.templates == ("{}",)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"unknown model config keys \['pta_ratoi'\]; valid keys: variant, pta_layers"):
+        ModelConfig.from_dict({"pta_ratoi": 0.5})
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        build_model(build_clip("tiny"), 2, bottleneck=8)
+
+
+def test_build_errors(tiny_clip) -> None:
+    with pytest.raises(ValueError, match=r"model.pta_layers: block 5 does not exist; the image tower has 2"):
+        build_model(build_clip("tiny"), 2, pta_layers=(5,))
+    with pytest.raises(ValueError, match="names a block twice"):
+        build_model(build_clip("tiny"), 2, spg_layers=(1, -1))
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        build_model(build_clip("tiny"), 0)
+    with pytest.raises(ValueError, match="leaves no room"):
+        build_model(build_clip("tiny"), 2, text_context=75)
+    build_model(tiny_clip, 2)
+    with pytest.raises(ValueError, match="already carries PTA/SPG branches"):
+        build_model(tiny_clip, 2)
