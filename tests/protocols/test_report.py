@@ -101,6 +101,15 @@ def test_plot_curves(tmp_path: Path) -> None:
     path.write_text("\n".join(lines))
     out = plot_curves(path, tmp_path / "plots" / "curves.png")
     assert out.read_bytes()[:8] == PNG_MAGIC
+    runlog = tmp_path / "run" / "metrics.jsonl"  # as omniclip.runlog.RunLog writes it
+    runlog.parent.mkdir()
+    runlog.write_text(
+        '{"kind": "train", "time": 1.0, "step": 1, "epoch": 0, "loss": 2.3, "lr": 0.0001, "grad_norm": 1.2}\n'
+        '{"kind": "train", "time": 2.0, "step": 10, "epoch": 0, "loss": 1.9, "lr": 0.0002, "grad_norm": 0.9}\n'
+        '{"kind": "epoch", "time": 3.0, "step": 10, "epoch": 0, "failed_videos": 0}\n'
+        '{"kind": "eval", "time": 4.0, "step": 10, "top1": 41.5, "top5": 80.0}\n'
+    )
+    assert plot_curves(runlog, tmp_path / "run" / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_plot_curves_errors(tmp_path: Path) -> None:

@@ -140,7 +140,8 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
 
     The x axis is ``step`` (else ``iter``/``iteration``/``epoch``, else the line number). Keys containing ``loss``
     go in the first panel, accuracy keys (``top1``, ``top5``, ``acc``, ``mean_class``) in the second; a key seen only
-    on some lines (evaluation every few steps) is drawn at the steps where it appears.
+    on some lines (evaluation every few steps) is drawn at the steps where it appears. Lines with a ``kind``
+    (``omniclip.runlog`` records) name their series ``"<kind> <key>"``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -163,9 +164,11 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
         xkey = next((k for k in ("step", "iter", "iteration", "epoch") if _is_number(row.get(k))), None)
         x = float(row[xkey]) if xkey else float(lineno)
         xlabel = xkey or xlabel
+        kind = row.get("kind")
         for key, value in row.items():
             if key != xkey and _panel(key) is not None and _is_number(value) and math.isfinite(value):
-                xs, ys = series.setdefault(key, ([], []))
+                name = f"{kind} {key}" if isinstance(kind, str) else key  # RunLog records: "train loss"
+                xs, ys = series.setdefault(name, ([], []))
                 xs.append(x)
                 ys.append(float(value))
     panels = [[k for k in series if _panel(k) == p] for p in ("loss", "accuracy")]
