@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import sys
 from pathlib import Path
 
 import ftfy
@@ -138,6 +139,20 @@ def test_decode_round_trip() -> None:
     tok = default_tokenizer()
     assert tok.decode(tok.encode("A Photo of  a CAT!")) == "a photo of a cat !"
     assert tok.decode(tok.encode("東京 café")) == "東京 café"
+
+
+def test_without_ftfy_warns_and_still_tokenizes(monkeypatch, caplog) -> None:
+    from omniclip.clip import tokenizer
+
+    tokenizer._fix_text.cache_clear()
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # import ftfy now raises ImportError
+    try:
+        with caplog.at_level("WARNING", logger="omniclip.clip.tokenizer"):
+            assert tokenize("a photo of a cat")[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+        assert "ftfy is not installed" in caplog.text
+        assert default_tokenizer().encode("it’s") != CLEANED["it’s"]  # the quote is no longer uncurled
+    finally:
+        tokenizer._fix_text.cache_clear()
 
 
 def test_bad_bpe_file(tmp_path: Path) -> None:

@@ -11,11 +11,15 @@ import functools
 import gzip
 import html
 import json
+import logging
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
-import ftfy
 import regex
 import torch
+
+log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_BPE = ASSETS / "bpe_simple_vocab_16e6.txt.gz"
@@ -44,9 +48,23 @@ def bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
 
 
+@functools.lru_cache(maxsize=1)
+def _fix_text() -> Callable[[str], str]:
+    """``ftfy.fix_text``; without ftfy (a bare GPU box), NFC only, with one warning: ids may then differ."""
+    try:
+        import ftfy
+    except ImportError:
+        log.warning(
+            "ftfy is not installed: text is only NFC-normalised, so token ids can differ from OpenAI's on "
+            "mojibake, curly quotes or full-width letters; pip install ftfy"
+        )
+        return lambda text: unicodedata.normalize("NFC", text)
+    return ftfy.fix_text
+
+
 def clean_text(text: str) -> str:
     """OpenAI's cleaning: ftfy, HTML unescaped twice, whitespace collapsed, lower case."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = html.unescape(html.unescape(_fix_text()(text))).strip()
     return _SPACES.sub(" ", text).strip().lower()
 
 
