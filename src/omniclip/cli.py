@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "omniclip.commands.train",
     "omniclip.commands.embedded",
     "omniclip.commands.data",
+    "omniclip.commands.model",
 ]
 
 
