@@ -143,3 +143,13 @@ def test_data_writer_is_atomic_and_checks_input(tmp_path: Path) -> None:
     path = write_index_video(tmp_path / "y.mp4", 5, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.mp4"]
     assert probe(path).num_frames == 5
+
+
+def test_data_missing_frames_repeat_the_nearest_earlier_one() -> None:
+    from omniclip.data.decode import fill_missing
+
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    out = fill_missing({2: a, 5: b}, [0, 2, 3, 6, 5], "clip.mp4")
+    assert [int(f.max()) for f in out] == [0, 0, 0, 1, 1]  # index 0 takes the nearest later frame
+    with pytest.raises(DecodeError, match="no frame"):
+        fill_missing({}, [0], "clip.mp4")

@@ -11,7 +11,7 @@ Frame index ``i`` always means the ``i``-th frame in presentation order, whateve
   and the keyframes to seek to. Reading sorts the asked indices, decodes forward, and seeks to a later keyframe only
   when that skips more than ``seek_gap`` frames; so files with one keyframe, or many asked frames close together,
   are decoded straight through, and sparse frames from long files cost a seek each. Indices are cached per file.
-- OpenCV trusts ``CAP_PROP_FRAME_COUNT`` (an estimate from the header) and reads forward with ``grab``.
+- OpenCV (``backends.py``) trusts ``CAP_PROP_FRAME_COUNT`` (an estimate from the header) and reads forward with ``grab``.
 - If a backend produces fewer frames than the count it reported, a missing frame repeats the nearest earlier
   decoded frame (the nearest later one at the start). If it produces no frame at all, ``DecodeError`` is raised.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import io
 import logging
-import re
 import tarfile
 import threading
 from collections import OrderedDict
@@ -81,7 +80,9 @@ class VideoReader(Protocol):
     def close(self) -> None: ...
 
 
-class _ReaderBase:
+class ReaderBase:
+    """Context-manager plumbing and index checks shared by the readers."""
+
     info: VideoInfo
 
     def __enter__(self):
@@ -106,9 +107,10 @@ def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
 
 
-def _fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.ndarray:
+def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.ndarray:
+    """Stack ``got[i]`` for ``i`` in ``idx``; a missing frame repeats the nearest earlier decoded one."""
     if not got:
-        raise DecodeError(f"{what}: no frame could be decoded")
+        raise DecodeError("no frame could be decoded")
     have = sorted(got)
     out = []
     for i in idx:
@@ -157,7 +159,7 @@ def read_tar_member(tar_path: Path, member: str) -> bytes:
         return f.read(size)
 
 
-def _source(path: Path) -> tuple[str | io.BytesIO, tuple]:
+def file_source(path: Path) -> tuple[str | io.BytesIO, tuple]:
     """What PyAV opens, plus a cache key that changes when the file changes."""
     tar = split_tar_path(path)
     if tar is not None:
@@ -176,7 +178,7 @@ _pts_index: OrderedDict[tuple, tuple[list[int], list[int], int | None]] = Ordere
 _index_lock = threading.Lock()
 
 
-class PyAVReader(_ReaderBase):
+class PyAVReader(ReaderBase):
     """PyAV reader with a demuxed timestamp index, forward decoding and keyframe seeks (see module docstring).
 
     Args:
@@ -190,7 +192,7 @@ class PyAVReader(_ReaderBase):
         self.seek_gap = seek_gap
         self.threads = threads
         self._size: tuple[int, int] | None = None
-        self._src, key = _source(self.path)
+        self._src, key = file_source(self.path)
         try:
             self._open()
         except Exception as err:  # FFmpeg raises many error types for unreadable input
@@ -284,7 +286,7 @@ class PyAVReader(_ReaderBase):
             raise
         except Exception as err:
             raise DecodeError(f"decoding failed: {_why(err)}") from err
-        return _fill_missing(got, idx, str(self.path))
+        return fill_missing(got, idx, str(self.path))
 
     def count_decodable(self) -> int:
         """Decode every frame from the start without converting it; returns how many decoded."""
@@ -350,121 +352,6 @@ def set_index_cache(size: int) -> None:
             _pts_index.popitem(last=False)
 
 
-# ----------------------------------------------------------------------------------------------- OpenCV / decord
-class OpenCVReader(_ReaderBase):
-    """OpenCV (FFmpeg backend) reader: header frame count, forward ``grab``, ``CAP_PROP_POS_FRAMES`` for long gaps."""
-
-    def __init__(self, path: str | Path, *, seek_gap: int = 64) -> None:
-        import cv2
-
-        self.path = Path(path)
-        self.seek_gap = seek_gap
-        if split_tar_path(self.path) is not None:
-            raise DecodeError("OpenCV cannot read tar members; use the pyav decoder")
-        _source(self.path)  # existence and size checks
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise DecodeError("OpenCV cannot open the file")
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if count <= 0:
-            self.close()
-            raise DecodeError("OpenCV reports no frames")
-        self.info = VideoInfo(
-            num_frames=count,
-            fps=float(self._cap.get(cv2.CAP_PROP_FPS)),
-            width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            header_frames=count,
-        )
-        self._next = 0
-
-    def close(self) -> None:
-        cap = getattr(self, "_cap", None)
-        if cap is not None:
-            cap.release()
-            self._cap = None
-
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        import cv2
-
-        idx = self._check(indices)
-        got: dict[int, np.ndarray] = {}
-        for target in sorted(set(idx)):
-            if target < self._next or target - self._next > self.seek_gap:
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-                self._next = target
-            ok = True
-            while ok and self._next < target:
-                ok = self._cap.grab()
-                self._next += 1
-            ok, bgr = self._cap.read() if ok else (False, None)
-            if not ok:
-                break  # the header promised more frames than the file has
-            self._next += 1
-            got[target] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return _fill_missing(got, idx, str(self.path))
-
-
-class DecordReader(_ReaderBase):
-    """decord reader (optional; decord is unmaintained since 2021)."""
-
-    def __init__(self, path: str | Path) -> None:
-        try:
-            import decord
-        except ImportError as err:
-            raise ValueError("decoder 'decord' is not installed; pip install decord or use pyav") from err
-        self.path = Path(path)
-        tar = split_tar_path(self.path)
-        source = io.BytesIO(read_tar_member(*tar)) if tar else str(_source(self.path)[0])
-        try:
-            self._vr = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
-            height, width = self._vr[0].shape[:2]
-        except Exception as err:
-            raise DecodeError(f"decord cannot open: {err}") from err
-        self.info = VideoInfo(len(self._vr), float(self._vr.get_avg_fps()), int(width), int(height), len(self._vr))
-
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        idx = self._check(indices)
-        try:
-            return self._vr.get_batch(idx).asnumpy()
-        except Exception as err:
-            raise DecodeError(f"decord failed: {err}") from err
-
-
-# ----------------------------------------------------------------------------------------------- frame folders
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-class FrameFolderReader(_ReaderBase):
-    """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``)."""
-
-    def __init__(self, path: str | Path) -> None:
-        from PIL import Image
-
-        self.path = Path(path)
-        files = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        self._files = sorted(files, key=lambda p: _natural_key(p.name))
-        with Image.open(self._files[0]) as img:
-            width, height = img.size
-        self.info = VideoInfo(len(self._files), 0.0, width, height)
-
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        from PIL import Image
-
-        idx = self._check(indices)
-        cache: dict[int, np.ndarray] = {}
-        for i in sorted(set(idx)):
-            try:
-                with Image.open(self._files[i]) as img:
-                    cache[i] = np.asarray(img.convert("RGB"))
-            except OSError as err:
-                raise DecodeError(f"{self._files[i].name}: {err}") from err
-        return np.stack([cache[i] for i in idx])
-
-
 # ----------------------------------------------------------------------------------------------- entry points
 def available_decoders() -> list[str]:
     """Backends importable here (``pyav`` always)."""
@@ -482,6 +369,8 @@ def open_video(path: str | Path, decoder: str = "pyav", **options) -> VideoReade
         DecodeError: The video cannot be read.
         ValueError: Unknown or uninstalled decoder.
     """
+    from omniclip.data.backends import DecordReader, FrameFolderReader, OpenCVReader
+
     path = Path(path)
     if path.is_dir():
         return FrameFolderReader(path)

@@ -1,0 +1,138 @@
+"""Decoder backends besides PyAV: OpenCV, decord (both optional) and folders of extracted frames.
+
+They implement ``decode.VideoReader``; ``decode.open_video`` picks one. See ``decode`` for the frame-index rules.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from omniclip.data.decode import (
+    IMAGE_SUFFIXES,
+    DecodeError,
+    ReaderBase,
+    VideoInfo,
+    file_source,
+    fill_missing,
+    read_tar_member,
+    split_tar_path,
+)
+
+
+class OpenCVReader(ReaderBase):
+    """OpenCV (FFmpeg backend) reader: header frame count, forward ``grab``, ``CAP_PROP_POS_FRAMES`` for long gaps."""
+
+    def __init__(self, path: str | Path, *, seek_gap: int = 64) -> None:
+        import cv2
+
+        self.path = Path(path)
+        self.seek_gap = seek_gap
+        if split_tar_path(self.path) is not None:
+            raise DecodeError("OpenCV cannot read tar members; use the pyav decoder")
+        file_source(self.path)  # existence and size checks
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise DecodeError("OpenCV cannot open the file")
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count <= 0:
+            self.close()
+            raise DecodeError("OpenCV reports no frames")
+        self.info = VideoInfo(
+            num_frames=count,
+            fps=float(self._cap.get(cv2.CAP_PROP_FPS)),
+            width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            header_frames=count,
+        )
+        self._next = 0
+
+    def close(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+            self._cap = None
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+        import cv2
+
+        idx = self._check(indices)
+        got: dict[int, np.ndarray] = {}
+        for target in sorted(set(idx)):
+            if target < self._next or target - self._next > self.seek_gap:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+                self._next = target
+            ok = True
+            while ok and self._next < target:
+                ok = self._cap.grab()
+                self._next += 1
+            ok, bgr = self._cap.read() if ok else (False, None)
+            if not ok:
+                break  # the header promised more frames than the file has
+            self._next += 1
+            got[target] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return fill_missing(got, idx, str(self.path))
+
+
+class DecordReader(ReaderBase):
+    """decord reader (optional; decord is unmaintained since 2021)."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import decord
+        except ImportError as err:
+            raise ValueError("decoder 'decord' is not installed; pip install decord or use pyav") from err
+        self.path = Path(path)
+        tar = split_tar_path(self.path)
+        source = io.BytesIO(read_tar_member(*tar)) if tar else str(file_source(self.path)[0])
+        try:
+            self._vr = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+            height, width = self._vr[0].shape[:2]
+        except Exception as err:
+            raise DecodeError(f"decord cannot open: {err}") from err
+        self.info = VideoInfo(len(self._vr), float(self._vr.get_avg_fps()), int(width), int(height), len(self._vr))
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+        idx = self._check(indices)
+        try:
+            return self._vr.get_batch(idx).asnumpy()
+        except Exception as err:
+            raise DecodeError(f"decord failed: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------- frame folders
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class FrameFolderReader(ReaderBase):
+    """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from PIL import Image
+
+        self.path = Path(path)
+        files = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        self._files = sorted(files, key=lambda p: _natural_key(p.name))
+        with Image.open(self._files[0]) as img:
+            width, height = img.size
+        self.info = VideoInfo(len(self._files), 0.0, width, height)
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+        from PIL import Image
+
+        idx = self._check(indices)
+        cache: dict[int, np.ndarray] = {}
+        for i in sorted(set(idx)):
+            try:
+                with Image.open(self._files[i]) as img:
+                    cache[i] = np.asarray(img.convert("RGB"))
+            except OSError as err:
+                raise DecodeError(f"{self._files[i].name}: {err}") from err
+        return np.stack([cache[i] for i in idx])
