@@ -11,7 +11,7 @@ Frame index ``i`` always means the ``i``-th frame in presentation order, whateve
   and the keyframes to seek to. Reading sorts the asked indices, decodes forward, and seeks to a later keyframe only
   when that skips more than ``seek_gap`` frames; so files with one keyframe, or many asked frames close together,
   are decoded straight through, and sparse frames from long files cost a seek each. Indices are cached per file.
-- OpenCV (``backends.py``) trusts ``CAP_PROP_FRAME_COUNT`` (an estimate from the header) and reads forward with ``grab``.
+- OpenCV (``backends.py``) trusts ``CAP_PROP_FRAME_COUNT`` (a header estimate) and reads forward with ``grab``.
 - If a backend produces fewer frames than the count it reported, a missing frame repeats the nearest earlier
   decoded frame (the nearest later one at the start). If it produces no frame at all, ``DecodeError`` is raised.
 """
