@@ -62,3 +62,13 @@ def test_model_info_errors(capsys) -> None:
     assert "--frames must be >= 1" in capsys.readouterr().err
     assert main(["model-info", "--arch", "tiny", "--size", "4"]) == 2
     assert "smaller than one 8-pixel patch" in capsys.readouterr().err
+
+
+def test_cpu_and_meta_counts_agree(tiny_clip) -> None:
+    """The CPU runs SDPA as a flash kernel the stock counter skips; the registered formula makes counts equal."""
+    from omniclip.model import build_model
+    from omniclip.model.flops import video_flops
+
+    with torch.device("meta"):
+        meta = build_model(CLIP(get_preset("tiny")), 4)
+    assert video_flops(build_model(tiny_clip, 4), 4, 32) == video_flops(meta, 4, 32)
