@@ -140,3 +140,21 @@ def test_data_loader_workers_see_the_epoch(records) -> None:
     assert len(seen) == 12
     for (i, epoch), video in seen.items():
         torch.testing.assert_close(video, ds[(i, epoch)]["video"])
+
+
+def test_data_rawframe_lists_read_frame_folders(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from omniclip.data.synthetic import index_frame
+
+    folder = tmp_path / "frames" / "v1"
+    folder.mkdir(parents=True)
+    for i in range(20):
+        Image.fromarray(index_frame(i, 32)).save(folder / f"img_{i + 1:05d}.png")
+    (tmp_path / "raw.txt").write_text("frames/v1 20 3\n")
+    records = read_annotations(tmp_path / "raw.txt", tmp_path)
+    ds = VideoDataset(records, num_frames=4, mode="test", size=32, short_side=32, clips=2, decoder_threads=0)
+    video = ds[0]["video"]
+    assert video.shape == (2, 4, 3, 32, 32) and ds[0]["label"] == 3
+    got = [[frame_index(f.permute(1, 2, 0).numpy()) for f in clip] for clip in video]
+    np.testing.assert_array_equal(got, multiview_indices(20, 4, 2))

@@ -61,6 +61,8 @@ class VideoDataset(Dataset):
         interval: Frame interval for dense sampling.
         train_crop: ``multiscale`` (TSN scales, X-CLIP) or ``random_resized`` (Inception style).
         rand_augment: Apply ``rand_augment`` (colour only) in training.
+        decoder_threads: PyAV decoding threads per video (1 suits loader workers; 0 lets FFmpeg choose, which
+            helps a single process reading large videos).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class VideoDataset(Dataset):
         interval: int = 2,
         train_crop: Literal["multiscale", "random_resized"] = "multiscale",
         rand_augment: bool = False,
+        decoder_threads: int = 1,
     ) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -101,6 +104,7 @@ class VideoDataset(Dataset):
         self.decoder, self.seed, self.epoch = decoder, seed, 0
         self.sampling, self.interval = sampling, interval
         self.train_crop, self.rand_augment = train_crop, rand_augment
+        self.decoder_options = {"threads": decoder_threads} if decoder == "pyav" else {}
 
     @property
     def views(self) -> int:
@@ -127,7 +131,7 @@ class VideoDataset(Dataset):
 
     def load(self, rec: VideoRecord, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode and transform one video to uint8 (V, T, 3, S, S); raises ``DecodeError`` when unreadable."""
-        with open_video(rec.path, self.decoder) as reader:
+        with open_video(rec.path, self.decoder, **self.decoder_options) as reader:
             n = reader.info.num_frames
             if self.mode == "train":
                 assert generator is not None
