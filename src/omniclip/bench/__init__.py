@@ -1,0 +1,31 @@
+"""Speed and memory of OmniCLIP, bare CLIP frame averaging and X-CLIP, measured in one process (``omniclip bench``).
+
+Compares against the compute figures of PROTOCOLS.md: inference and training clips/s, peak memory, model FLOPs per
+clip and the achieved share of the device's matmul rate; ``docs/benchmarks.md`` holds the measured tables.
+"""
+
+from omniclip.bench.config import SUBJECTS, BenchConfig
+from omniclip.bench.flops import count_flops
+from omniclip.bench.precision import autocast, cast_frozen_
+from omniclip.bench.report import compute_ratios, format_table, write_report
+from omniclip.bench.runner import run_bench
+from omniclip.bench.search import MaxBatch, find_max_batch, is_oom
+from omniclip.bench.timing import Timing, measure, measure_interleaved
+
+__all__ = [
+    "SUBJECTS",
+    "BenchConfig",
+    "MaxBatch",
+    "Timing",
+    "autocast",
+    "cast_frozen_",
+    "compute_ratios",
+    "count_flops",
+    "find_max_batch",
+    "format_table",
+    "is_oom",
+    "measure",
+    "measure_interleaved",
+    "run_bench",
+    "write_report",
+]

@@ -1,0 +1,167 @@
+"""Timing and peak memory of one repeated step: warm-up, synchronised wall clock, medians over repeats.
+
+Follows the usual GPU benchmarking rules (warm up, synchronise before reading the clock, report medians) and
+rotates among several pre-made input batches so no step sees a tensor the previous one left in cache. Peak memory
+is CUDA's ``max_memory_allocated`` on a GPU; on Linux CPUs it is the growth of the process's peak RSS (``VmHWM``,
+reset through ``/proc/self/clear_refs``); elsewhere it is reported as unknown rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass
+class Timing:
+    """One measured phase (inference or training) of one model at one batch size."""
+
+    batch: int  # clips per step
+    step_s: float  # median seconds per step over the repeats
+    clips_per_s: float  # batch / step_s
+    step_s_repeats: list[float] = field(default_factory=list)  # mean seconds per step of each repeat
+    peak_memory_bytes: int | None = None  # see memory_kind; None when it cannot be measured
+    memory_kind: str = "n/a"  # cuda_max_allocated | cpu_rss_peak_delta | n/a
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels so that the wall clock measures them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class MemoryProbe:
+    """Peak memory of the code run between ``start()`` and ``stop()``.
+
+    CUDA: ``max_memory_allocated`` (absolute peak: weights, optimiser state and activations). CPU on Linux: peak RSS
+    minus the RSS at ``start()`` (``cpu_rss_peak_delta``; the allocator may reuse memory freed earlier in the
+    process, so this is a lower bound). Otherwise ``None`` with kind ``n/a``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = (
+            "cuda_max_allocated" if device.type == "cuda" else ("cpu_rss_peak_delta" if _rss_resettable() else "n/a")
+        )
+        self._rss0 = 0
+
+    def start(self) -> None:
+        if self.kind == "cuda_max_allocated":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind == "cpu_rss_peak_delta":
+            PROC_CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            self._rss0 = _proc_kib("VmRSS")
+
+    def stop(self) -> int | None:
+        if self.kind == "cuda_max_allocated":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.kind == "cpu_rss_peak_delta":
+            return max(0, _proc_kib("VmHWM") - self._rss0) * 1024
+        return None
+
+
+def _proc_kib(key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
+    assert match, f"{key} missing from {PROC_STATUS}"
+    return int(match.group(1))
+
+
+def _rss_resettable() -> bool:
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+        _proc_kib("VmHWM")
+    except (OSError, AssertionError):
+        return False
+    return True
+
+
+def measure(
+    step: Callable[[Any], Any],
+    batches: Sequence[Any],
+    *,
+    batch_size: int,
+    device: torch.device,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> Timing:
+    """Time ``step(batch)``: ``warmup`` untimed steps, then ``repeats`` timed passes over all ``batches`` in turn.
+
+    Each repeat runs ``len(batches)`` steps between two synchronisations; the reported step time is the median over
+    repeats of the mean step time within a repeat. Peak memory covers warm-up and the timed steps.
+    """
+    if not batches:
+        raise ValueError("measure needs at least one pre-made input batch")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    probe = MemoryProbe(device)
+    probe.start()
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    synchronize(device)
+    per_step: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for batch in batches:
+            step(batch)
+        synchronize(device)
+        per_step.append((time.perf_counter() - t0) / len(batches))
+    peak = probe.stop()
+    median = statistics.median(per_step)
+    return Timing(batch_size, median, batch_size / median, per_step, peak, probe.kind)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
+    """Achieved TFLOP/s of a square ``n x n`` matmul: the machine's reference rate for utilisation figures."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timing = measure(lambda _: a @ b, [None], batch_size=1, device=device, warmup=2, repeats=repeats)
+    return 2 * n**3 / timing.step_s / 1e12
+
+
+def measure_interleaved(
+    steps: dict[str, Callable[[Any], Any]],
+    batches: Sequence[Any],
+    *,
+    batch_size: int,
+    device: torch.device,
+    warmup: int = 2,
+    repeats: int = 5,
+) -> dict[str, Timing]:
+    """Like ``measure`` for several steps at once, taking turns within each repeat.
+
+    On a machine shared with other work, load drifts over a run; taking turns spreads the drift over every step
+    instead of charging it to whichever ran last. All models are resident at once, so no peak memory is reported.
+    """
+    if not batches or repeats < 1 or warmup < 0:
+        raise ValueError("measure_interleaved needs input batches, repeats >= 1 and warmup >= 0")
+    for step in steps.values():
+        for i in range(warmup):
+            step(batches[i % len(batches)])
+    synchronize(device)
+    per_step: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for batch in batches:
+                step(batch)
+            synchronize(device)
+            per_step[name].append((time.perf_counter() - t0) / len(batches))
+    out = {}
+    for name, times in per_step.items():
+        median = statistics.median(times)
+        out[name] = Timing(batch_size, median, batch_size / median, times, None, "n/a (interleaved)")
+    return out

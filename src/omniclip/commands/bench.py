@@ -1,0 +1,88 @@
+"""``omniclip bench``: inference and training speed and memory of OmniCLIP, bare CLIP and X-CLIP in one run.
+
+Examples::
+
+    omniclip bench --arch tiny --frames 4 --size 32 --batch 2 --json bench.json
+    omniclip bench --arch ViT-B-16 --frames 8 --size 224 --batch 32 --dtype bf16 --json runs/bench/b16.json
+    omniclip bench --arch ViT-B-16 --bf16-weights --compile --variants frame_average,omniclip --max-batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="speed and memory of OmniCLIP vs bare CLIP vs X-CLIP",
+        description="Measure inference and training clips/s, peak memory, GFLOPs per clip and TFLOP/s of each model "
+        "in one process; print a table and optionally write JSON.",
+    )
+    p.add_argument("--arch", default="tiny", help="CLIP preset: ViT-B-16, ViT-B-32, ViT-L-14, small, tiny (default)")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
+    p.add_argument("--size", type=int, default=None, help="frame size in pixels (default: the preset's)")
+    p.add_argument("--batch", type=int, default=None, help="clips per step (default 32 on CUDA, 4 on the CPU)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--dtype", choices=["bf16", "fp32"], default=None, help="bf16 autocast or fp32 (default: bf16 on CUDA)"
+    )
+    p.add_argument("--classes", type=int, default=None, help="class texts to train against (default 400 CUDA, 16 CPU)")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated subjects (default all): frame_average,omniclip,pta,spg,serial,xclip",
+    )
+    p.add_argument("--modes", default="infer,train", help="infer,train (default both)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--batches", type=int, default=3, help="pre-made input batches rotated (default 3)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the image encoders")
+    p.add_argument("--bf16-weights", action="store_true", help="store frozen weights in bf16, trainable ones fp32")
+    p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing in training")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay steps as CUDA graphs (CUDA only)")
+    p.add_argument("--full-finetune", action="store_true", help="train every CLIP weight in our variants")
+    p.add_argument("--max-batch", action="store_true", help="search the largest training batch (with and without ckpt)")
+    p.add_argument("--max-batch-limit", type=int, default=None, help="largest batch tried (default 4096 CUDA, 4x CPU)")
+    p.add_argument("--interleave", action="store_true", help="time all models taking turns (shared CPUs; no memory)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and class texts (default 0)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
+    p.set_defaults(func=run_bench_command)
+
+
+def _names(text: str | None, option: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError(f"{option} is empty; give comma-separated names")
+    return names
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from omniclip.bench import BenchConfig, format_table, run_bench, write_report
+
+    fields = {
+        "arch": args.arch, "frames": args.frames, "size": args.size, "batch": args.batch, "device": args.device,
+        "dtype": args.dtype, "classes": args.classes, "repeats": args.repeats, "warmup": args.warmup,
+        "batches": args.batches, "compile": args.compile, "bf16_weights": args.bf16_weights,
+        "grad_checkpointing": args.grad_checkpointing, "cuda_graphs": args.cuda_graphs,
+        "full_finetune": args.full_finetune, "max_batch": args.max_batch, "max_batch_limit": args.max_batch_limit,
+        "threads": args.threads, "interleave": args.interleave, "seed": args.seed,
+    }  # fmt: skip
+    variants, modes = _names(args.variants, "--variants"), _names(args.modes, "--modes")
+    if variants:
+        fields["variants"] = variants
+    if modes:
+        fields["modes"] = modes
+    report = run_bench(BenchConfig(**fields))
+    print(format_table(report))
+    if args.json is not None:
+        log.info("wrote %s", write_report(report, args.json))
+    failed = [n for n, e in report["results"].items() if "error" in e]
+    return 1 if failed else 0

@@ -1,0 +1,184 @@
+"""``omniclip bench`` end to end on the CPU: the JSON report's keys, its own arithmetic, the table and the switches."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from omniclip.bench import SUBJECTS, BenchConfig, compute_ratios, format_table, run_bench
+from omniclip.cli import main
+
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+TIMING_KEYS = {
+    "batch", "step_s", "clips_per_s", "step_s_repeats", "peak_memory_bytes", "memory_kind",
+    "gflops_per_clip", "tflops_per_s", "matmul_fraction",
+}  # fmt: skip
+ENTRY_KEYS = {"kind", "variant", "params_total", "params_trainable", "weights_bytes", "infer", "train"}
+
+
+@pytest.fixture(scope="module")
+def cli_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """One CLI run of every subject at the tiny size, shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["bench", "--arch", "tiny", "--frames", "4", "--size", "32", "--batch", "2", "--repeats", "2",
+                   "--json", str(out)])  # fmt: skip
+    assert rc == 0, buf.getvalue()
+    return json.loads(out.read_text()), buf.getvalue()
+
+
+def expected_subjects() -> list[str]:
+    return [s for s in SUBJECTS if s != "xclip" or HAS_TRANSFORMERS]
+
+
+def test_cli_report_has_every_subject_with_its_keys(cli_report: tuple[dict, str]) -> None:
+    report, _ = cli_report
+    assert set(report) >= {"schema", "config", "machine", "results", "ratios", "notes"}
+    assert report["config"]["batch"] == 2 and report["config"]["frames"] == 4 and report["config"]["size"] == 32
+    assert report["machine"]["device"] == "cpu" and report["machine"]["matmul_tflops"] > 0
+    assert list(report["results"]) == list(SUBJECTS)
+    for name in expected_subjects():
+        entry = report["results"][name]
+        assert "error" not in entry, entry
+        assert ENTRY_KEYS <= set(entry), (name, set(entry))
+        for mode in ("infer", "train"):
+            t = entry[mode]
+            assert TIMING_KEYS <= set(t), (name, mode, set(t))
+            assert t["batch"] == 2 and len(t["step_s_repeats"]) == 2
+            assert t["step_s"] > 0 and t["gflops_per_clip"] > 0
+            assert math.isclose(t["clips_per_s"], 2 / t["step_s"], rel_tol=1e-9)
+            assert math.isclose(t["tflops_per_s"], t["gflops_per_clip"] * t["clips_per_s"] / 1e3, rel_tol=1e-9)
+            assert t["memory_kind"] in ("cpu_rss_peak_delta", "n/a")
+        assert entry["frozen_params_with_grad"] == 0, f"{name}: frozen weights got gradient buffers"
+    if not HAS_TRANSFORMERS:
+        assert "skipped" in report["results"]["xclip"]
+
+
+def test_cli_trainable_counts_match_the_variants(cli_report: tuple[dict, str]) -> None:
+    results = cli_report[0]["results"]
+    assert results["frame_average"]["params_trainable"] == 1  # the logit scale: bare CLIP
+    assert results["pta"]["params_trainable"] == results["serial"]["params_trainable"]
+    assert results["omniclip"]["params_trainable"] == (
+        results["pta"]["params_trainable"] + results["spg"]["params_trainable"] - 1
+    )
+    for name in ("frame_average", "omniclip", "pta", "spg", "serial"):
+        assert results[name]["params_total"] == results["frame_average"]["params_total"] + (
+            results[name]["params_trainable"] - 1
+        )
+    if HAS_TRANSFORMERS:
+        x = results["xclip"]
+        assert x["params_trainable"] == x["params_total"]  # X-CLIP trains every weight
+
+
+def test_cli_ratios_come_from_the_reports_own_numbers(cli_report: tuple[dict, str]) -> None:
+    report, _ = cli_report
+    results, ratios = report["results"], report["ratios"]
+    bases = ["frame_average"] + (["xclip"] if HAS_TRANSFORMERS else [])
+    assert sorted(ratios) == sorted(f"vs_{b}" for b in bases)
+    for base in bases:
+        for name in expected_subjects():
+            for mode in ("infer", "train"):
+                want = results[name][mode]["step_s"] / results[base][mode]["step_s"]
+                assert math.isclose(ratios[f"vs_{base}"][name][f"{mode}_time"], want, rel_tol=1e-12)
+        assert ratios[f"vs_{base}"][base]["infer_time"] == 1.0
+    assert compute_ratios(results) == ratios
+
+
+def test_cli_flops_are_those_of_the_architecture(cli_report: tuple[dict, str]) -> None:
+    """Frame-average inference FLOPs per clip by hand: tiny = 64 wide, 2 blocks, 8-px patches, 32-px frames."""
+    report, _ = cli_report
+    T, C, D, L, E, N = 4, report["config"]["classes"], 64, 2, 32, 1 + 16
+    per_frame = 2 * 16 * D * 3 * 8 * 8  # patchify convolution
+    per_frame += L * (2 * N * 12 * D * D + 2 * 2 * N * N * D)  # qkv/out/MLP matmuls + attention scores and values
+    per_frame += 2 * D * E  # projection
+    want = T * per_frame + 2 * E * C  # + cosine logits against C classes
+    got = report["results"]["frame_average"]["infer"]["gflops_per_clip"] * 1e9
+    assert math.isclose(got, want, rel_tol=1e-9), (got, want)
+    for name in ("omniclip", "pta", "spg", "serial"):  # branches cost something, and model-info splits it
+        entry = report["results"][name]
+        assert entry["infer"]["gflops_per_clip"] * 1e9 > want
+        assert math.isclose(
+            sum(entry["encoder_gflops"].values()) * 1e9 + 2 * E * C,
+            entry["infer"]["gflops_per_clip"] * 1e9,
+            rel_tol=1e-6,
+        )
+
+
+def test_cli_prints_one_row_per_subject(cli_report: tuple[dict, str]) -> None:
+    report, printed = cli_report
+    assert printed.strip() == format_table(report)
+    lines = printed.splitlines()
+    assert "tiny 4x32px batch 2 fp32" in lines[0]
+    for name in SUBJECTS:
+        assert sum(line.startswith(name + " ") for line in lines) == 1, name
+
+
+def test_cuda_graphs_skip_cleanly_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    argv = ["bench", "--arch", "tiny", "--frames", "2", "--size", "16", "--batch", "1", "--repeats", "1",
+            "--warmup", "0", "--batches", "1", "--variants", "frame_average", "--modes", "infer", "--cuda-graphs",
+            "--device", "cpu", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["cuda_graphs"] is False
+    assert any("cuda_graphs skipped" in n for n in report["notes"])
+    assert set(report["results"]["frame_average"]) >= {"infer"} and "train" not in report["results"]["frame_average"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variants", "frame_average,clip4clip"], "--variants: unknown ['clip4clip']"),
+        (["--modes", "speed"], "--modes"),
+        (["--arch", "ViT-X-1"], "unknown CLIP architecture 'ViT-X-1'"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--size", "4"], "smaller than one 8-pixel patch"),
+        (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--repeats", "0"], "--"),
+    ],
+)
+def test_bad_options_end_with_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--arch", "tiny", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("omniclip bench: error:") and message in err and "\n" not in err
+
+
+def test_interleaved_run_times_every_subject_without_memory() -> None:
+    cfg = BenchConfig(arch="tiny", frames=2, size=16, batch=1, repeats=2, warmup=1, batches=2, classes=3,
+                      variants=("frame_average", "omniclip"), interleave=True)  # fmt: skip
+    report = run_bench(cfg)
+    for name in ("frame_average", "omniclip"):
+        for mode in ("infer", "train"):
+            t = report["results"][name][mode]
+            assert len(t["step_s_repeats"]) == 2 and t["peak_memory_bytes"] is None
+            assert t["memory_kind"] == "n/a (interleaved)"
+    assert report["ratios"]["vs_frame_average"]["frame_average"]["train_time"] == 1.0
+
+
+def test_max_batch_search_reports_both_modes_and_caps_on_the_cpu() -> None:
+    cfg = BenchConfig(arch="tiny", frames=2, size=16, batch=1, repeats=1, warmup=0, batches=1, classes=3,
+                      variants=("omniclip",), modes=("train",), max_batch=True, max_batch_limit=3)  # fmt: skip
+    report = run_bench(cfg)
+    mb = report["results"]["omniclip"]["max_batch"]
+    for key in ("plain", "checkpointed"):
+        assert mb[key]["max_batch"] == 3 and mb[key]["capped"] is True
+        assert [size for size, _ in mb[key]["tries"]] == [1, 2, 3]
+    assert "max training batch omniclip: plain >= 3 (limit), checkpointed >= 3 (limit)" in format_table(report)
+
+
+@pytest.mark.slow
+def test_compile_switch_runs_the_compiled_encoder() -> None:
+    """``--compile`` with the eager backend: Dynamo traces the encoder (inductor would take minutes on the CPU)."""
+    cfg = BenchConfig(arch="tiny", frames=2, size=16, batch=1, repeats=1, warmup=1, batches=1, classes=3,
+                      variants=("omniclip",), compile=True, compile_backend="eager")  # fmt: skip
+    report = run_bench(cfg)
+    entry = report["results"]["omniclip"]
+    assert "error" not in entry and entry["train"]["step_s"] > 0
+    assert report["config"]["compile"] is True

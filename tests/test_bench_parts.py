@@ -1,0 +1,183 @@
+"""The bench's parts: max-batch search with a fake OOM, timing rotation, bf16 frozen weights, steps, X-CLIP sizing."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omniclip.bench import cast_frozen_, find_max_batch, is_oom, measure, measure_interleaved
+from omniclip.bench.steps import TrainStep
+from omniclip.bench.subjects import build_omniclip_subject, class_tokens, make_batch
+from omniclip.clip import build_clip, get_preset
+from omniclip.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def fake_oom_above(limit: int, calls: list[int]):
+    def try_batch(size: int) -> None:
+        calls.append(size)
+        if size > limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {size} GiB")
+
+    return try_batch
+
+
+@pytest.mark.parametrize("fits", [1, 2, 3, 37, 64, 100, 1000])
+def test_max_batch_doubles_then_bisects_to_the_exact_size(fits: int) -> None:
+    calls: list[int] = []
+    found = find_max_batch(fake_oom_above(fits, calls), start=1, limit=4096)
+    assert found.max_batch == fits and not found.capped
+    assert [s for s, _ in found.tries] == calls and all(ok == (s <= fits) for s, ok in found.tries)
+    doubling = [s for s in calls if s & (s - 1) == 0][: fits.bit_length() + 1]
+    assert calls[: len(doubling)] == [2**i for i in range(len(doubling))]
+    assert len(calls) <= 2 * fits.bit_length() + 1  # logarithmic, not linear
+
+
+def test_max_batch_trace_for_37() -> None:
+    calls: list[int] = []
+    assert find_max_batch(fake_oom_above(37, calls), start=4, limit=4096).max_batch == 37
+    assert calls == [4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
+
+
+def test_max_batch_edges() -> None:
+    assert find_max_batch(fake_oom_above(0, []), start=1, limit=8).max_batch == 0
+    capped = find_max_batch(fake_oom_above(10**6, calls := []), start=3, limit=20)
+    assert capped.max_batch == 20 and capped.capped and calls == [3, 6, 12, 20]
+    with pytest.raises(ValueError, match="1 <= start <= limit"):
+        find_max_batch(fake_oom_above(1, []), start=5, limit=4)
+
+
+def test_max_batch_lets_other_errors_through() -> None:
+    def broken(size: int) -> None:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        find_max_batch(broken, start=1, limit=8)
+
+
+def test_is_oom_recognises_allocator_failures() -> None:
+    assert is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
+    assert is_oom(MemoryError())
+    assert not is_oom(RuntimeError("expected scalar type Float"))
+    assert not is_oom(ValueError("out of memory"))
+
+
+def test_measure_rotates_batches_and_reports_medians() -> None:
+    seen: list[int] = []
+    timing = measure(seen.append, [0, 1, 2], batch_size=4, device=CPU, warmup=2, repeats=3)
+    assert seen == [0, 1] + [0, 1, 2] * 3
+    assert len(timing.step_s_repeats) == 3 and timing.batch == 4
+    assert timing.step_s == sorted(timing.step_s_repeats)[1]
+    assert timing.clips_per_s == 4 / timing.step_s
+
+
+def test_measure_interleaved_takes_turns() -> None:
+    seen: list[tuple[str, int]] = []
+    steps = {n: (lambda b, n=n: seen.append((n, b))) for n in ("a", "b")}
+    out = measure_interleaved(steps, [0, 1], batch_size=1, device=CPU, warmup=1, repeats=2)
+    assert seen == [("a", 0), ("b", 0)] + [("a", 0), ("a", 1), ("b", 0), ("b", 1)] * 2
+    assert set(out) == {"a", "b"} and all(t.peak_memory_bytes is None for t in out.values())
+    with pytest.raises(ValueError):
+        measure([].append, [], batch_size=1, device=CPU)
+
+
+def branchy_model(frames: int = 4):
+    """A tiny OmniCLIP whose branches contribute (zero-initialised parts randomised)."""
+    model = build_model(build_clip("tiny"), frames)
+    for name, p in model.named_trainable_parameters():
+        if name.endswith(("up.weight", "gate")):
+            torch.nn.init.normal_(p, std=0.5)
+    return model.eval()
+
+
+def test_bf16_frozen_weights_keep_outputs_close_and_trainables_fp32() -> None:
+    """Tolerance: video embeddings within 3% relative L2 error and cosine > 0.999 of the fp32 model's."""
+    model = branchy_model()
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.encode_video(video)
+    branch_out = ref - build_model(build_clip("tiny"), 4).eval().encode_video(video)
+    assert branch_out.abs().max() > 1e-2  # the branches really change the output, so they are compared too
+    trainable = {n for n, _ in model.named_trainable_parameters()}
+    cast = cast_frozen_(model)
+    assert cast == sum(1 for n, _ in model.named_parameters() if n not in trainable) > 0
+    for n, p in model.named_parameters():
+        assert p.dtype == (torch.float32 if n in trainable else torch.bfloat16), n
+    with torch.no_grad():
+        out = model.encode_video(video).float()
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < 3e-2, rel
+    assert F.cosine_similarity(out, ref, dim=-1).min() > 0.999
+
+
+def test_bf16_frozen_weights_train_only_fp32_parameters() -> None:
+    model = branchy_model().train()
+    cast_frozen_(model)
+    classes = F.normalize(torch.randn(5, 32), dim=-1)
+    loss = F.cross_entropy(model(torch.randn(2, 4, 3, 32, 32), classes).float(), torch.tensor([0, 3]))
+    loss.backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.dtype == torch.float32, n
+        else:
+            assert p.grad is None, n
+
+
+@pytest.mark.parametrize("full_finetune", [False, True])
+def test_train_step_allocates_gradients_only_for_trainable_weights(full_finetune: bool) -> None:
+    subject = build_omniclip_subject(
+        "omniclip", get_preset("tiny"), 2, device=CPU, dtype="fp32", num_classes=3, full_finetune=full_finetune
+    )
+    batch = make_batch(2, 2, 32, 3, device=CPU)
+    before = {id(p): p.detach().clone() for p in subject.trainable}
+    TrainStep(subject, CPU)(batch)
+    for p in subject.model.parameters():
+        assert (p.grad is not None) == p.requires_grad
+    assert any(not torch.equal(before[id(p)], p) for p in subject.trainable)  # the optimiser stepped
+    frozen = [p for p in subject.model.parameters() if not p.requires_grad]
+    assert (len(frozen) == 0) == full_finetune
+
+
+def test_class_texts_are_encoded_once_when_the_text_tower_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    subject = build_omniclip_subject("omniclip", get_preset("tiny"), 2, device=CPU, dtype="fp32", num_classes=3)
+    calls = []
+    original = subject.model.clip.encode_text
+    monkeypatch.setattr(subject.model.clip, "encode_text", lambda t: calls.append(t) or original(t))
+    batch = make_batch(2, 2, 32, 3, device=CPU)
+    subject.infer(batch)
+    TrainStep(subject, CPU)(batch)
+    assert calls == []
+    names = ["archery", "juggling"]  # and the model's own cache returns the very same tensor
+    assert subject.model.encode_classes(names) is subject.model.encode_classes(names)
+
+
+def test_class_tokens_look_like_clip_tokens() -> None:
+    tokens, mask = class_tokens(20, 77, 49408, seed=1)
+    assert tokens.shape == mask.shape == (20, 77)
+    assert (tokens[:, 0] == 49406).all()
+    assert (tokens.argmax(dim=-1) == mask.sum(dim=-1) - 1).all()  # CLIP pools at the end token
+    assert ((tokens != 0) == mask.bool()).all()
+    assert torch.equal(tokens, class_tokens(20, 77, 49408, seed=1)[0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
+def test_xclip_is_sized_like_the_clip_preset() -> None:
+    from omniclip.bench.xclip import build_xclip_subject, xclip_config
+
+    cfg = get_preset("ViT-B-16")
+    x = xclip_config(cfg, 8, 224)
+    assert x.vision_config.mit_hidden_size == x.projection_dim == 512
+    assert (x.vision_config.hidden_size, x.vision_config.num_hidden_layers, x.vision_config.patch_size) == (768, 12, 16)
+    assert (x.vision_config.num_frames, x.vision_config.image_size) == (8, 224)
+    assert x.text_config.eos_token_id == x.text_config.vocab_size - 1
+    subject = build_xclip_subject(get_preset("tiny"), 2, 32, device=CPU, dtype="fp32", num_classes=3)
+    batch = make_batch(2, 2, 32, 3, device=CPU)
+    assert subject.infer(batch).shape == (2, 32)
+    subject.set_checkpointing(True)
+    TrainStep(subject, CPU)(batch)
+    assert all(p.grad is not None for p in subject.trainable)
