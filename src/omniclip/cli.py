@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "omniclip.commands.embedded",
     "omniclip.commands.data",
     "omniclip.commands.model",
+    "omniclip.commands.bench",
 ]
 
 
