@@ -214,3 +214,16 @@ def test_cli_with_checkpoint(trained_run, videos: list[Path], capsys: pytest.Cap
     row = json.loads(capsys.readouterr().out)[0]
     want = predict(reference, videos[1])
     assert [p["class"] for p in row["predictions"]] == [p.name for p in want]
+
+
+def test_cli_accepts_the_embedded_tiny_clip(videos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from omniclip.embedded import embedded_path
+
+    if not embedded_path().is_file():
+        pytest.skip(f"{embedded_path()} is not built yet (omniclip pretrain-tiny)")
+    argv = ["predict", str(videos[0]), "--clip", "omniclip-tiny", "--classes", "a red square,a blue circle", "--json"]
+    assert main(argv) == 0
+    probs = [p["probability"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]]
+    assert len(probs) == 2 and sum(probs) == pytest.approx(1.0, abs=1e-5)
+    loaded = load_model("omniclip-tiny")
+    assert loaded.num_frames == 8 and loaded.source == "omniclip-tiny"
