@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from conftest import read_json
 from omniclip import cli
 from omniclip.runlog import read_metrics
 
@@ -37,7 +36,7 @@ def test_two_processes_match_one_and_score_each_video_once(smoke_args, tmp_path,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = read_json(tmp_path / "two" / "results.json")
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
 
     losses_one = [r["loss"] for r in read_metrics(tmp_path / "one", "train")]
     losses_two = [r["loss"] for r in read_metrics(tmp_path / "two", "train")]
@@ -46,5 +45,5 @@ def test_two_processes_match_one_and_score_each_video_once(smoke_args, tmp_path,
     m1, m2 = one["splits"]["test3"], two["splits"]["test3"]
     assert (m2["num_videos"], m2["num_scored"], m2["num_failed"]) == (7, 6, 1)
     assert m2["top1"] == pytest.approx(m1["top1"]) and m2["top5"] == pytest.approx(m1["top5"])
-    per_video = read_json(tmp_path / "two" / "eval" / "test3" / "metrics.json")
+    per_video = json.loads((tmp_path / "two" / "eval" / "test3" / "metrics.json").read_text())
     assert len(per_video["failed"]) == 1 and per_video["failed"][0][0] == 3  # the broken entry, reported once

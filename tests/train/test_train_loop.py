@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SMOKE
 from omniclip import cli
 from omniclip.config import load_config
 from omniclip.runlog import read_metrics
 from omniclip.train.checkpoint import find_checkpoint, load_trained_model, read_meta
 from omniclip.train.loop import NonFiniteLossError, plan_steps, train
 
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+
 # Loss of the first 3 optimizer steps of configs/smoke.yaml (seed 0) on the synthetic fixture data with the seed-0
-# tiny CLIP. Re-record only for a known reason (a deliberate change of initialisation, data or loss).
-GOLDEN_LOSSES = [1.3012264966964722, 1.266282320022583, 1.5035902261734009]
+# tiny CLIP (mpeg4 clips). Re-record only for a known reason (a deliberate change of initialisation, data or loss).
+GOLDEN_LOSSES = [1.2994431257247925, 1.2612452507019043, 1.5055257081985474]
 
 
 def _cfg(tiny_clip_file, synthetic, *overrides: str):
@@ -139,3 +143,26 @@ def test_load_trained_model_rebuilds_the_trained_weights(tiny_clip_file, synthet
         )
     file_only, _ = load_trained_model(find_checkpoint(tmp_path / "run") / "model.safetensors")
     assert file_only.num_frames == 4
+
+
+def test_resume_after_a_kill_drops_the_lines_logged_past_the_checkpoint(tiny_clip_file, synthetic, tmp_path) -> None:
+    cfg = _cfg(tiny_clip_file, synthetic, "train.checkpoint_every=3", "train.keep_checkpoints=10")
+    full = train(cfg, tmp_path / "full")
+    # as if the process died at step 5: only the step-3 checkpoint (mid-epoch) exists, metrics went further
+    run = tmp_path / "killed"
+    train(
+        _cfg(tiny_clip_file, synthetic, "train.checkpoint_every=3", "train.keep_checkpoints=10", "train.max_steps=5"),
+        run,
+    )
+    for late in ("step_00000004", "step_00000005"):
+        shutil.rmtree(run / "checkpoints" / late)
+    (run / "checkpoints" / "last").write_text("step_00000003\n")
+    resumed = train(cfg, run, resume=True)
+    assert [r["step"] for r in read_metrics(run, "train")] == list(range(1, 9))
+    assert [r["loss"] for r in read_metrics(run, "train")] == pytest.approx(
+        [r["loss"] for r in read_metrics(tmp_path / "full", "train")], abs=1e-6
+    )
+    for (n, p), (_, q) in zip(
+        full.model.named_trainable_parameters(), resumed.model.named_trainable_parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=n)

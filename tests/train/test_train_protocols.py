@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from conftest import read_json
 from omniclip import cli
 from omniclip.config import load_config
 from omniclip.data.records import read_annotations
@@ -34,7 +33,7 @@ def test_supervised_trains_then_evaluates_multiview(smoke_args, tmp_path, capsys
     )
     assert res["protocol"] == "supervised" and res["run_dir"] == str(out)
     _sane(res["splits"]["test3"], videos=7, failed=1)
-    assert read_json(out / "results.json")["splits"] == res["splits"]
+    assert json.loads((out / "results.json").read_text())["splits"] == res["splits"]
     for name in ("metrics.json", "per_class.csv", "confusion.png", "failed.txt"):
         assert (out / "eval" / "test3" / name).is_file(), name
     assert "broken.mp4" in (out / "eval" / "test3" / "failed.txt").read_text()
