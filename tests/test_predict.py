@@ -227,3 +227,15 @@ def test_cli_accepts_the_embedded_tiny_clip(videos: list[Path], capsys: pytest.C
     assert len(probs) == 2 and sum(probs) == pytest.approx(1.0, abs=1e-5)
     loaded = load_model("omniclip-tiny")
     assert loaded.num_frames == 8 and loaded.source == "omniclip-tiny"
+
+
+def test_cli_templates_and_views_reach_the_api(
+    classifier: VideoClassifier, clip_file: Path, videos: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["predict", str(videos[1]), "--clip", str(clip_file), "--frames", "4", "--classes", ",".join(CLASSES)]
+    argv += ["--templates", TEMPLATES[0], "--templates", TEMPLATES[1], "--views", "2x3", "--json"]
+    assert main(argv) == 0
+    got = {p["class"]: p["probability"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    want = dict(predict(classifier, videos[1], classes=CLASSES, templates=TEMPLATES, views="2x3"))
+    assert got == pytest.approx(want, abs=1e-6)
+    assert got != pytest.approx(dict(predict(classifier, videos[1], classes=CLASSES)), abs=1e-6)
