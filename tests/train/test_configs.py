@@ -121,3 +121,17 @@ def test_valid_keys_cover_every_section() -> None:
     keys = valid_keys()
     assert {"clip.source", "model.variant", "data.root", "train.lr", "eval.clips", "protocol.shots"} <= set(keys)
     assert len(keys) == len(set(keys))
+
+
+def test_missing_weights_or_checkpoint_fail_with_one_line(smoke_args, tmp_path, capsys) -> None:
+    args = [a for a in smoke_args if not a.startswith("clip.source=")]
+    assert (
+        cli.main(["train", "--output", str(tmp_path / "run"), *args, f"clip.source={tmp_path / 'no.safetensors'}"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "no.safetensors") in err[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "nothing"), *smoke_args]) == 2
+    assert f"no checkpoint at {tmp_path / 'nothing'}" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", "--output", str(tmp_path / "fresh"), *smoke_args]) == 2
+    assert f"no checkpoint at {tmp_path / 'fresh'}" in capsys.readouterr().err
