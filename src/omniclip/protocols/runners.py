@@ -1,9 +1,9 @@
 """Protocol runners: supervised, few-shot, zero-shot and base-to-novel as code, with their splits and averaging.
 
-Each runner follows PROTOCOLS.md (X-CLIP / ViFi-CLIP lineage): it writes the split files it trains on into the
-run directory, trains through ``fit`` (``omniclip.train.loop.train`` wrapped by the command, so imports keep
-pointing one way: protocols never import train), evaluates with ``evaluate`` on every test split or class subset,
-writes a report per evaluation and ``results.json`` with the mean ± std over splits (harmonic mean for
+Each runner follows the X-CLIP / ViFi-CLIP protocols (docs/protocols.md): it writes the split files it trains on
+into the run directory, trains through ``fit`` (``omniclip.train.loop.train`` wrapped by the command, so imports
+keep pointing one way: protocols never import train), evaluates with ``evaluate`` on every test split or class
+subset, writes a report per evaluation and ``results.json`` with the mean ± std over splits (harmonic mean for
 base-to-novel).
 """
 
@@ -66,7 +66,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def test_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[EvalSet]:
+def eval_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[EvalSet]:
     """One ``EvalSet`` per ``data.test_lists`` entry, or per class subset when ``protocol.class_subset`` > 0."""
     names = class_names or read_class_names(cfg.data.path(cfg.data.class_names))
     sets = []
@@ -146,7 +146,7 @@ def run_supervised(
 ) -> dict[str, Any]:
     """Train on ``data.train_list``, evaluate every test list with ``eval.clips x eval.crops`` views."""
     model = fit(cfg, run_dir, resume)
-    return evaluate_sets(model, test_sets(cfg), cfg, run_dir / "eval", device=device, amp_dtype=amp_dtype)
+    return evaluate_sets(model, eval_sets(cfg), cfg, run_dir / "eval", device=device, amp_dtype=amp_dtype)
 
 
 def run_few_shot(
@@ -164,7 +164,7 @@ def run_few_shot(
         shot_list = _write_shots(cfg, stage, seed, classes=None, num_classes=num_classes)
         stage_cfg = replace_sections(cfg, data={"train_list": str(shot_list.resolve())}, train={"seed": seed})
         model = fit(stage_cfg, stage, resume and _has_checkpoint(stage))
-        result = evaluate_sets(model, test_sets(cfg), cfg, stage / "eval", device=device, amp_dtype=amp_dtype)
+        result = evaluate_sets(model, eval_sets(cfg), cfg, stage / "eval", device=device, amp_dtype=amp_dtype)
         out["seeds"][str(seed)] = result
     if len(seeds) == 1:
         return {**out["seeds"][str(seeds[0])], "shots": cfg.protocol.shots}
@@ -232,7 +232,7 @@ def _base_novel_eval(
     for part, classes in (("base", base), ("novel", novel)):
         sets = [
             EvalSet(f"{es.name}_{part}", splits.relabel(es.records, classes), [names[c] for c in classes])
-            for es in test_sets(replace_sections(cfg, protocol={"class_subset": 0}), names)
+            for es in eval_sets(replace_sections(cfg, protocol={"class_subset": 0}), names)
         ]
         results[part] = evaluate_sets(model, sets, cfg, out_dir, device=device, amp_dtype=amp_dtype)
     b, n = results["base"]["summary"]["top1"]["mean"], results["novel"]["summary"]["top1"]["mean"]
@@ -279,7 +279,7 @@ def evaluate_protocol(
         base, novel = splits.base_novel_classes(len(names), cfg.protocol.base_classes)
         out = _base_novel_eval(model, cfg, names, base, novel, out_dir, device, amp_dtype)
     else:
-        out = evaluate_sets(model, test_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
+        out = evaluate_sets(model, eval_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
     out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}
     write_json(out_dir / "results.json", out)
     return out
