@@ -28,7 +28,7 @@ ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
 @dataclass(frozen=True)
 class BackboneConfig:
     source: str = "ViT-B/16"  # CLIP weights: a file, a Hugging Face dir, or a name resolved in $OMNICLIP_CACHE
-    activation: str = ""  # force "quick_gelu" or "gelu" ("" = what the weights say)
+    activation: Literal["", "quick_gelu", "gelu"] = ""  # force the MLP activation ("" = what the weights imply)
 
 
 @dataclass(frozen=True)
