@@ -130,7 +130,7 @@ def _type_name(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return "a section (a mapping of keys)"
     if typing.get_origin(tp) is Literal:
-        return "one of " + "|".join(str(a) for a in typing.get_args(tp))
+        return "one of " + "|".join(str(a) if a != "" else '""' for a in typing.get_args(tp))
     return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
 
 
