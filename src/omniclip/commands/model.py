@@ -12,25 +12,34 @@ from __future__ import annotations
 import argparse
 import json
 
+from omniclip.clip.presets import CLIPConfig, get_preset
 from omniclip.model.config import VARIANTS, ModelConfig
 from omniclip.model.flops import ModelInfo, describe_model
 
-COLUMNS = (
-    ("variant", "variant", "{}"),
-    ("frames", "num_frames", "{}"),
-    ("size", "image_size", "{}"),
-    ("params (M)", "params_total", "{:.2f}"),
-    ("trainable (M)", "params_trainable", "{:.2f}"),
-    ("GFLOPs/clip", "gflops", "{:.1f}"),
-    ("backbone", "gflops_backbone", "{:.1f}"),
-    ("PTA", "gflops_pta", "{:.2f}"),
-    ("SPG", "gflops_spg", "{:.2f}"),
+COLUMNS = (  # (title, ModelInfo field)
+    ("variant", "variant"),
+    ("frames", "num_frames"),
+    ("size", "image_size"),
+    ("params (M)", "params_total"),
+    ("trainable", "params_trainable"),
+    ("GFLOPs/clip", "gflops"),
+    ("backbone", "gflops_backbone"),
+    ("PTA", "gflops_pta"),
+    ("SPG", "gflops_spg"),
 )
 
 
-def _resolve_architecture(args: argparse.Namespace):  # -> tuple[CLIPConfig, str]
-    from omniclip.clip import get_preset
+def _cell(key: str, value: object) -> str:
+    if key == "params_total":
+        return f"{value / 1e6:.2f}"  # type: ignore[operator]
+    if key == "params_trainable":
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+    return str(value)
 
+
+def _resolve_architecture(args: argparse.Namespace) -> tuple[CLIPConfig, str]:
     if args.clip is None:
         return get_preset(args.arch), args.arch
     from omniclip.clip import load_clip  # reads and checks the weights; only their architecture is used here
@@ -39,16 +48,9 @@ def _resolve_architecture(args: argparse.Namespace):  # -> tuple[CLIPConfig, str
 
 
 def format_table(infos: list[ModelInfo]) -> str:
-    """A Markdown table, one row per model; parameters in millions."""
-    rows = []
-    for info in infos:
-        d = info.to_dict()
-        cells = []
-        for _, key, fmt in COLUMNS:
-            value = d[key] / 1e6 if key.startswith("params") else d[key]
-            cells.append(fmt.format(value))
-        rows.append(cells)
-    header = [title for title, _, _ in COLUMNS]
+    """A Markdown table, one row per model; total parameters in millions, trainable ones exact."""
+    rows = [[_cell(key, info.to_dict()[key]) for _, key in COLUMNS] for info in infos]
+    header = [title for title, _ in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

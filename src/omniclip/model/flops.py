@@ -2,7 +2,7 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-accumulate of the
 matrix products and convolutions (element-wise ops, softmax, norms and pooling are not counted). The model is built
-on the ``meta`` device, so counting a ViT-B/16 at 32 frames takes about a second on a CPU and allocates nothing.
+on the ``meta`` device, so counting a ViT-B/16 at 32 frames takes about 0.3 s on a CPU and allocates nothing.
 On the meta device SDPA runs its math path (two counted matmuls); on a CPU it runs a flash kernel that PyTorch's
 counter does not know, so the same formula is registered for it: meta, CPU and CUDA counts agree.
 Attribution is by module: whatever runs inside a block's ``pta`` or ``spg`` branch counts as PTA or SPG; all the
