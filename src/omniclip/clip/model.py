@@ -129,11 +129,15 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False) -> torch.Tensor:
         for block in self.resblocks:
-            if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
+            if self.grad_checkpointing and torch.is_grad_enabled() and (x.requires_grad or _has_trainable(block)):
                 x = checkpoint(block, x, layout, causal, use_reentrant=False)
             else:
                 x = block(x, layout, causal)
         return x
+
+
+def _has_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
 
 
 def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
