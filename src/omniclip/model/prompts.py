@@ -29,9 +29,42 @@ MIXING_MODES: tuple[str, ...] = ("attention", "difference", "both", "none")
 
 
 def pool_regions(patches: torch.Tensor, scales: tuple[int, ...]) -> torch.Tensor:
-    """Average-pool ``(B*T, d, h, w)`` patch maps on each ``s x s`` grid; returns ``(B*T, R, d)``, R = sum(s*s)."""
+    """Average-pool ``(B*T, d, h, w)`` patch maps on each ``s x s`` grid; returns ``(B*T, R, d)``, R = sum(s*s).
+
+    The definition of the regions; ``SelfPromptGenerator`` computes the same numbers as one product with
+    ``region_pool_matrix`` on the token layout, without transposing the tokens into a map.
+    """
     pooled = [F.adaptive_avg_pool2d(patches, s).flatten(2) for s in scales]  # each (B*T, d, s*s)
     return torch.cat(pooled, dim=2).transpose(1, 2)  # (B*T, R, d)
+
+
+_POOL_MATRICES: dict[tuple[object, ...], torch.Tensor] = {}
+
+
+def _bins(n: int, s: int) -> list[tuple[int, int]]:
+    """``adaptive_avg_pool``'s cells: cell i of s covers ``[floor(i*n/s), ceil((i+1)*n/s))`` (overlap unless s | n)."""
+    return [((i * n) // s, -(-(i + 1) * n // s)) for i in range(s)]
+
+
+def region_pool_matrix(
+    grid: tuple[int, int], scales: tuple[int, ...], device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``(R, h*w)`` averaging weights: row r of ``P @ patches`` equals region r of ``pool_regions`` (row-major patches).
+
+    Built once per grid, scales, device and dtype and cached (one small tensor per input size).
+    """
+    key = (tuple(grid), tuple(scales), device, dtype)
+    if key not in _POOL_MATRICES:
+        gh, gw = grid
+        rows = []
+        for s in scales:
+            for r0, r1 in _bins(gh, s):
+                for c0, c1 in _bins(gw, s):
+                    cell = torch.zeros(gh, gw, dtype=torch.float64)  # exact weights, rounded once below
+                    cell[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
+                    rows.append(cell.flatten())
+        _POOL_MATRICES[key] = torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())  # (R, h*w)
+    return _POOL_MATRICES[key]
 
 
 def neighbour_prompts(p: torch.Tensor, window: int) -> torch.Tensor:
@@ -104,8 +137,9 @@ class SelfPromptGenerator(nn.Module):
             raise ValueError(f"SPG got {N} tokens per frame but the layout grid {layout.grid} implies {1 + gh * gw}")
         if T < 1 or BT % T:
             raise ValueError(f"{BT} frames in the batch are not a whole number of {T}-frame clips")
-        patches = z[:, 1:].transpose(1, 2).reshape(BT, d, gh, gw)  # (B*T, d, h, w)
-        r = pool_regions(patches, self.scales).view(BT // T, T, -1, d)  # (B, T, R, d)
+        # Pooling is one product on the token layout: no (B*T, d, h, w) copy, and r comes out contiguous.
+        pool = region_pool_matrix((gh, gw), self.scales, z.device, z.dtype)  # (R, h*w)
+        r = torch.matmul(pool, z[:, 1:]).view(BT // T, T, -1, d)  # (B, T, R, d)
         p = r + self.region_embedding
         if self.mixing in ("attention", "both"):
             e = frame_embedding(self.temporal_embedding, T, self.interpolate)  # (T, d)
@@ -124,4 +158,5 @@ class SelfPromptGenerator(nn.Module):
         k, v = self.kv(p).view(BT, K, 2, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B*T, H, K, hd)
         q = self.q(z).view(BT, N, H, d // H).transpose(1, 2)  # (B*T, H, N, hd)
         o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(BT, N, d)  # (B*T, N, d)
-        return (self.out(o) * self.gate).to(h.dtype)  # (B*T, N, D)
+        # out(o) * gate with the gate folded into out's weights: no extra pass over the (B*T, N, D) residual.
+        return F.linear(o, self.out.weight * self.gate[:, None], self.out.bias * self.gate).to(h.dtype)  # (B*T, N, D)
