@@ -1,8 +1,8 @@
 """The bench report: ratios against the baselines, a printed table, and the JSON file (written atomically).
 
 Ratios are computed only from numbers in the report itself, so anyone can check them from the JSON: a time ratio
-is ``step_s(subject) / step_s(baseline)`` at the same batch size (above 1 = slower), a memory ratio divides peak
-memories measured the same way.
+is ``step_s(subject) / step_s(baseline)`` at the same batch size (above 1 = slower), likewise for process CPU time
+(``cpu_step_s``); a memory ratio divides peak memories measured the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ def _measured(entry: Any, mode: str) -> dict[str, Any] | None:
 
 
 def compute_ratios(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{"vs_<baseline>": {subject: {"<mode>_time": r, "<mode>_peak_memory": r}}}`` for every measured pair."""
+    """``{"vs_<baseline>": {subject: {"<mode>_time": r, ...}}}`` for every measured pair.
+
+    Keys per mode: ``_time`` (wall clock), ``_cpu_time`` (process CPU time, the robust figure for single-threaded
+    runs on a shared CPU) and ``_peak_memory`` when both peaks were measured.
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for base in BASELINES:
         if base not in results:
@@ -38,6 +42,8 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, dict[str, dict[str, flo
                 if a is None or b is None:
                     continue
                 row[f"{mode}_time"] = a["step_s"] / b["step_s"]
+                if a.get("cpu_step_s") and b.get("cpu_step_s"):
+                    row[f"{mode}_cpu_time"] = a["cpu_step_s"] / b["cpu_step_s"]
                 if a.get("peak_memory_bytes") and b.get("peak_memory_bytes"):
                     row[f"{mode}_peak_memory"] = a["peak_memory_bytes"] / b["peak_memory_bytes"]
             if row:
@@ -55,7 +61,7 @@ def _mib(value: Any) -> str:
     return "-" if not value else f"{value / 2**20:.0f}"
 
 
-def _row(name: str, entry: dict[str, Any], ratios: dict[str, Any]) -> list[str]:
+def _row(name: str, entry: dict[str, Any], ratios: dict[str, Any], cpu: bool) -> list[str]:
     if "error" in entry or "skipped" in entry:
         return [name, entry.get("error") or entry.get("skipped", "")]
     cells = [name, _num(entry.get("params_trainable"), ",")]
@@ -70,6 +76,9 @@ def _row(name: str, entry: dict[str, Any], ratios: dict[str, Any]) -> list[str]:
     for base in BASELINES:
         row = ratios.get(f"vs_{base}", {}).get(name, {})
         cells += [_num(row.get(f"{mode}_time"), ".2f") for mode in MODES]
+    if cpu:
+        row = ratios.get("vs_frame_average", {}).get(name, {})
+        cells += [_num(row.get(f"{mode}_cpu_time"), ".2f") for mode in MODES]
     return cells
 
 
@@ -79,11 +88,18 @@ HEADER = [
     "train clips/s", "train GFLOP/clip", "train TFLOP/s", "train MiB",
     "inf t/FA", "train t/FA", "inf t/XC", "train t/XC",
 ]  # fmt: skip
+CPU_HEADER = ["inf cpu/FA", "train cpu/FA"]
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table of the report, one row per subject; ``t/FA`` and ``t/XC`` are time ratios."""
+    """A plain-text table of the report, one row per subject.
+
+    ``t/FA`` and ``t/XC`` are wall-time ratios against frame averaging and X-CLIP; on a CPU, ``cpu/FA`` are the
+    process-CPU-time ratios against frame averaging.
+    """
     cfg, machine = report["config"], report["machine"]
+    cpu = machine["device"] == "cpu"
+    header = HEADER + (CPU_HEADER if cpu else [])
     title = (
         f"{cfg['arch']} {cfg['frames']}x{cfg['size']}px batch {cfg['batch']} {cfg['dtype']}"
         f"{' bf16-weights' if cfg['bf16_weights'] else ''}{' compile' if cfg['compile'] else ''}"
@@ -91,8 +107,8 @@ def format_table(report: dict[str, Any]) -> str:
         f" on {machine['device_name']} ({machine['device']}), {machine['date']}; "
         f"memory: {_memory_kind(report)}"
     )
-    rows = [HEADER] + [_row(n, e, report["ratios"]) for n, e in report["results"].items()]
-    widths = [max(len(r[i]) for r in rows if i < len(r) and len(r) > 2) for i in range(len(HEADER))]
+    rows = [header] + [_row(n, e, report["ratios"], cpu) for n, e in report["results"].items()]
+    widths = [max(len(r[i]) for r in rows if len(r) > 2) for i in range(len(header))]
     lines = [title]
     for r in rows:
         if len(r) == 2:  # an error or skipped subject: name and reason

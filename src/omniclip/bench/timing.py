@@ -30,6 +30,7 @@ class Timing:
     step_s: float  # median seconds per step over the repeats
     clips_per_s: float  # batch / step_s
     step_s_repeats: list[float] = field(default_factory=list)  # mean seconds per step of each repeat
+    cpu_step_s: float | None = None  # median process CPU seconds per step: robust to a shared CPU when single-threaded
     peak_memory_bytes: int | None = None  # see memory_kind; None when it cannot be measured
     memory_kind: str = "n/a"  # cuda_max_allocated | cpu_rss_peak_delta | n/a
 
@@ -112,15 +113,23 @@ def measure(
         step(batches[i % len(batches)])
     synchronize(device)
     per_step: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        synchronize(device)
-        per_step.append((time.perf_counter() - t0) / len(batches))
+        wall, proc = _timed_pass(step, batches, device)
+        per_step.append(wall)
+        cpu.append(proc)
     peak = probe.stop()
     median = statistics.median(per_step)
-    return Timing(batch_size, median, batch_size / median, per_step, peak, probe.kind)
+    return Timing(batch_size, median, batch_size / median, per_step, statistics.median(cpu), peak, probe.kind)
+
+
+def _timed_pass(step: Callable[[Any], Any], batches: Sequence[Any], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds per step of one pass over ``batches``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for batch in batches:
+        step(batch)
+    synchronize(device)
+    return (time.perf_counter() - t0) / len(batches), (time.process_time() - c0) / len(batches)
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
@@ -153,15 +162,15 @@ def measure_interleaved(
             step(batches[i % len(batches)])
     synchronize(device)
     per_step: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            t0 = time.perf_counter()
-            for batch in batches:
-                step(batch)
-            synchronize(device)
-            per_step[name].append((time.perf_counter() - t0) / len(batches))
+            wall, proc = _timed_pass(step, batches, device)
+            per_step[name].append(wall)
+            cpu[name].append(proc)
     out = {}
     for name, times in per_step.items():
         median = statistics.median(times)
-        out[name] = Timing(batch_size, median, batch_size / median, times, None, "n/a (interleaved)")
+        cpu_median = statistics.median(cpu[name])
+        out[name] = Timing(batch_size, median, batch_size / median, times, cpu_median, None, "n/a (interleaved)")
     return out
