@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 from pathlib import Path
@@ -15,7 +17,7 @@ from omniclip.cli import main
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 TIMING_KEYS = {
     "batch", "step_s", "clips_per_s", "step_s_repeats", "peak_memory_bytes", "memory_kind",
-    "gflops_per_clip", "tflops_per_s", "matmul_fraction",
+    "gflops_per_clip", "tflops_per_s", "matmul_fraction", "cpu_step_s",
 }  # fmt: skip
 ENTRY_KEYS = {"kind", "variant", "params_total", "params_trainable", "weights_bytes", "infer", "train"}
 
@@ -24,9 +26,6 @@ ENTRY_KEYS = {"kind", "variant", "params_total", "params_trainable", "weights_by
 def cli_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     """One CLI run of every subject at the tiny size, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["bench", "--arch", "tiny", "--frames", "4", "--size", "32", "--batch", "2", "--repeats", "2",
@@ -86,8 +85,10 @@ def test_cli_ratios_come_from_the_reports_own_numbers(cli_report: tuple[dict, st
     for base in bases:
         for name in expected_subjects():
             for mode in ("infer", "train"):
-                want = results[name][mode]["step_s"] / results[base][mode]["step_s"]
-                assert math.isclose(ratios[f"vs_{base}"][name][f"{mode}_time"], want, rel_tol=1e-12)
+                a, b = results[name][mode], results[base][mode]
+                row = ratios[f"vs_{base}"][name]
+                assert math.isclose(row[f"{mode}_time"], a["step_s"] / b["step_s"], rel_tol=1e-12)
+                assert math.isclose(row[f"{mode}_cpu_time"], a["cpu_step_s"] / b["cpu_step_s"], rel_tol=1e-12)
         assert ratios[f"vs_{base}"][base]["infer_time"] == 1.0
     assert compute_ratios(results) == ratios
 
