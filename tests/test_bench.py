@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,25 @@ def test_compile_switch_runs_the_compiled_encoder() -> None:
     entry = report["results"]["omniclip"]
     assert "error" not in entry and entry["train"]["step_s"] > 0
     assert report["config"]["compile"] is True
+
+
+def test_progress_sees_each_subject_and_a_failure_spares_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    import omniclip.bench.phases as phases
+
+    real = phases.build_omniclip_subject
+
+    def build(variant: str, *args, **kwargs):
+        if variant == "spg":
+            raise RuntimeError("simulated failure while building spg")
+        return real(variant, *args, **kwargs)
+
+    monkeypatch.setattr(phases, "build_omniclip_subject", build)
+    snapshots: list[list[str]] = []
+    cfg = BenchConfig(arch="tiny", frames=2, size=16, batch=1, repeats=1, warmup=0, batches=1, classes=3,
+                      variants=("frame_average", "spg", "pta"), modes=("infer",))  # fmt: skip
+    report = run_bench(cfg, progress=lambda r: snapshots.append(list(r["results"])))
+    assert snapshots == [["frame_average"], ["frame_average", "spg"], ["frame_average", "spg", "pta"]]
+    assert report["results"]["spg"] == {"error": "RuntimeError: simulated failure while building spg"}
+    assert report["results"]["pta"]["infer"]["step_s"] > 0
+    assert "spg" not in report["ratios"]["vs_frame_average"] and "pta" in report["ratios"]["vs_frame_average"]
+    assert re.search(r"^spg +RuntimeError: simulated failure while building spg$", format_table(report), re.M)

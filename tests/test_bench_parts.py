@@ -181,3 +181,13 @@ def test_xclip_is_sized_like_the_clip_preset() -> None:
     subject.set_checkpointing(True)
     TrainStep(subject, CPU)(batch)
     assert all(p.grad is not None for p in subject.trainable)
+
+
+def test_max_batch_tolerance_stops_bisecting_early() -> None:
+    exact: list[int] = []
+    loose: list[int] = []
+    assert find_max_batch(fake_oom_above(1000, exact), start=64, limit=4096).max_batch == 1000
+    found = find_max_batch(fake_oom_above(1000, loose), start=64, limit=4096, tolerance=1 / 16)
+    assert 1000 - 1000 // 16 <= found.max_batch <= 1000 and len(loose) < len(exact)
+    with pytest.raises(ValueError, match="tolerance"):
+        find_max_batch(fake_oom_above(1, []), tolerance=-0.5)

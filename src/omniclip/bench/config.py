@@ -37,6 +37,7 @@ class BenchConfig:
     full_finetune: bool = False  # train every CLIP weight in our variants (X-CLIP always trains all)
     max_batch: bool = False  # search the largest training batch, without and with activation checkpointing
     max_batch_limit: int | None = None  # largest size tried; None = 4096 on CUDA, 4 x batch on the CPU
+    max_batch_tolerance: float = 0.0  # stop bisecting within this fraction of the size found (0 = exact)
     threads: int | None = None  # torch CPU threads; None = torch's default
     interleave: bool = False  # time all subjects taking turns (shared CPUs); no peak memory then
     seed: int = 0  # seeds weights, inputs and class texts
@@ -74,8 +75,10 @@ class BenchConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
         if cfg.size < clip_cfg.vision.patch_size:
             raise ValueError(f"--size {cfg.size} is smaller than one {clip_cfg.vision.patch_size}-pixel patch")
-        if cfg.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {cfg.warmup}")
+        if cfg.warmup < 0 or cfg.max_batch_tolerance < 0:
+            raise ValueError(
+                f"--warmup and --max-batch-tolerance must be >= 0, got {cfg.warmup}, {cfg.max_batch_tolerance}"
+            )
         return cfg
 
     def clip_config(self) -> CLIPConfig:

@@ -170,17 +170,17 @@ def max_batch_search(name: str, cfg: BenchConfig, device: torch.device) -> dict[
 
     def try_batch(size: int) -> None:
         batch = make_batch(size, cfg.frames, cfg.size, cfg.classes, device=device, seed=cfg.seed)  # type: ignore[arg-type]
-        for _ in range(2):  # the second step runs with the optimiser state allocated
-            train(batch)
+        train(batch)  # the optimiser state exists after the first try; activations at backward are the peak
         synchronize(device)
 
     out: dict[str, Any] = {}
     for checkpointed in (False, True):
         subject.set_checkpointing(checkpointed)
         start = min(cfg.batch, cfg.max_batch_limit)
-        found = find_max_batch(try_batch, start=start, limit=cfg.max_batch_limit)
+        tol = cfg.max_batch_tolerance
+        found = find_max_batch(try_batch, start=start, limit=cfg.max_batch_limit, tolerance=tol)
         if found.max_batch == 0 and start > 1:  # even the bench batch did not fit: search below it
-            found = find_max_batch(try_batch, start=1, limit=start - 1)
+            found = find_max_batch(try_batch, start=1, limit=start - 1, tolerance=tol)
         out["checkpointed" if checkpointed else "plain"] = found.to_dict()
         train.opt.zero_grad(set_to_none=True)
         release_memory()

@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import platform
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -58,22 +59,31 @@ def _run_one(name: str, cfg: BenchConfig, device: torch.device, batches: list, p
         return {"error": f"{type(err).__name__}: {err}"}
 
 
-def _timings(cfg: BenchConfig, device: torch.device, names: list[str], peak: float) -> dict[str, Any]:
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _timings(
+    cfg: BenchConfig, device: torch.device, names: list[str], peak: float, done: Callable[[dict[str, Any]], None]
+) -> None:
+    """Measure ``names`` and hand each finished entry (or all, when interleaved) to ``done``."""
     batches = make_batches(cfg, device)
     if not cfg.interleave:
-        return {name: _run_one(name, cfg, device, batches, peak) for name in names}
+        for name in names:
+            done({name: _run_one(name, cfg, device, batches, peak)})
+        return
     try:
-        return bench_interleaved(names, cfg, device, batches, peak)
+        done(bench_interleaved(names, cfg, device, batches, peak))
     except Exception as err:
         log.exception("interleaved bench failed")
-        return {name: {"error": f"{type(err).__name__}: {err}"} for name in names}
+        done({name: {"error": f"{type(err).__name__}: {err}"} for name in names})
 
 
-def run_bench(config: BenchConfig) -> dict[str, Any]:
+def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Measure every subject of ``config.variants`` and return the report (described in ``docs/benchmarks.md``).
 
     A subject that cannot run (X-CLIP without transformers, a compile error, running out of memory) gets a
-    ``skipped`` or ``error`` entry and the others are still measured.
+    ``skipped`` or ``error`` entry and the others are still measured. ``progress(report)`` receives the report
+    so far after each subject, so a run stopped early still leaves what it measured.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -85,28 +95,29 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         log.warning(notes[-1])
     machine = machine_info(cfg, device)
     results: dict[str, Any] = {}
-    names = []
-    for name in cfg.variants:
-        if name == "xclip" and not xclip_available():
-            results[name] = {"kind": "xclip", "skipped": "transformers is not installed (pip install transformers)"}
-        else:
-            names.append(name)
+
+    def report() -> dict[str, Any]:
+        ordered = {name: results[name] for name in cfg.variants if name in results}
+        return {"schema": 1, "config": cfg.to_dict(), "machine": machine, "notes": notes,
+                "results": ordered, "ratios": compute_ratios(ordered)}  # fmt: skip
+
+    def done(entries: dict[str, Any]) -> None:
+        results.update(entries)
+        if progress is not None:
+            progress(report())
+
+    names = [n for n in cfg.variants if n != "xclip" or xclip_available()]
+    if "xclip" in cfg.variants and "xclip" not in names:
+        done({"xclip": {"kind": "xclip", "skipped": "transformers is not installed (pip install transformers)"}})
     log.info("bench %s: %s %dx%dpx batch %d %s", ",".join(names), cfg.arch, cfg.frames, cfg.size, cfg.batch, cfg.dtype)
-    results.update(_timings(cfg, device, names, machine["matmul_tflops"]))
+    _timings(cfg, device, names, machine["matmul_tflops"], done)
     release_memory()
-    if cfg.max_batch:
-        for name in names:
-            try:
-                results[name]["max_batch"] = max_batch_search(name, cfg, device)
-            except Exception as err:
-                log.exception("max-batch search of %s failed", name)
-                results[name]["max_batch"] = {"error": f"{type(err).__name__}: {err}"}
-            release_memory()
-    return {
-        "schema": 1,
-        "config": cfg.to_dict(),
-        "machine": machine,
-        "notes": notes,
-        "results": {name: results[name] for name in cfg.variants},
-        "ratios": compute_ratios(results),
-    }
+    for name in names if cfg.max_batch else []:
+        try:
+            found = max_batch_search(name, cfg, device)
+        except Exception as err:
+            log.exception("max-batch search of %s failed", name)
+            found = {"error": f"{type(err).__name__}: {err}"}
+        release_memory()
+        done({name: {**results[name], "max_batch": found}})
+    return report()

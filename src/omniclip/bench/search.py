@@ -59,17 +59,22 @@ def _fits(try_batch: Callable[[int], object], size: int) -> bool:
     return not failed
 
 
-def find_max_batch(try_batch: Callable[[int], object], *, start: int = 1, limit: int = 4096) -> MaxBatch:
+def find_max_batch(
+    try_batch: Callable[[int], object], *, start: int = 1, limit: int = 4096, tolerance: float = 0.0
+) -> MaxBatch:
     """Largest batch size in ``[start, limit]`` for which ``try_batch(size)`` runs without running out of memory.
 
     Sizes double from ``start`` until one fails or ``limit`` is reached, then the gap between the last fit and the
-    first failure is bisected. Assumes that if a size fits, every smaller size fits.
+    first failure is bisected until it is at most ``max(1, tolerance * fit)`` (0: the exact size). Assumes that if
+    a size fits, every smaller size fits.
 
     Raises:
-        ValueError: ``start < 1`` or ``limit < start``.
+        ValueError: ``start < 1``, ``limit < start`` or a negative ``tolerance``.
     """
     if start < 1 or limit < start:
         raise ValueError(f"max-batch search needs 1 <= start <= limit, got start={start}, limit={limit}")
+    if tolerance < 0:
+        raise ValueError(f"max-batch tolerance must be >= 0, got {tolerance}")
     tries: list[tuple[int, bool]] = []
 
     def attempt(size: int) -> bool:
@@ -89,7 +94,7 @@ def find_max_batch(try_batch: Callable[[int], object], *, start: int = 1, limit:
             bad = size
     if bad is None:
         return MaxBatch(good, limit, True, tries)
-    while bad - good > 1:
+    while bad - good > max(1, int(tolerance * good)):
         mid = (good + bad) // 2
         if attempt(mid):
             good = mid

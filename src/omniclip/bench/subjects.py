@@ -59,10 +59,10 @@ def class_tokens(
 
 
 def make_batch(batch: int, frames: int, size: int, num_classes: int, *, device: torch.device, seed: int = 0) -> Batch:
-    """A random fp32 CLIP-normalised video batch ``(B, T, 3, S, S)`` and labels in ``[0, C)``, put on ``device``."""
-    g = torch.Generator().manual_seed(seed)
-    video = torch.randn(batch, frames, 3, size, size, generator=g).to(device)
-    label = torch.randint(0, num_classes, (batch,), generator=g).to(device)
+    """A random fp32 CLIP-normalised video batch ``(B, T, 3, S, S)`` and labels in ``[0, C)``, made on ``device``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    video = torch.randn(batch, frames, 3, size, size, generator=g, device=device)
+    label = torch.randint(0, num_classes, (batch,), generator=g, device=device)
     return {"video": video, "label": label}
 
 

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--full-finetune", action="store_true", help="train every CLIP weight in our variants")
     p.add_argument("--max-batch", action="store_true", help="search the largest training batch (with and without ckpt)")
     p.add_argument("--max-batch-limit", type=int, default=None, help="largest batch tried (default 4096 CUDA, 4x CPU)")
+    p.add_argument(
+        "--max-batch-tolerance", type=float, default=0.0, help="stop bisecting within this fraction (default 0: exact)"
+    )
     p.add_argument("--interleave", action="store_true", help="time all models taking turns (shared CPUs; no memory)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and class texts (default 0)")
@@ -73,6 +76,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         "batches": args.batches, "compile": args.compile, "bf16_weights": args.bf16_weights,
         "grad_checkpointing": args.grad_checkpointing, "cuda_graphs": args.cuda_graphs,
         "full_finetune": args.full_finetune, "max_batch": args.max_batch, "max_batch_limit": args.max_batch_limit,
+        "max_batch_tolerance": args.max_batch_tolerance,
         "threads": args.threads, "interleave": args.interleave, "seed": args.seed,
     }  # fmt: skip
     variants, modes = _names(args.variants, "--variants"), _names(args.modes, "--modes")
@@ -80,7 +84,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         fields["variants"] = variants
     if modes:
         fields["modes"] = modes
-    report = run_bench(BenchConfig(**fields))
+    # The JSON file is rewritten after every model, so a run stopped early keeps what it measured.
+    progress = (lambda partial: write_report(partial, args.json)) if args.json is not None else None
+    report = run_bench(BenchConfig(**fields), progress)
     print(format_table(report))
     if args.json is not None:
         log.info("wrote %s", write_report(report, args.json))
