@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "omniclip.commands.data",
     "omniclip.commands.model",
     "omniclip.commands.bench",
+    "omniclip.commands.demo",
 ]
 
 

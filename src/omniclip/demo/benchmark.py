@@ -1,0 +1,124 @@
+"""The demo's embedded video benchmark: seeded synthetic clips whose classes differ only in motion, order or scale.
+
+Eight classes in three groups, written by ``omniclip.data.synthetic.write_synthetic_dataset`` at the embedded CLIP's
+image size (64 px). Each class has a twin that shows the same frames in the opposite order (moving left / moving
+right, growing / shrinking, appearing / disappearing), so CLIP's frame average, which is permutation-invariant over
+frames (METHOD.md), can at best find the twin pair and must guess within it. The files are encoded with ``mpeg4``,
+which writes identical bytes on every run (libx264 does not here), so results reproduce exactly. The benchmark is
+generated into a folder at first use (a few seconds) and reused while its ``benchmark.json`` matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from omniclip.data.records import write_text_atomic
+from omniclip.data.synthetic import write_synthetic_dataset
+
+log = logging.getLogger(__name__)
+
+# Class groups in label order; each group is made of twin pairs (a class and its time reversal).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "direction": ("moving left", "moving right", "moving up", "moving down"),
+    "scale": ("growing", "shrinking"),
+    "order": ("appearing", "disappearing"),
+}
+CLASSES: tuple[str, ...] = tuple(name for names in GROUPS.values() for name in names)
+TWINS: tuple[tuple[str, str], ...] = (
+    ("moving left", "moving right"),
+    ("moving up", "moving down"),
+    ("growing", "shrinking"),
+    ("appearing", "disappearing"),
+)
+SPEC_FILE = "benchmark.json"
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What the benchmark holds; the same spec writes the same bytes."""
+
+    classes: tuple[str, ...] = CLASSES  # class names in label order
+    train: int = 32  # training videos per class
+    val: int = 4  # validation videos per class
+    test: int = 16  # test videos per class
+    num_frames: int = 16  # frames per video
+    size: int = 64  # frame side in pixels: the embedded CLIP's image size
+    fps: int = 8  # frame rate written in the files
+    codec: str = "mpeg4"  # byte-deterministic encoder
+    seed: int = 0  # rendering seed
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "classes": list(self.classes)}
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A written benchmark: its folder, list files and class names."""
+
+    root: Path  # dataset root; list paths are relative to it
+    spec: BenchmarkSpec
+    class_names: list[str] = field(default_factory=list)
+    created: bool = False  # written now (False: found in place and reused)
+
+    def list_file(self, split: str) -> Path:
+        return self.root / f"{split}.txt"
+
+    @property
+    def classes_file(self) -> Path:
+        return self.root / "classes.csv"
+
+
+def _matches(root: Path, spec: BenchmarkSpec) -> bool:
+    path = root / SPEC_FILE
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    files = [root / f"{s}.txt" for s in spec.splits] + [root / "classes.csv"]
+    return saved == spec.to_dict() and all(f.is_file() for f in files)
+
+
+def ensure_benchmark(
+    root: str | Path, spec: BenchmarkSpec | None = None, *, progress: Callable[[int], None] | None = None
+) -> Benchmark:
+    """Write the benchmark into ``root``, or reuse it when ``root/benchmark.json`` already describes ``spec``.
+
+    Args:
+        root: Folder of the benchmark (created).
+        spec: What to write (default ``BenchmarkSpec()``).
+        progress: Called with 1 after each video written.
+    """
+    root, spec = Path(root), spec or BenchmarkSpec()
+    if _matches(root, spec):
+        log.debug("benchmark in %s is up to date", root)
+        return Benchmark(root, spec, list(spec.classes), created=False)
+    (root / SPEC_FILE).unlink(missing_ok=True)  # a half-written folder must not look complete
+    data = write_synthetic_dataset(
+        root,
+        classes=spec.classes,
+        videos_per_class=spec.train,
+        splits=spec.splits,
+        num_frames=spec.num_frames,
+        size=spec.size,
+        fps=spec.fps,
+        seed=spec.seed,
+        codec=spec.codec,
+        progress=progress,
+    )
+    write_text_atomic(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+    return Benchmark(root, spec, list(data.class_names), created=True)
+
+
+def num_videos(spec: BenchmarkSpec) -> int:
+    """Videos the spec writes over all splits."""
+    return len(spec.classes) * sum(spec.splits.values())

@@ -1,0 +1,174 @@
+"""The demo's results: accuracy per class group from the engine's confusion matrices, the table and the figure.
+
+Besides top-1 per group, two numbers separate what frame averaging can and cannot see: **pair** is the fraction of
+videos whose prediction lands in the right twin pair (e.g. {moving left, moving right}: the axis of motion, which
+single frames show), and **within pair** is the fraction of those that also get the member of the pair right (the
+direction, which only the order of frames shows; 50% is a coin toss).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniclip.demo.benchmark import GROUPS, TWINS
+
+COLUMNS = ("all", *GROUPS, "pair", "within pair")
+
+
+@dataclass
+class RunResult:
+    """One row of the table: what ran, how it scored, how long it took."""
+
+    name: str  # run folder relative to the demo output
+    label: str  # model description
+    protocol: str  # zero_shot | few_shot | supervised
+    videos: int  # training videos
+    steps: int  # optimizer steps done
+    seconds: float  # wall-clock time of training and evaluation
+    metrics: dict[str, float] = field(default_factory=dict)  # COLUMNS -> accuracy in %
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "curve": [list(p) for p in self.curve]}
+
+
+def read_confusion(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Class names and the (C, C) count matrix (rows: true class) from ``write_eval_report``'s ``confusion.csv``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the table is not square or holds a non-integer count (names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"confusion matrix {path} not found; run the evaluation first")
+    rows = list(csv.reader(path.read_text().splitlines()))
+    names = rows[0][1:]
+    counts = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) != len(names) + 1:
+            raise ValueError(f"{path}:{lineno}: {len(row) - 1} counts for {len(names)} classes")
+        try:
+            counts.append([int(v) for v in row[1:]])
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: counts must be integers") from None
+    if len(counts) != len(names):
+        raise ValueError(f"{path}: {len(counts)} rows for {len(names)} classes")
+    return names, np.asarray(counts, dtype=np.int64).reshape(len(names), len(names))
+
+
+def _percent(num: float, den: float) -> float:
+    return 100.0 * num / den if den else math.nan
+
+
+def group_metrics(names: Sequence[str], confusion: np.ndarray) -> dict[str, float]:
+    """Top-1 over all videos and per group, plus the pair and within-pair accuracies (in %)."""
+    index = {n: i for i, n in enumerate(names)}
+    out = {"all": _percent(np.trace(confusion), confusion.sum())}
+    for group, members in GROUPS.items():
+        rows = [index[m] for m in members if m in index]
+        out[group] = _percent(sum(confusion[r, r] for r in rows), confusion[rows].sum())
+    twin_of = {index[a]: index[b] for a, b in TWINS if a in index and b in index}
+    twin_of |= {b: a for a, b in twin_of.items()}
+    rows = sorted(twin_of)
+    in_pair = sum(confusion[r, r] + confusion[r, twin_of[r]] for r in rows)
+    out["pair"] = _percent(in_pair, confusion[rows].sum())
+    out["within pair"] = _percent(sum(confusion[r, r] for r in rows), in_pair)
+    return out
+
+
+def read_curve(metrics_jsonl: str | Path) -> list[tuple[int, float]]:
+    """(step, loss) of the ``train`` records of a run's ``metrics.jsonl``."""
+    curve = []
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("kind") == "train" and "loss" in row:
+            curve.append((int(row["step"]), float(row["loss"])))
+    return curve
+
+
+PROTOCOL_NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "supervised": "supervised"}
+
+
+def format_table(results: Sequence[RunResult], shots: int) -> str:
+    """The results as a Markdown table (accuracies in %, one decimal)."""
+    head = ["training", "model", "videos", "steps", *COLUMNS, "time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for r in results:
+        protocol = PROTOCOL_NAMES[r.protocol] + (f" (K={shots})" if r.protocol == "few_shot" else "")
+        cells = [protocol, r.label, str(r.videos), str(r.steps)]
+        cells += ["–" if math.isnan(r.metrics[c]) else f"{r.metrics[c]:.1f}" for c in COLUMNS]
+        cells.append(f"{r.seconds:.0f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = "") -> Path:
+    """Accuracy per class group (bars, one per run) beside the training-loss curves of the trained runs."""
+    plt = _pyplot()
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    groups = ["all", *GROUPS, "within pair"]
+    width = 0.8 / max(1, len(results))
+    colors = {"frame_average": ["#bbbbbb", "#8c8c8c", "#555555"], "omniclip": ["#9ecae1", "#3182bd"]}
+    used = {"frame_average": 0, "omniclip": 0}
+    for k, r in enumerate(results):
+        family = "omniclip" if "OmniCLIP" in r.label and r.protocol != "zero_shot" else "frame_average"
+        color = colors[family][min(used[family], len(colors[family]) - 1)]
+        used[family] += 1
+        xs = np.arange(len(groups)) + (k - (len(results) - 1) / 2) * width
+        label = f"{PROTOCOL_NAMES[r.protocol]}: {r.label}"
+        bars.bar(xs, [r.metrics[g] for g in groups], width, color=color, label=label, edgecolor="white")
+        if r.curve:
+            steps, losses = zip(*r.curve, strict=True)
+            style = "-" if family == "omniclip" else "--"
+            curves.plot(steps, losses, style, color=color, label=label)
+    chance = 100.0 / sum(len(m) for m in GROUPS.values())
+    bars.axhline(chance, color="black", linewidth=0.8, linestyle=":", label=f"chance ({chance:.1f}%)")
+    bars.axhline(50, color="red", linewidth=0.8, linestyle=":", label="coin toss within a pair (50%)")
+    bars.set_xticks(range(len(groups)), groups)
+    bars.set_ylabel("test top-1 (%)")
+    bars.set_ylim(0, 105)
+    bars.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.08), ncol=2)
+    bars.set_title("accuracy by class group")
+    curves.set_xlabel("optimizer step")
+    curves.set_ylabel("training loss")
+    curves.set_title("training curves")
+    curves.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save_figure(fig, Path(out_png))
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        _pyplot().close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

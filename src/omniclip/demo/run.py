@@ -1,0 +1,211 @@
+"""``run_demo``: benchmark, zero-shot evaluation, few-shot and supervised training of OmniCLIP and frame averaging.
+
+Every step goes through the engine: the benchmark is written by ``omniclip.data.synthetic``, training runs are
+``omniclip.protocols.runners.run_protocol`` around ``omniclip.train.loop.train`` (what ``omniclip train`` runs), the
+zero-shot row is ``evaluate_protocol`` (what ``omniclip eval`` runs without a checkpoint). The demo reads the
+confusion matrices those write, and adds the table, the figure and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from omniclip.clip.weights import resolve_source
+from omniclip.config import RunConfig
+from omniclip.data.records import write_text_atomic
+from omniclip.demo.benchmark import Benchmark, ensure_benchmark, num_videos
+from omniclip.demo.recipes import BUDGETS, RUNS, Budget, RunSpec, run_config, training_videos
+from omniclip.demo.report import (
+    RunResult,
+    format_table,
+    group_metrics,
+    plot_demo,
+    read_confusion,
+    read_curve,
+)
+from omniclip.embedded import EMBEDDED_CLIP
+from omniclip.protocols.report import plot_curves
+from omniclip.protocols.runners import evaluate_protocol, run_protocol, write_json
+from omniclip.train.dist import DistInfo, init_distributed
+from omniclip.train.loop import TrainResult, build_train_model, train
+
+log = logging.getLogger(__name__)
+
+PREDICT_VIDEO = "videos/test/appearing_0000.mp4"  # the test video `omniclip demo` ends with
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``omniclip demo`` was asked for."""
+
+    out: Path = Path("omniclip-demo")  # output folder: data/, one folder per run, results, figure
+    budget: str = "quick"  # a key of BUDGETS
+    steps: int | None = None  # optimizer steps per training run (None = the budget's)
+    seed: int = 0  # training seed: initialisation, order, augmentation and the few-shot draw
+    clip: str = EMBEDDED_CLIP  # CLIP weights every run starts from
+
+
+@dataclass
+class DemoResult:
+    """What a finished demo leaves behind."""
+
+    out: Path
+    budget: Budget
+    runs: list[RunResult] = field(default_factory=list)
+    table: str = ""
+    files: dict[str, Path] = field(default_factory=dict)  # results.json, results.md, demo.png, data
+    seconds: float = 0.0
+
+    def run(self, name: str) -> RunResult:
+        return next(r for r in self.runs if r.name == name)
+
+
+class _Fit:
+    """The ``fit`` callable of ``run_protocol``: the engine's training loop, keeping its ``TrainResult``."""
+
+    def __init__(self, dist: DistInfo) -> None:
+        self.dist = dist
+        self.result: TrainResult | None = None
+
+    def __call__(self, cfg: RunConfig, run_dir: Path, resume: bool) -> torch.nn.Module:
+        self.result = train(cfg, run_dir, resume=resume, dist=self.dist)
+        return self.result.model
+
+
+def get_budget(name: str) -> Budget:
+    """``BUDGETS[name]``, or ValueError naming the choices."""
+    if name not in BUDGETS:
+        raise ValueError(f"unknown demo budget {name!r}; choose one of {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def write_benchmark(out: Path, budget: Budget, say: Callable[[str], None]) -> Benchmark:
+    """The benchmark under ``out/data`` (written at first use, with a progress bar)."""
+    total = num_videos(budget.benchmark)
+    with tqdm(total=total, unit="video", dynamic_ncols=True, leave=False) as bar:
+        bench = ensure_benchmark(out / "data", budget.benchmark, progress=bar.update)
+    spec = budget.benchmark
+    verb = "wrote" if bench.created else "reusing"
+    say(
+        f"{verb} {total} videos in {bench.root} ({len(spec.classes)} classes, {spec.train}/{spec.val}/{spec.test} "
+        f"train/val/test per class, {spec.num_frames} frames of {spec.size} px)"
+    )
+    return bench
+
+
+def execute_run(run: RunSpec, cfg: RunConfig, run_dir: Path, dist: DistInfo) -> tuple[Path, int]:
+    """Train and evaluate one run with the engine; returns its test confusion CSV and the steps done."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a rerun replaces the run: no stale checkpoints or metrics lines
+    if run.protocol == "zero_shot":
+        model = build_train_model(cfg, dist.device).eval()
+        evaluate_protocol(cfg, model, run_dir, device=dist.device)
+        return run_dir / "test" / "confusion.csv", 0
+    fit = _Fit(dist)
+    run_protocol(cfg, run_dir, fit=fit, device=dist.device)
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    assert fit.result is not None
+    return run_dir / "eval" / "test" / "confusion.csv", fit.result.step
+
+
+def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> DemoResult:
+    """Run the whole demo into ``options.out``; ``say`` receives one line per stage.
+
+    Raises:
+        ValueError: an unknown budget or a non-positive step count.
+        FileNotFoundError: the CLIP weights are missing.
+    """
+    budget = get_budget(options.budget)
+    if options.steps is not None and options.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {options.steps}")
+    resolve_source(options.clip)  # a missing CLIP fails before any work
+    start, out = time.perf_counter(), Path(options.out)
+    result = DemoResult(out=out, budget=budget)
+    say(f"[1/{len(RUNS) + 2}] benchmark")
+    bench = write_benchmark(out, budget, say)
+    dist = init_distributed("auto")
+    for i, run in enumerate(RUNS, start=2):
+        cfg = run_config(
+            budget, run, data_root=str(bench.root), clip=options.clip, seed=options.seed, steps=options.steps
+        )
+        say(f"[{i}/{len(RUNS) + 2}] {run.protocol.replace('_', '-')}: {run.label} -> {out / run.name}")
+        tick = time.perf_counter()
+        confusion_csv, steps = execute_run(run, cfg, out / run.name, dist)
+        names, confusion = read_confusion(confusion_csv)
+        row = RunResult(
+            name=run.name,
+            label=run.label,
+            protocol=run.protocol,
+            videos=training_videos(budget, run.protocol),
+            steps=steps,
+            seconds=time.perf_counter() - tick,
+            metrics=group_metrics(names, confusion),
+            curve=read_curve(out / run.name / "metrics.jsonl") if steps else [],
+        )
+        result.runs.append(row)
+        m = row.metrics
+        say(
+            f"      top-1 {m['all']:.1f}%  (direction {m['direction']:.1f}, scale {m['scale']:.1f}, "
+            f"order {m['order']:.1f}; within pair {m['within pair']:.1f})  {row.seconds:.0f} s"
+        )
+    say(f"[{len(RUNS) + 2}/{len(RUNS) + 2}] report")
+    result.seconds = time.perf_counter() - start
+    write_outputs(result, options, bench)
+    return result
+
+
+def write_outputs(result: DemoResult, options: DemoOptions, bench: Benchmark) -> None:
+    """``results.md`` (the table), ``results.json`` (everything) and ``demo.png`` (bars and curves)."""
+    out, budget = result.out, result.budget
+    result.table = format_table(result.runs, budget.shots)
+    title = f"omniclip demo: budget {budget.name}, seed {options.seed}, CLIP {options.clip}, T={budget.num_frames}"
+    files = {
+        "table": out / "results.md",
+        "results": out / "results.json",
+        "figure": out / "demo.png",
+        "data": bench.root,
+        "predict_video": bench.root / PREDICT_VIDEO,
+    }
+    write_text_atomic(files["table"], result.table + "\n")
+    write_json(files["results"], _summary(result, options))
+    plot_demo(result.runs, files["figure"], title)
+    result.files = files
+
+
+def _summary(result: DemoResult, options: DemoOptions) -> dict[str, Any]:
+    budget = result.budget
+    return {
+        "budget": budget.name,
+        "seed": options.seed,
+        "clip": options.clip,
+        "steps_override": options.steps,
+        "num_frames": budget.num_frames,
+        "batch_size": budget.batch_size,
+        "shots": budget.shots,
+        "lr": budget.lr,
+        "benchmark": budget.benchmark.to_dict(),
+        "runs": [r.to_dict() for r in result.runs],
+        "seconds": result.seconds,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def load_summary(out: str | Path) -> dict[str, Any]:
+    """Read ``results.json`` of a finished demo."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `omniclip demo --out {out}` first")
+    return json.loads(path.read_text())

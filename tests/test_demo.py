@@ -1,0 +1,157 @@
+"""The demo's parts: benchmark caching and determinism, run configs, group metrics, table, CLI errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omniclip import cli
+from omniclip.config import RunConfig, config_from_dict, config_to_dict
+from omniclip.demo.benchmark import CLASSES, GROUPS, TWINS, BenchmarkSpec, ensure_benchmark, num_videos
+from omniclip.demo.recipes import BUDGETS, RUNS, epochs_for, planned_steps, run_config, training_videos
+from omniclip.demo.report import RunResult, format_table, group_metrics, read_confusion, read_curve
+
+SMALL = BenchmarkSpec(classes=("moving left", "moving right"), train=1, val=1, test=1, num_frames=4, size=32)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.mp4"))}
+
+
+def test_benchmark_bytes_repeat_and_the_folder_is_reused(tmp_path: Path) -> None:
+    a = ensure_benchmark(tmp_path / "a", SMALL)
+    b = ensure_benchmark(tmp_path / "b", SMALL)
+    assert a.created and b.created
+    assert len(_digest(a.root)) == num_videos(SMALL) == 6
+    assert _digest(a.root) == _digest(b.root)  # mpeg4 writes the same bytes every time
+    before = {p: p.stat().st_mtime_ns for p in a.root.rglob("*.mp4")}
+    again = ensure_benchmark(tmp_path / "a", SMALL)
+    assert not again.created and {p: p.stat().st_mtime_ns for p in a.root.rglob("*.mp4")} == before
+    assert a.list_file("train").read_text().splitlines() == [
+        "videos/train/moving_left_0000.mp4 0",
+        "videos/train/moving_right_0000.mp4 1",
+    ]
+    assert a.classes_file.read_text() == "id,name\n0,moving left\n1,moving right\n"
+
+
+def test_a_changed_spec_or_a_missing_list_rewrites_the_benchmark(tmp_path: Path) -> None:
+    ensure_benchmark(tmp_path, SMALL)
+    assert ensure_benchmark(tmp_path, dataclasses.replace(SMALL, test=2)).created
+    (tmp_path / "val.txt").unlink()
+    assert ensure_benchmark(tmp_path, dataclasses.replace(SMALL, test=2)).created
+
+
+def test_classes_groups_and_twins_cover_each_other() -> None:
+    assert list(CLASSES) == [c for group in GROUPS.values() for c in group]
+    assert sorted(c for pair in TWINS for c in pair) == sorted(CLASSES)
+    for a, b in TWINS:  # twins sit in the same group
+        assert any(a in g and b in g for g in GROUPS.values())
+
+
+def test_group_metrics_on_a_known_confusion_matrix() -> None:
+    # 8 classes x 10 videos. Frame-average-like: every video lands in its twin pair, half on the wrong twin.
+    twin = {CLASSES.index(a): CLASSES.index(b) for a, b in TWINS}
+    twin |= {b: a for a, b in twin.items()}
+    confusion = np.zeros((8, 8), dtype=np.int64)
+    for c in range(8):
+        confusion[c, c], confusion[c, twin[c]] = 5, 5
+    m = group_metrics(list(CLASSES), confusion)
+    assert m == {"all": 50.0, "direction": 50.0, "scale": 50.0, "order": 50.0, "pair": 100.0, "within pair": 50.0}
+    confusion[0] = [10, 0, 0, 0, 0, 0, 0, 0]  # moving left always right
+    confusion[4] = [0, 0, 0, 0, 0, 0, 10, 0]  # growing always called appearing: out of its pair
+    m = group_metrics(list(CLASSES), confusion)
+    assert m["direction"] == pytest.approx(100 * 25 / 40)
+    assert m["scale"] == pytest.approx(100 * 5 / 20)
+    assert m["pair"] == pytest.approx(100 * 70 / 80)
+    assert m["within pair"] == pytest.approx(100 * 40 / 70)
+
+
+def test_read_confusion_round_trips_the_engine_report_and_names_bad_lines(tmp_path: Path) -> None:
+    from omniclip.protocols.report import _confusion_csv
+
+    names = ["moving left", "moving right"]
+    path = tmp_path / "confusion.csv"
+    path.write_text(_confusion_csv(np.array([[3, 1], [0, 4]]), names))
+    got_names, got = read_confusion(path)
+    assert got_names == names and got.tolist() == [[3, 1], [0, 4]]
+    path.write_text("true\\predicted,a,b\na,1,x\nb,0,1\n")
+    with pytest.raises(ValueError, match=r"confusion.csv:2: counts must be integers"):
+        read_confusion(path)
+    with pytest.raises(FileNotFoundError, match="run the evaluation first"):
+        read_confusion(tmp_path / "missing.csv")
+
+
+def test_read_curve_keeps_only_training_losses(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"kind": "train", "step": 1, "loss": 2.0}\n{"kind": "epoch", "step": 1}\n\n'
+        '{"kind": "train", "step": 2, "loss": 1.5}\n'
+    )
+    assert read_curve(path) == [(1, 2.0), (2, 1.5)]
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_run_configs_are_valid_and_compare_like_with_like(budget: str) -> None:
+    b = BUDGETS[budget]
+    cfgs = {r.name: run_config(b, r, data_root="/data/demo", clip="omniclip-tiny", seed=3) for r in RUNS}
+    for cfg in cfgs.values():
+        assert isinstance(cfg, RunConfig) and config_from_dict(config_to_dict(cfg)) == cfg
+        assert cfg.data.flip is False, "a mirrored 'moving left' is 'moving right'"
+        assert cfg.data.image_size == b.benchmark.size and cfg.data.num_frames == b.num_frames
+        assert cfg.clip.source == "omniclip-tiny" and cfg.train.seed == 3 and cfg.protocol.seeds == (3,)
+    for protocol in ("few_shot", "supervised"):
+        fa, oc = cfgs[f"{protocol}/frame_average"], cfgs[f"{protocol}/omniclip"]
+        assert (fa.model.variant, fa.model.full_finetune) == ("frame_average", True)
+        assert (oc.model.variant, oc.model.full_finetune) == ("omniclip", False)
+        # the same budget: data, frames, batch, epochs, schedule; only what trains and its LR differ
+        same = dataclasses.replace(fa, model=oc.model, train=dataclasses.replace(fa.train, lr=oc.train.lr))
+        assert same == oc
+        assert fa.protocol.name == protocol
+    assert cfgs["zero_shot"].model.variant == "frame_average" and not cfgs["zero_shot"].model.full_finetune
+
+
+def test_steps_round_to_whole_epochs() -> None:
+    b = BUDGETS["quick"]
+    per_epoch = training_videos(b, "supervised") // b.batch_size
+    assert epochs_for(b, "supervised", 1) == 1
+    assert epochs_for(b, "supervised", 3 * per_epoch + 1) == 3
+    run = next(r for r in RUNS if r.name == "supervised/omniclip")
+    cfg = run_config(b, run, data_root="d", clip="c", seed=0, steps=5 * per_epoch)
+    assert cfg.train.epochs == 5 and planned_steps(cfg, b, "supervised") == 5 * per_epoch
+    assert training_videos(b, "few_shot") == b.shots * len(CLASSES) and training_videos(b, "zero_shot") == 0
+
+
+def test_table_lists_every_run_with_its_numbers() -> None:
+    metrics = {"all": 50.0, "direction": 50.0, "scale": 50.0, "order": 50.0, "pair": 100.0, "within pair": 50.0}
+    rows = [
+        RunResult("zero_shot", "CLIP", "zero_shot", 0, 0, 1.2, metrics),
+        RunResult("few_shot/omniclip", "OmniCLIP", "few_shot", 32, 40, 61.0, {**metrics, "order": float("nan")}),
+    ]
+    table = format_table(rows, shots=4).splitlines()
+    assert table[0].startswith("| training | model | videos | steps | all | direction | scale | order | pair |")
+    assert table[2] == "| zero-shot | CLIP | 0 | 0 | 50.0 | 50.0 | 50.0 | 50.0 | 100.0 | 50.0 | 1 s |"
+    assert table[3] == "| few-shot (K=4) | OmniCLIP | 32 | 40 | 50.0 | 50.0 | 50.0 | – | 100.0 | 50.0 | 61 s |"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--clip", "no-such-clip.safetensors"], "no-such-clip.safetensors"),
+    ],
+)
+def test_demo_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    code = cli.main(["demo", "--budget", "test", "--out", str(tmp_path / "out"), "--no-predict", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--budget", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
