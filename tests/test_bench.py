@@ -73,6 +73,9 @@ def test_cli_trainable_counts_match_the_variants(cli_report: tuple[dict, str]) -
         assert results[name]["params_total"] == results["frame_average"]["params_total"] + (
             results[name]["params_trainable"] - 1
         )
+    v = results["vificlip"]  # frame averaging with every weight trained
+    assert v["params_trainable"] == v["params_total"] == results["frame_average"]["params_total"]
+    assert v["class_embeddings"] == "text tower runs every step"
     if HAS_TRANSFORMERS:
         x = results["xclip"]
         assert x["params_trainable"] == x["params_total"]  # X-CLIP trains every weight
@@ -104,6 +107,9 @@ def test_cli_flops_are_those_of_the_architecture(cli_report: tuple[dict, str]) -
     want = T * per_frame + 2 * E * C  # + cosine logits against C classes
     got = report["results"]["frame_average"]["infer"]["gflops_per_clip"] * 1e9
     assert math.isclose(got, want, rel_tol=1e-9), (got, want)
+    vifi, fa = report["results"]["vificlip"], report["results"]["frame_average"]
+    assert vifi["infer"]["gflops_per_clip"] == fa["infer"]["gflops_per_clip"]  # same model, ...
+    assert vifi["train"]["gflops_per_clip"] > 2 * fa["train"]["gflops_per_clip"]  # ... but backward through it all
     for name in ("omniclip", "pta", "spg", "serial"):  # branches cost something, and model-info splits it
         entry = report["results"][name]
         assert entry["infer"]["gflops_per_clip"] * 1e9 > want

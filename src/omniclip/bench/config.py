@@ -11,7 +11,9 @@ import torch
 from omniclip.bench.precision import DTYPES, DtypeName
 from omniclip.clip.presets import CLIPConfig, get_preset
 
-SUBJECTS: tuple[str, ...] = ("frame_average", "omniclip", "pta", "spg", "serial", "xclip")
+# frame_average: bare CLIP averaging frame embeddings (frozen: only the logit scale trains); vificlip: the same model
+# with every weight trained (ViFi-CLIP's recipe, the fair baseline for training cost); xclip: transformers' X-CLIP.
+SUBJECTS: tuple[str, ...] = ("frame_average", "vificlip", "omniclip", "pta", "spg", "serial", "xclip")
 MODES: tuple[str, ...] = ("infer", "train")
 
 

@@ -45,12 +45,17 @@ def build_subject(name: str, cfg: BenchConfig, device: torch.device, *, graph_sa
             cfg.clip_config(), cfg.frames, cfg.size, device=device, dtype=cfg.dtype, num_classes=cfg.classes,
             graph_safe=graph_safe,
         )  # fmt: skip
-    if name not in VARIANTS:
-        raise ValueError(f"unknown bench subject {name!r}; expected one of {', '.join(VARIANTS)} or xclip")
-    return build_omniclip_subject(
-        name, cfg.clip_config(), cfg.frames, device=device, dtype=cfg.dtype, num_classes=cfg.classes,
-        bf16_weights=cfg.bf16_weights, full_finetune=cfg.full_finetune, graph_safe=graph_safe,
+    vificlip = name == "vificlip"  # frame averaging with every weight trained
+    if name not in VARIANTS and not vificlip:
+        raise ValueError(f"unknown bench subject {name!r}; expected one of {', '.join(VARIANTS)}, vificlip or xclip")
+    subject = build_omniclip_subject(
+        "frame_average" if vificlip else name, cfg.clip_config(), cfg.frames, device=device, dtype=cfg.dtype,
+        num_classes=cfg.classes, bf16_weights=cfg.bf16_weights, full_finetune=cfg.full_finetune or vificlip,
+        graph_safe=graph_safe,
     )  # fmt: skip
+    if vificlip:
+        subject.name = subject.info["kind"] = "vificlip"
+    return subject
 
 
 def make_batches(cfg: BenchConfig, device: torch.device) -> list[Batch]:
@@ -79,8 +84,9 @@ def prepare_subject(name: str, cfg: BenchConfig, device: torch.device, example: 
     subject = build_subject(name, cfg, device, graph_safe=cfg.cuda_graphs)
     out: dict[str, Any] = dict(subject.info)
     out["weights_bytes"] = sum(p.numel() * p.element_size() for p in subject.model.parameters())
-    if name in VARIANTS:  # the encoder's split from ``omniclip model-info`` (meta device, one clip)
-        info = describe_model(cfg.clip_config(), cfg.frames, cfg.size, ModelConfig(variant=name))  # type: ignore[arg-type]
+    if name in VARIANTS or name == "vificlip":  # the encoder's split from ``omniclip model-info`` (meta, one clip)
+        variant = "frame_average" if name == "vificlip" else name
+        info = describe_model(cfg.clip_config(), cfg.frames, cfg.size, ModelConfig(variant=variant))  # type: ignore[arg-type]
         out["encoder_gflops"] = {k: getattr(info, f"gflops_{k}") for k in ("backbone", "pta", "spg")}
     prepared = Prepared(subject, out, _flops_per_clip(subject, example, cfg.modes))
     if cfg.compile:

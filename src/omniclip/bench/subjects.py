@@ -96,21 +96,19 @@ def build_omniclip_subject(
     cast = cast_frozen_(model, torch.bfloat16) if bf16_weights else 0
     tokens, _ = class_tokens(num_classes, clip_cfg.text.context_length, clip_cfg.text.vocab_size, device=device)
     text_frozen = model.text_is_frozen()
-    cached = None
-    if text_frozen:  # computed once, like OmniCLIP.encode_classes' cache: no text tower in any timed step
-        with torch.no_grad():
-            cached = F.normalize(model.clip.encode_text(tokens), dim=-1)  # (C, E)
-
-    def classes() -> torch.Tensor:
-        return cached if cached is not None else F.normalize(model.clip.encode_text(tokens), dim=-1)
+    # Computed once, like OmniCLIP.encode_classes' cache: inference never runs the text tower, and neither does
+    # training while the text side is frozen; a trained text tower runs in every training step.
+    with torch.no_grad():
+        cached = F.normalize(model.clip.encode_text(tokens), dim=-1)  # (C, E)
 
     def infer(batch: Batch) -> torch.Tensor:
         with torch.no_grad(), autocast(device, dtype, cache=not graph_safe):
-            return model(batch["video"], classes())
+            return model(batch["video"], cached)
 
     def loss(batch: Batch) -> torch.Tensor:
         with autocast(device, dtype, cache=not graph_safe):
-            logits = model(batch["video"], classes())  # (B, C)
+            classes = cached if text_frozen else F.normalize(model.clip.encode_text(tokens), dim=-1)
+            logits = model(batch["video"], classes)  # (B, C)
         return F.cross_entropy(logits.float(), batch["label"])
 
     def set_checkpointing(on: bool) -> None:

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--variants",
         default=None,
-        help="comma-separated subjects (default all): frame_average,omniclip,pta,spg,serial,xclip",
+        help="comma-separated subjects (default all): frame_average,vificlip,omniclip,pta,spg,serial,xclip",
     )
     p.add_argument("--modes", default="infer,train", help="infer,train (default both)")
     p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported (default 5)")
