@@ -102,3 +102,18 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     assert main(["export", "--clip", tiny, "--out", str(out), "--classes", "a,a"]) == 2
     assert "appear twice" in capsys.readouterr().err
+
+
+def test_export_leaves_the_eager_model_usable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.export runs the model on fake tensors; caches filled then must not poison later eager calls."""
+    import omniclip.model.prompts as prompts
+
+    monkeypatch.setattr(prompts, "_POOL_MATRICES", {}, raising=False)  # as in a fresh process
+    torch.manual_seed(0)
+    classifier = _perturbed(classifier_from_clip(build_clip("tiny").eval(), num_frames=T, variant="omniclip"))
+    export_model(classifier, tmp_path, classes=CLASSES)
+    video = torch.randn(2, T, 3, 32, 32)
+    with torch.no_grad():
+        emb = classifier.model.encode_video(video)
+    assert type(emb) is torch.Tensor and torch.isfinite(emb).all()
+    torch.testing.assert_close(load_export(tmp_path).encoder(video), F.normalize(emb, dim=-1), atol=1e-5, rtol=0)

@@ -40,6 +40,7 @@ EMBEDDINGS_FILE = "class_embeddings.safetensors"
 NAMES_FILE = "class_names.json"
 META_FILE = "export.json"
 MAX_BATCH = 1024  # upper bound of the exported dynamic batch dimension
+VERIFY_TOLERANCE = 1e-4  # largest |exported - eager| embedding difference accepted at export time
 
 
 class VideoEncoder(nn.Module):
@@ -168,10 +169,20 @@ def export_meta(
 
 
 def _export_encoder(encoder: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
+    """Export after one eager forward, then check the program against it (torch-export).
+
+    The eager forward comes first on purpose: ``torch.export`` runs the model's Python on fake tensors, and a
+    module-level cache filled during that run (e.g. SPG's region-pooling matrices) would keep a fake tensor and
+    break every later eager call of the model in this process. Filled eagerly, it holds a real constant.
+    """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
+        eager = encoder(example)
         if fmt == "torch-export":
             program = torch.export.export(encoder, (example,), dynamic_shapes={"video": {0: batch}})
+            err = (program.module()(example) - eager).abs().max().item()
+            if not err <= VERIFY_TOLERANCE:
+                raise RuntimeError(f"the exported encoder differs from the eager model by {err:.2e}; not saved")
             torch.export.save(program, str(path))
         else:
             torch.onnx.export(
