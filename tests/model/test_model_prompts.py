@@ -101,3 +101,29 @@ def test_spg_errors() -> None:
         SelfPromptGenerator(32, scales=(0, 2))
     with pytest.raises(ValueError, match="window must be >= 0"):
         SelfPromptGenerator(32, window=-1)
+
+
+def test_export_tracing_leaves_the_pool_cache_real() -> None:
+    """Tracing with torch.export makes fake tensors; none may stay cached for later eager calls."""
+    from omniclip.clip import build_clip
+    from omniclip.model import build_model, prompts
+
+    model = build_model(build_clip("tiny"), 4, variant="spg").eval()
+    for p in model.trainable_parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    prompts._POOL_MATRICES.clear()
+    video = torch.randn(1, 4, 3, 32, 32)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_video(v)
+
+    exported = torch.export.export(Encoder(), (video,))
+    with torch.no_grad():
+        eager = model.encode_video(video)
+        torch.testing.assert_close(exported.module()(video), eager, rtol=1e-5, atol=1e-5)
+    assert all(type(t) is torch.Tensor for t in prompts._POOL_MATRICES.values())

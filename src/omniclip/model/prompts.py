@@ -54,17 +54,21 @@ def region_pool_matrix(
     Built once per grid, scales, device and dtype and cached (one small tensor per input size).
     """
     key = (tuple(grid), tuple(scales), device, dtype)
-    if key not in _POOL_MATRICES:
-        gh, gw = grid
-        rows = []
-        for s in scales:
-            for r0, r1 in _bins(gh, s):
-                for c0, c1 in _bins(gw, s):
-                    cell = torch.zeros(gh, gw, dtype=torch.float64)  # exact weights, rounded once below
-                    cell[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
-                    rows.append(cell.flatten())
-        _POOL_MATRICES[key] = torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())  # (R, h*w)
-    return _POOL_MATRICES[key]
+    if key in _POOL_MATRICES:
+        return _POOL_MATRICES[key]
+    gh, gw = grid
+    rows = []
+    for s in scales:
+        for r0, r1 in _bins(gh, s):
+            for c0, c1 in _bins(gw, s):
+                cell = torch.zeros(gh, gw, dtype=torch.float64)  # exact weights, rounded once below
+                cell[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
+                rows.append(cell.flatten())
+    matrix = torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())  # (R, h*w)
+    # While torch.export / torch.compile trace, tensors made here are fake: a cached one would poison eager calls.
+    if type(matrix) is torch.Tensor and not torch.compiler.is_compiling():
+        _POOL_MATRICES[key] = matrix
+    return matrix
 
 
 def neighbour_prompts(p: torch.Tensor, window: int) -> torch.Tensor:
