@@ -58,6 +58,7 @@ def test_cli_report_has_every_subject_with_its_keys(cli_report: tuple[dict, str]
             assert math.isclose(t["tflops_per_s"], t["gflops_per_clip"] * t["clips_per_s"] / 1e3, rel_tol=1e-9)
             assert t["memory_kind"] in ("cpu_rss_peak_delta", "n/a")
         assert entry["frozen_params_with_grad"] == 0, f"{name}: frozen weights got gradient buffers"
+        assert entry["train"]["saved_activation_bytes"] >= 0
     if not HAS_TRANSFORMERS:
         assert "skipped" in report["results"]["xclip"]
 
@@ -118,6 +119,14 @@ def test_cli_flops_are_those_of_the_architecture(cli_report: tuple[dict, str]) -
             entry["infer"]["gflops_per_clip"] * 1e9,
             rel_tol=1e-6,
         )
+
+
+def test_cli_saved_activations_follow_what_trains(cli_report: tuple[dict, str]) -> None:
+    """Backward through the frozen backbone keeps its activations; bare CLIP's frozen encoder keeps none."""
+    saved = {n: e["train"]["saved_activation_bytes"] for n, e in cli_report[0]["results"].items() if "train" in e}
+    assert saved["frame_average"] < 2**12  # a few logits, no encoder activations
+    assert saved["vificlip"] > saved["omniclip"] > saved["spg"] > saved["frame_average"]
+    assert saved["omniclip"] > saved["pta"]
 
 
 def test_cli_prints_one_row_per_subject(cli_report: tuple[dict, str]) -> None:

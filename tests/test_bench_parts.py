@@ -191,3 +191,17 @@ def test_max_batch_tolerance_stops_bisecting_early() -> None:
     assert 1000 - 1000 // 16 <= found.max_batch <= 1000 and len(loose) < len(exact)
     with pytest.raises(ValueError, match="tolerance"):
         find_max_batch(fake_oom_above(1, []), tolerance=-0.5)
+
+
+def test_activation_checkpointing_shrinks_saved_activations() -> None:
+    from omniclip.bench.memory import saved_activation_bytes
+
+    subject = build_omniclip_subject("omniclip", get_preset("tiny"), 4, device=CPU, dtype="fp32", num_classes=3)
+    batch = make_batch(2, 4, 32, 3, device=CPU)
+    subject.model.train()
+    plain = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
+    subject.set_checkpointing(True)
+    checkpointed = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
+    BT, N, D = 2 * 4, 17, 64
+    assert plain > 2 * BT * N * D * 4 * 2  # at least a few (B*T, N, D) fp32 tensors per block
+    assert 0 < checkpointed < plain / 4

@@ -1,7 +1,8 @@
 """The bench's phases for one subject: build, count FLOPs, apply switches, time inference and training, search batch.
 
 A subject is measured eagerly first for its model FLOPs (counted before activation checkpointing, so recomputation
-is not counted as work), then compiled and/or captured in CUDA graphs if asked, then timed. Sequentially, each
+is not counted as work) and the activations its training step saves (with checkpointing as configured), then
+compiled and/or captured in CUDA graphs if asked, then timed. Sequentially, each
 subject is freed before the next is built, so its peak memory is its own; interleaved, all are resident and take
 turns (``timing.measure_interleaved``).
 """
@@ -16,6 +17,7 @@ import torch
 
 from omniclip.bench.config import BenchConfig
 from omniclip.bench.flops import count_flops
+from omniclip.bench.memory import saved_activation_bytes
 from omniclip.bench.search import find_max_batch, release_memory
 from omniclip.bench.steps import TrainStep, graph_replay, graphed_train_step
 from omniclip.bench.subjects import Batch, Subject, build_omniclip_subject, make_batch
@@ -34,6 +36,7 @@ class Prepared:
     subject: Subject
     out: dict[str, Any]
     flops: dict[str, float] = field(default_factory=dict)
+    saved_bytes: int | None = None  # activations a training step saves for backward (eager, as checkpointed)
 
 
 def build_subject(name: str, cfg: BenchConfig, device: torch.device, *, graph_safe: bool = False) -> Subject:
@@ -89,10 +92,15 @@ def prepare_subject(name: str, cfg: BenchConfig, device: torch.device, example: 
         info = describe_model(cfg.clip_config(), cfg.frames, cfg.size, ModelConfig(variant=variant))  # type: ignore[arg-type]
         out["encoder_gflops"] = {k: getattr(info, f"gflops_{k}") for k in ("backbone", "pta", "spg")}
     prepared = Prepared(subject, out, _flops_per_clip(subject, example, cfg.modes))
+    subject.set_checkpointing(cfg.grad_checkpointing)
+    if "train" in cfg.modes and subject.trainable:
+        subject.model.train()
+        prepared.saved_bytes = saved_activation_bytes(subject.model, lambda: subject.loss(example))
+        for p in subject.trainable:
+            p.grad = None
     if cfg.compile:
         for module in subject.compile_targets:
             module.compile(backend=cfg.compile_backend, dynamic=False)
-    subject.set_checkpointing(cfg.grad_checkpointing)
     return prepared
 
 
@@ -112,6 +120,8 @@ def record(prepared: Prepared, mode: str, timing: Timing, peak_tflops: float | N
     result["gflops_per_clip"] = flops / 1e9
     result["tflops_per_s"] = flops * timing.clips_per_s / 1e12
     result["matmul_fraction"] = result["tflops_per_s"] / peak_tflops if peak_tflops else None
+    if mode == "train":
+        result["saved_activation_bytes"] = prepared.saved_bytes
     prepared.out[mode] = result
 
 

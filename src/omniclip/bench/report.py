@@ -73,6 +73,8 @@ def _row(name: str, entry: dict[str, Any], ratios: dict[str, Any], cpu: bool) ->
             _num(phase.get("tflops_per_s"), ".3f"),
             _mib(phase.get("peak_memory_bytes")),
         ]
+    saved = (_measured(entry, "train") or {}).get("saved_activation_bytes")
+    cells.append("-" if saved is None else f"{saved / 2**20:.1f}")
     for base in BASELINES:
         row = ratios.get(f"vs_{base}", {}).get(name, {})
         cells += [_num(row.get(f"{mode}_time"), ".2f") for mode in MODES]
@@ -85,7 +87,7 @@ def _row(name: str, entry: dict[str, Any], ratios: dict[str, Any], cpu: bool) ->
 HEADER = [
     "model", "trainable",
     "inf clips/s", "inf GFLOP/clip", "inf TFLOP/s", "inf MiB",
-    "train clips/s", "train GFLOP/clip", "train TFLOP/s", "train MiB",
+    "train clips/s", "train GFLOP/clip", "train TFLOP/s", "train MiB", "saved MiB",
     "inf t/FA", "train t/FA", "inf t/XC", "train t/XC",
 ]  # fmt: skip
 CPU_HEADER = ["inf cpu/FA", "train cpu/FA"]
@@ -94,8 +96,9 @@ CPU_HEADER = ["inf cpu/FA", "train cpu/FA"]
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of the report, one row per subject.
 
-    ``t/FA`` and ``t/XC`` are wall-time ratios against frame averaging and X-CLIP; on a CPU, ``cpu/FA`` are the
-    process-CPU-time ratios against frame averaging.
+    ``saved MiB`` is the activation memory a training step keeps for backward; ``t/FA`` and ``t/XC`` are wall-time
+    ratios against frame averaging and X-CLIP; on a CPU, ``cpu/FA`` are the process-CPU-time ratios against frame
+    averaging.
     """
     cfg, machine = report["config"], report["machine"]
     cpu = machine["device"] == "cpu"

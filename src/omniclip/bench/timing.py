@@ -1,25 +1,21 @@
-"""Timing and peak memory of one repeated step: warm-up, synchronised wall clock, medians over repeats.
+"""Timing of one repeated step: warm-up, synchronised wall clock and process CPU time, medians over repeats.
 
 Follows the usual GPU benchmarking rules (warm up, synchronise before reading the clock, report medians) and
 rotates among several pre-made input batches so no step sees a tensor the previous one left in cache. Peak memory
-is CUDA's ``max_memory_allocated`` on a GPU; on Linux CPUs it is the growth of the process's peak RSS (``VmHWM``,
-reset through ``/proc/self/clear_refs``); elsewhere it is reported as unknown rather than guessed.
+over the same steps comes from ``memory.MemoryProbe``.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-PROC_STATUS = Path("/proc/self/status")
-PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+from omniclip.bench.memory import MemoryProbe
 
 
 @dataclass
@@ -42,51 +38,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so that the wall clock measures them."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class MemoryProbe:
-    """Peak memory of the code run between ``start()`` and ``stop()``.
-
-    CUDA: ``max_memory_allocated`` (absolute peak: weights, optimiser state and activations). CPU on Linux: peak RSS
-    minus the RSS at ``start()`` (``cpu_rss_peak_delta``; the allocator may reuse memory freed earlier in the
-    process, so this is a lower bound). Otherwise ``None`` with kind ``n/a``.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.kind = (
-            "cuda_max_allocated" if device.type == "cuda" else ("cpu_rss_peak_delta" if _rss_resettable() else "n/a")
-        )
-        self._rss0 = 0
-
-    def start(self) -> None:
-        if self.kind == "cuda_max_allocated":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.kind == "cpu_rss_peak_delta":
-            PROC_CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-            self._rss0 = _proc_kib("VmRSS")
-
-    def stop(self) -> int | None:
-        if self.kind == "cuda_max_allocated":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        if self.kind == "cpu_rss_peak_delta":
-            return max(0, _proc_kib("VmHWM") - self._rss0) * 1024
-        return None
-
-
-def _proc_kib(key: str) -> int:
-    match = re.search(rf"^{key}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
-    assert match, f"{key} missing from {PROC_STATUS}"
-    return int(match.group(1))
-
-
-def _rss_resettable() -> bool:
-    try:
-        PROC_CLEAR_REFS.write_text("5")
-        _proc_kib("VmHWM")
-    except (OSError, AssertionError):
-        return False
-    return True
 
 
 def measure(
