@@ -8,6 +8,7 @@ import pytest
 from omniclip.clip import tokenize
 from omniclip.data import synthetic
 from omniclip.embedded.captions import (
+    ATTRIBUTES,
     COLORS,
     HELD_OUT_PAIRS,
     POSITION_PHRASES,
@@ -54,6 +55,22 @@ def test_embedded_batches_are_deterministic_per_seed() -> None:
     assert not np.array_equal(other.images, a.images)
     assert gen.batch(seed=3, index=6, batch_size=16).captions != a.captions
     assert a.images.shape == (16, 64, 64, 3) and a.images.dtype == np.uint8
+
+
+def test_embedded_groups_differ_in_one_attribute() -> None:
+    batch = CaptionGenerator(group=4).batch(seed=2, index=0, batch_size=128)
+    varied = set()
+    for start in range(0, 128, 4):
+        group = batch.objects[start : start + 4]
+        if len(group[0]) != 1:
+            continue
+        first = group[0][0]
+        changed = {a for (obj,) in group[1:] for a in ATTRIBUTES if getattr(obj, a) != getattr(first, a)}
+        assert len(changed) <= 1, group
+        varied |= changed
+    assert varied == set(ATTRIBUTES)
+    for objs in batch.objects:
+        assert all((o.shape, o.color) in allowed_pairs("train") for o in objs)
 
 
 def test_embedded_held_out_pairs_never_enter_the_training_stream() -> None:

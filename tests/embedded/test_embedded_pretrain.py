@@ -15,6 +15,7 @@ from omniclip.embedded.pretrain import (
     PretrainConfig,
     contrastive_loss,
     deterministic,
+    init_sincos_,
     lr_at,
     param_groups,
     pretrain,
@@ -54,6 +55,19 @@ def test_embedded_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10], strict=False))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_embedded_sincos_table_encodes_the_grid() -> None:
+    pos = init_sincos_(torch.empty(1 + 4 * 4, 8))
+    assert torch.equal(pos[0], torch.zeros(8))
+    grid = pos[1:].view(4, 4, 8)  # (rows, cols, D)
+    x_half, y_half = grid[..., :4], grid[..., 4:]
+    torch.testing.assert_close(x_half[0], x_half[3])  # the x channels do not change down a column
+    torch.testing.assert_close(y_half[:, 0], y_half[:, 3])  # the y channels do not change along a row
+    torch.testing.assert_close(grid[0, 1, 0], torch.tensor(math.sin(1.0)))  # sin(x * omega_0), omega_0 = 1
+    assert len({tuple(v.tolist()) for v in pos[1:]}) == 16  # every patch is told apart
+    with pytest.raises(AssertionError, match="divisible by 4"):
+        init_sincos_(torch.empty(1 + 4, 6))
 
 
 def test_embedded_weight_decay_only_on_matrices() -> None:

@@ -10,7 +10,7 @@ composition of seen words (CLIP, Radford et al. 2021, Sec. 3.1, zero-shot transf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,7 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "dia
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white", "purple", "orange", "cyan", "pink", "magenta")
 # Ranges of ``Shape.scale`` (bounding-circle diameter / image side) per size word; the videos span 0.1..0.6, and the
 # gaps between ranges keep the words unambiguous.
-SIZES: dict[str, tuple[float, float]] = {"small": (0.1, 0.2), "medium": (0.26, 0.36), "large": (0.44, 0.6)}
+SIZES: dict[str, tuple[float, float]] = {"small": (0.12, 0.2), "medium": (0.26, 0.36), "large": (0.44, 0.6)}
 # 3 x 3 grid: name -> (column, row) in 0..2; left to right, top to bottom.
 POSITIONS: dict[str, tuple[int, int]] = {
     "top left": (0, 0),
@@ -61,6 +61,8 @@ TEMPLATES: tuple[str, ...] = (
     "{}.",
     "{} on a dark background.",
     "there is {} in the picture.",
+    "a video of {}.",  # the demo prompts with video templates
+    "a frame of a video of {}.",
 )
 NOUNS = ("shape", "object")  # the noun when a caption does not name the shape
 # Unseen combinations: every shape and every colour still appears in training, these pairs never do.
@@ -184,6 +186,8 @@ class CaptionGenerator:
         split: ``"train"`` never draws a held-out (shape, colour) pair, ``"unseen"`` draws only those.
         two_objects: probability that a scene holds a second object.
         empty: probability that a scene holds no object.
+        group: consecutive scenes that differ in one attribute only (the same for the group), so that in-batch
+            negatives also differ by shape or position alone, not only by the colour that is easiest to see.
         held_out: the (shape, colour) pairs kept out of training.
     """
 
@@ -193,12 +197,14 @@ class CaptionGenerator:
         split: Split = "train",
         two_objects: float = 0.0,
         empty: float = EMPTY_PROB,
+        group: int = 1,
         held_out: tuple[tuple[str, str], ...] = HELD_OUT_PAIRS,
     ) -> None:
         self.image_size = image_size
         self.split = split
         self.two_objects = two_objects
         self.empty = empty
+        self.group = group
         self.pairs = allowed_pairs(split, held_out)
 
     def scene(self, rng: np.random.Generator) -> tuple[SceneObject, ...]:
@@ -217,6 +223,16 @@ class CaptionGenerator:
             shape, color = self.pairs[rng.integers(len(self.pairs))]
             out.append(SceneObject(shape, color, sizes[rng.integers(len(sizes))], position))
         return tuple(out)
+
+    def variant(self, base: SceneObject, attribute: str, rng: np.random.Generator) -> SceneObject:
+        """``base`` with ``attribute`` drawn again (the shape and colour stay an allowed pair)."""
+        if attribute == "shape":
+            options = [s for s, c in self.pairs if c == base.color]
+        elif attribute == "color":
+            options = [c for s, c in self.pairs if s == base.shape]
+        else:
+            options = list(SIZES if attribute == "size" else POSITIONS)
+        return replace(base, **{attribute: options[rng.integers(len(options))]})
 
     def render(self, objects: tuple[SceneObject, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw the scene with the demo's renderer: uint8 ``(H, W, 3)``."""
@@ -253,8 +269,15 @@ class CaptionGenerator:
         """Batch ``index`` of the stream ``seed``: the same arguments always give the same batch."""
         rng = np.random.default_rng([seed, index, 0 if self.split == "train" else 1])
         images, captions, objects, described = [], [], [], []
-        for _ in range(batch_size):
-            objs = self.scene(rng)
+        base: tuple[SceneObject, ...] = ()
+        for i in range(batch_size):
+            if i % self.group == 0:
+                objs = base = self.scene(rng)
+                attribute = ATTRIBUTES[rng.integers(len(ATTRIBUTES))]
+            elif len(base) == 1:
+                objs = (self.variant(base[0], attribute, rng),)
+            else:
+                objs = self.scene(rng)  # empty and two-object scenes do not make groups
             images.append(self.render(objs, rng))
             text, desc = self.caption(objs, rng)
             objects.append(objs)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from omniclip.clip import CLIP, build_clip, load_clip, save_clip, tokenize
 from omniclip.embedded import EMBEDDED_CLIP
 from omniclip.embedded.captions import (
+    ATTRIBUTES,
     COLORS,
     HELD_OUT_PAIRS,
     SHAPES,
@@ -66,6 +67,8 @@ class PretrainConfig:
     text_length: int = 32  # tokens per caption while training; the causal text tower pools at the end token,
     # so features equal those at the full 77 tokens
     two_objects: float = 0.2  # probability of a two-object scene
+    sincos_init: bool = True  # start the image positional embedding from a 2D sin-cos table (position from step 0)
+    group: int = 4  # consecutive scenes differing in one attribute: hard in-batch negatives for every word
     seed: int = 0  # model initialisation and data stream
     threads: int = 1  # torch threads; fixed so reductions run in the same order every time
 
@@ -84,6 +87,27 @@ def deterministic(threads: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
+
+
+@torch.no_grad()
+def init_sincos_(pos: torch.Tensor) -> torch.Tensor:
+    """Fill a ViT positional embedding ``(1 + g*g, D)`` with MAE's 2D sin-cos table; the class slot gets zeros.
+
+    He et al. 2022 (MAE, ``util/pos_embed.py``): half the channels encode x, half y, each as sin and cos of the
+    position at D/4 frequencies. The table stays learnable; it only spares the ViT the slow discovery of position.
+    """
+    n, D = pos.shape
+    g = math.isqrt(n - 1)
+    assert g * g == n - 1 and D % 4 == 0, f"need (1 + g*g, D) with D divisible by 4, got {tuple(pos.shape)}"
+    ys, xs = torch.meshgrid(torch.arange(g, dtype=torch.float64), torch.arange(g, dtype=torch.float64), indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(D // 4, dtype=torch.float64) / (D // 4))  # (D/4,)
+    parts = []
+    for coord in (xs, ys):
+        angles = coord.reshape(-1, 1) * omega.reshape(1, -1)  # (g*g, D/4)
+        parts += [angles.sin(), angles.cos()]
+    pos[0] = 0.0
+    pos[1:] = torch.cat(parts, dim=1).to(pos.dtype)  # (g*g, D)
+    return pos
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -138,7 +162,9 @@ def pretrain(
     with deterministic(cfg.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_clip(cfg.preset).train()
-        generator = CaptionGenerator(model.cfg.vision.image_size, "train", cfg.two_objects)
+        if cfg.sincos_init:
+            init_sincos_(model.visual.positional_embedding)
+        generator = CaptionGenerator(model.cfg.vision.image_size, "train", cfg.two_objects, group=cfg.group)
         opt = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False
         )
@@ -203,8 +229,7 @@ def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024
     model = model.eval()
     pairs = pair_phrases()
     pair_emb = class_embeddings(model, list(pairs.values()))
-    attr_emb = {a: class_embeddings(model, list(class_phrases(a).values())) for a in ("shape", "color", "size")}
-    attr_emb["position"] = class_embeddings(model, list(class_phrases("position").values()))
+    attr_emb = {a: class_embeddings(model, list(class_phrases(a).values())) for a in ATTRIBUTES}
     out: dict[str, dict[str, float]] = {}
     for split in ("seen", "unseen"):
         feats, objects = _image_features(model, "train" if split == "seen" else "unseen", seed, images)
@@ -223,7 +248,7 @@ def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024
 def chance_levels() -> dict[str, float]:
     """Accuracy of a uniform guess per task of ``zero_shot_accuracy``."""
     return {
-        **{a: round(1 / len(class_phrases(a)), 4) for a in ("shape", "color", "size", "position")},
+        **{a: round(1 / len(class_phrases(a)), 4) for a in ATTRIBUTES},
         "pair": round(1 / (len(SHAPES) * len(COLORS)), 4),
     }
 
