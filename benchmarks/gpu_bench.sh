@@ -27,7 +27,8 @@ LOG="$OUT/log.txt"
   date -u +%Y-%m-%dT%H:%M:%SZ
   git rev-parse HEAD 2>/dev/null || true
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
-  "$PY" -c "import sys, torch, transformers; print(sys.version.split()[0], torch.__version__, transformers.__version__, torch.cuda.get_device_name())"
+  "$PY" -c "import sys, torch, transformers; print(sys.version.split()[0], torch.__version__, transformers.__version__,
+    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
