@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from omniclip.clip import build_clip
+from omniclip.clip import build_clip, load_clip, save_clip
 from omniclip.embedded.pretrain import (
     NO_DECAY,
     PretrainConfig,
+    canonicalise_header,
     contrastive_loss,
     deterministic,
     init_sincos_,
@@ -109,3 +111,17 @@ def test_embedded_pretraining_rejects_bad_settings() -> None:
         pretrain(replace(SHORT, batch_size=1))
     with pytest.raises(ValueError, match="steps"):
         pretrain(replace(SHORT, steps=0))
+
+
+def test_embedded_saved_bytes_do_not_depend_on_hash_order(tmp_path: Path) -> None:
+    model = build_clip("tiny")
+    files = [tmp_path / f"{k}.safetensors" for k in range(4)]
+    for f in files:
+        save_clip(model, f)
+        canonicalise_header(f)
+    assert len({f.read_bytes() for f in files}) == 1
+    header = files[0].read_bytes()
+    assert int.from_bytes(header[:8], "little") % 8 == 0
+    loaded = load_clip(files[0])
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -261,6 +261,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def canonicalise_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, so that equal tensors and metadata give equal bytes.
+
+    The safetensors writer emits its metadata map in hash-map order, which changes from call to call.
+    """
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment with spaces
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    os.replace(tmp, path)
+
+
 def save_embedded(
     model: CLIP,
     path: str | Path,
@@ -278,6 +292,7 @@ def save_embedded(
     """
     path = Path(path)
     save_clip(copy.deepcopy(model).half(), path)  # fp16 halves the file; the 49408-row token table dominates it
+    canonicalise_header(path)
     with deterministic(cfg.threads):
         accuracy = zero_shot_accuracy(load_clip(path), seed=eval_seed, images=eval_images)
     record = {
