@@ -2,9 +2,9 @@
 
 A subject is measured eagerly first for its model FLOPs (counted before activation checkpointing, so recomputation
 is not counted as work) and the activations its training step saves (with checkpointing as configured), then
-compiled and/or captured in CUDA graphs if asked, then timed. Sequentially, each
-subject is freed before the next is built, so its peak memory is its own; interleaved, all are resident and take
-turns (``timing.measure_interleaved``).
+compiled and/or captured in CUDA graphs if asked, then timed. Sequentially, each subject is freed before the next
+is built, so its peak memory is its own; interleaved, all are resident and take turns
+(``timing.measure_interleaved``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _flops_per_clip(subject: Subject, example: Batch, modes: tuple[str, ...]) ->
 
 
 def prepare_subject(name: str, cfg: BenchConfig, device: torch.device, example: Batch) -> Prepared:
-    """Build ``name``, count its FLOPs on ``example`` eagerly, then compile and set checkpointing as configured."""
+    """Build ``name``; count its FLOPs and (as checkpointed) saved activations on ``example`` eagerly; compile."""
     subject = build_subject(name, cfg, device, graph_safe=cfg.cuda_graphs)
     out: dict[str, Any] = dict(subject.info)
     out["weights_bytes"] = sum(p.numel() * p.element_size() for p in subject.model.parameters())
