@@ -105,10 +105,10 @@ def test_run_configs_are_valid_and_compare_like_with_like(budget: str) -> None:
         assert cfg.clip.source == "omniclip-tiny" and cfg.train.seed == 3 and cfg.protocol.seeds == (3,)
     for protocol in ("few_shot", "supervised"):
         fa, oc = cfgs[f"{protocol}/frame_average"], cfgs[f"{protocol}/omniclip"]
-        assert (fa.model.variant, fa.model.full_finetune) == ("frame_average", True)
-        assert (oc.model.variant, oc.model.full_finetune) == ("omniclip", False)
-        # the same budget: data, frames, batch, epochs, schedule; only what trains and its LR differ
-        same = dataclasses.replace(fa, model=oc.model, train=dataclasses.replace(fa.train, lr=oc.train.lr))
+        assert (fa.model.variant, fa.model.text_context, fa.model.full_finetune) == ("frame_average", 8, False)
+        assert (oc.model.variant, oc.model.text_context, oc.model.full_finetune) == ("omniclip", 8, False)
+        # the same recipe: data, frames, batch, epochs, LR, text side; only the variant differs
+        same = dataclasses.replace(fa, model=dataclasses.replace(fa.model, variant="omniclip"))
         assert same == oc
         assert fa.protocol.name == protocol
     assert cfgs["zero_shot"].model.variant == "frame_average" and not cfgs["zero_shot"].model.full_finetune
@@ -155,3 +155,43 @@ def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["demo", "--budget", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+# Measured in the reduced mode (`--budget test`, one thread), 2-core CPU, 2026-11-26: see docs/demo.md.
+WITHIN_PAIR_MARGIN = 10.0  # OmniCLIP minus frame average, supervised, "within pair" accuracy (points)
+ORDER_SCALE_MARGIN = 25.0  # the same on the order and scale groups
+
+
+@pytest.mark.slow
+def test_reduced_demo_runs_end_to_end_and_omniclip_tells_twins_apart(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--budget", "test", "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("results.md", "results.json", "demo.png", "data/benchmark.json"):
+        assert (out / name).is_file(), name
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for run in RUNS:
+        assert (out / run.name / "results.json").is_file() or (out / run.name / "test" / "metrics.json").is_file()
+        if run.protocol != "zero_shot":
+            assert (out / run.name / "config.yaml").is_file() and (out / run.name / "curves.png").is_file()
+    table = (out / "results.md").read_text()
+    assert table.strip() in printed and len(table.strip().splitlines()) == 2 + len(RUNS)
+    assert "$ omniclip predict " in printed and "--checkpoint" in printed and "appearing" in printed
+
+    from omniclip.demo.run import load_summary
+
+    runs = {r["name"]: r for r in load_summary(out)["runs"]}
+    zero, fa, oc = runs["zero_shot"], runs["supervised/frame_average"], runs["supervised/omniclip"]
+    assert zero["steps"] == 0 and fa["steps"] == oc["steps"] > 0
+    m_fa, m_oc = fa["metrics"], oc["metrics"]
+    assert m_oc["within pair"] >= m_fa["within pair"] + WITHIN_PAIR_MARGIN, (m_oc, m_fa)
+    for group in ("order", "scale"):
+        assert m_oc[group] >= m_fa[group] + ORDER_SCALE_MARGIN, (group, m_oc, m_fa)
+    assert abs(m_fa["within pair"] - 50.0) <= 15.0, "frame averaging sees a clip and its reversal alike"
+
+
+def test_smooth_is_a_trailing_mean() -> None:
+    from omniclip.demo.report import smooth
+
+    assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert smooth([2.0, 4.0], 1) == [2.0, 4.0]

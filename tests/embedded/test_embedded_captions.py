@@ -66,8 +66,10 @@ def test_embedded_groups_differ_in_one_attribute() -> None:
             continue
         first = group[0][0]
         changed = {a for (obj,) in group[1:] for a in ATTRIBUTES if getattr(obj, a) != getattr(first, a)}
-        assert len(changed) <= 1, group
+        assert len(changed) == 1, group  # variants always differ from the group's first scene
         varied |= changed
+        for (said,) in batch.described[start : start + 4]:
+            assert getattr(said, next(iter(changed))) is not None  # every caption of the group names it
     assert varied == set(ATTRIBUTES)
     for objs in batch.objects:
         assert all((o.shape, o.color) in allowed_pairs("train") for o in objs)
@@ -149,3 +151,12 @@ def test_embedded_longest_caption_fits_the_training_context() -> None:
     longest = template.format(f"{obj} and {obj}")
     assert _count(longest) <= PretrainConfig().text_length
     assert _count(longest) > PretrainConfig().text_length - 10  # the bound is tight enough to matter
+
+
+def test_embedded_spatial_stage_names_only_shape_and_position() -> None:
+    batch = CaptionGenerator(group=4, spatial=True, two_objects=0.3).batch(seed=0, index=0, batch_size=64)
+    said = [d for desc in batch.described for d in desc]
+    assert all(d.color is None and d.size is None for d in said)
+    assert any(d.shape for d in said) and any(d.position for d in said)
+    for caption in batch.captions:
+        assert not set(caption.rstrip(".").split()) & (set(COLORS) | set(SIZES)), caption

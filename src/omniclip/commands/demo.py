@@ -37,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, help="optimizer steps per training run (default: the budget's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (init, order, few-shot draw); default 0")
-    p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the demo's models are tiny, and more threads only wait for each other)",
+    )
     p.add_argument("--clip", default=EMBEDDED_CLIP, help=f"CLIP weights to start from (default {EMBEDDED_CLIP})")
     p.add_argument("--no-predict", action="store_true", help="skip the closing `omniclip predict`")
     p.set_defaults(func=run_demo_command)
@@ -48,10 +53,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
     from omniclip.demo.run import DemoOptions, run_demo
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     if not args.verbose:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

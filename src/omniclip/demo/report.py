@@ -113,6 +113,15 @@ def format_table(results: Sequence[RunResult], shots: int) -> str:
     return "\n".join(lines)
 
 
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` values (shorter at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = "") -> Path:
     """Accuracy per class group (bars, one per run) beside the training-loss curves of the trained runs."""
     plt = _pyplot()
@@ -131,7 +140,8 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
         if r.curve:
             steps, losses = zip(*r.curve, strict=True)
             style = "-" if family == "omniclip" else "--"
-            curves.plot(steps, losses, style, color=color, label=label)
+            curves.plot(steps, losses, style, color=color, alpha=0.25, linewidth=0.8)
+            curves.plot(steps, smooth(losses, max(1, len(losses) // 20)), style, color=color, label=label)
     chance = 100.0 / sum(len(m) for m in GROUPS.values())
     bars.axhline(chance, color="black", linewidth=0.8, linestyle=":", label=f"chance ({chance:.1f}%)")
     bars.axhline(50, color="red", linewidth=0.8, linestyle=":", label="coin toss within a pair (50%)")
@@ -141,7 +151,7 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
     bars.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.08), ncol=2)
     bars.set_title("accuracy by class group")
     curves.set_xlabel("optimizer step")
-    curves.set_ylabel("training loss")
+    curves.set_ylabel("training loss (faint: per step; solid: moving average)")
     curves.set_title("training curves")
     curves.grid(alpha=0.3)
     if title:

@@ -81,7 +81,13 @@ MAX_SHADE = 50  # background grey level drawn uniformly in 0..MAX_SHADE, as the 
 EMPTY_PROB = 0.03  # scenes with no object, captioned as empty (the videos' appearing/disappearing frames)
 EMPTY_PHRASES = ("an empty dark background", "nothing")
 # Probability that a caption names each attribute (at least one is always named).
-MENTION_PROBS: dict[str, float] = {"shape": 0.8, "color": 0.7, "size": 0.5, "position": 0.5}
+MENTION_PROBS: dict[str, float] = {"shape": 0.8, "color": 0.5, "size": 0.4, "position": 0.6}
+# Which attribute a hard-negative group varies. Colour and size are read off pixel counts and learned first; left
+# alone they suppress the spatial words (shape, position), which only groups varying those make the loss need.
+VARY_PROBS: dict[str, float] = {"shape": 0.4, "color": 0.1, "size": 0.1, "position": 0.4}
+# The spatial stage of the curriculum: captions name only shape and position, so nothing easier can stand in for them.
+SPATIAL_MENTION_PROBS: dict[str, float] = {"shape": 0.9, "color": 0.0, "size": 0.0, "position": 0.7}
+SPATIAL_VARY_PROBS: dict[str, float] = {"shape": 0.5, "color": 0.0, "size": 0.0, "position": 0.5}
 ATTRIBUTES = ("shape", "color", "size", "position")
 
 
@@ -188,6 +194,8 @@ class CaptionGenerator:
         empty: probability that a scene holds no object.
         group: consecutive scenes that differ in one attribute only (the same for the group), so that in-batch
             negatives also differ by shape or position alone, not only by the colour that is easiest to see.
+        spatial: name only shape and position in captions and vary only those in groups (the curriculum's first
+            stage, ``SPATIAL_MENTION_PROBS``).
         held_out: the (shape, colour) pairs kept out of training.
     """
 
@@ -198,6 +206,7 @@ class CaptionGenerator:
         two_objects: float = 0.0,
         empty: float = EMPTY_PROB,
         group: int = 1,
+        spatial: bool = False,
         held_out: tuple[tuple[str, str], ...] = HELD_OUT_PAIRS,
     ) -> None:
         self.image_size = image_size
@@ -205,6 +214,8 @@ class CaptionGenerator:
         self.two_objects = two_objects
         self.empty = empty
         self.group = group
+        self.mention = SPATIAL_MENTION_PROBS if spatial else MENTION_PROBS
+        self.vary = SPATIAL_VARY_PROBS if spatial else VARY_PROBS
         self.pairs = allowed_pairs(split, held_out)
 
     def scene(self, rng: np.random.Generator) -> tuple[SceneObject, ...]:
@@ -225,13 +236,14 @@ class CaptionGenerator:
         return tuple(out)
 
     def variant(self, base: SceneObject, attribute: str, rng: np.random.Generator) -> SceneObject:
-        """``base`` with ``attribute`` drawn again (the shape and colour stay an allowed pair)."""
+        """``base`` with another value of ``attribute`` (the shape and colour stay an allowed pair)."""
         if attribute == "shape":
             options = [s for s, c in self.pairs if c == base.color]
         elif attribute == "color":
             options = [c for s, c in self.pairs if s == base.shape]
         else:
             options = list(SIZES if attribute == "size" else POSITIONS)
+        options = [o for o in options if o != getattr(base, attribute)] or options
         return replace(base, **{attribute: options[rng.integers(len(options))]})
 
     def render(self, objects: tuple[SceneObject, ...], rng: np.random.Generator) -> np.ndarray:
@@ -248,15 +260,16 @@ class CaptionGenerator:
         return render_frame(shapes, self.image_size, (shade, shade, shade))
 
     def caption(
-        self, objects: tuple[SceneObject, ...], rng: np.random.Generator
+        self, objects: tuple[SceneObject, ...], rng: np.random.Generator, must: str | None = None
     ) -> tuple[str, tuple[SceneObject, ...]]:
-        """A caption naming a random subset of attributes, and the partial descriptions it makes."""
+        """A caption naming a random subset of attributes (always ``must``), and the partial descriptions it makes."""
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
         if not objects:
             return template.format(EMPTY_PHRASES[rng.integers(len(EMPTY_PHRASES))]), ()
-        said = [a for a in ATTRIBUTES if rng.random() < MENTION_PROBS[a]]
+        said = [a for a in ATTRIBUTES if rng.random() < self.mention[a] or a == must]
         if not said:
-            said = [ATTRIBUTES[rng.integers(len(ATTRIBUTES))]]
+            named = [a for a in ATTRIBUTES if self.mention[a] > 0]
+            said = [named[rng.integers(len(named))]]
         if len(objects) > 1 and rng.random() < 0.3:
             objects = objects[:1]  # a caption may name only one of two objects
         described = tuple(SceneObject(**{a: getattr(o, a) if a in said else None for a in ATTRIBUTES}) for o in objects)
@@ -273,13 +286,14 @@ class CaptionGenerator:
         for i in range(batch_size):
             if i % self.group == 0:
                 objs = base = self.scene(rng)
-                attribute = ATTRIBUTES[rng.integers(len(ATTRIBUTES))]
+                attribute = str(rng.choice(ATTRIBUTES, p=[self.vary[a] for a in ATTRIBUTES]))
             elif len(base) == 1:
                 objs = (self.variant(base[0], attribute, rng),)
             else:
                 objs = self.scene(rng)  # empty and two-object scenes do not make groups
+            must = attribute if len(base) == 1 and self.group > 1 else None
             images.append(self.render(objs, rng))
-            text, desc = self.caption(objs, rng)
+            text, desc = self.caption(objs, rng, must)
             objects.append(objs)
             captions.append(text)
             described.append(desc)

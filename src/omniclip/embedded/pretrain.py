@@ -53,7 +53,7 @@ NO_DECAY = ("token_embedding.weight", "positional_embedding", "visual.positional
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The recipe; its defaults reproduce ``omniclip/assets/omniclip-tiny.safetensors``."""
+    """The pretraining recipe of ``omniclip pretrain-tiny`` (deterministic for a seed and thread count)."""
 
     preset: str = EMBEDDED_CLIP  # architecture from omniclip.clip.presets
     steps: int = 1200  # optimiser steps
@@ -68,6 +68,7 @@ class PretrainConfig:
     # so features equal those at the full 77 tokens
     two_objects: float = 0.2  # probability of a two-object scene
     sincos_init: bool = True  # start the image positional embedding from a 2D sin-cos table (position from step 0)
+    spatial_steps: int = 400  # first steps with captions naming only shape and position (curriculum), then all words
     group: int = 4  # consecutive scenes differing in one attribute: hard in-batch negatives for every word
     seed: int = 0  # model initialisation and data stream
     threads: int = 1  # torch threads; fixed so reductions run in the same order every time
@@ -164,7 +165,9 @@ def pretrain(
         model = build_clip(cfg.preset).train()
         if cfg.sincos_init:
             init_sincos_(model.visual.positional_embedding)
-        generator = CaptionGenerator(model.cfg.vision.image_size, "train", cfg.two_objects, group=cfg.group)
+        size = model.cfg.vision.image_size
+        spatial = CaptionGenerator(size, "train", cfg.two_objects, group=cfg.group, spatial=True)
+        full = CaptionGenerator(size, "train", cfg.two_objects, group=cfg.group)
         opt = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False
         )
@@ -172,7 +175,7 @@ def pretrain(
         for step in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            batch = generator.batch(cfg.seed, step, cfg.batch_size)
+            batch = (spatial if step < cfg.spatial_steps else full).batch(cfg.seed, step, cfg.batch_size)
             tokens = tokenize(batch.captions, context_length=cfg.text_length)
             fits = torch.from_numpy(batch.match_matrix())
             loss = contrastive_loss(
