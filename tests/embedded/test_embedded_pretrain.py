@@ -23,7 +23,7 @@ from omniclip.embedded.pretrain import (
     pretrain,
 )
 
-SHORT = PretrainConfig(steps=3, batch_size=8, warmup=2)
+SHORT = PretrainConfig(steps=3, batch_size=8, warmup=2, spatial_steps=1)  # both curriculum stages
 
 
 def test_embedded_loss_equals_clip_loss_without_false_negatives() -> None:

@@ -56,7 +56,7 @@ class PretrainConfig:
     """The pretraining recipe of ``omniclip pretrain-tiny`` (deterministic for a seed and thread count)."""
 
     preset: str = EMBEDDED_CLIP  # architecture from omniclip.clip.presets
-    steps: int = 1200  # optimiser steps
+    steps: int = 1000  # optimiser steps
     batch_size: int = 128  # image-caption pairs per step (in-batch negatives)
     lr: float = 1e-3  # peak learning rate
     warmup: int = 60  # linear warmup steps
