@@ -125,3 +125,23 @@ def test_embedded_saved_bytes_do_not_depend_on_hash_order(tmp_path: Path) -> Non
     loaded = load_clip(files[0])
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_embedded_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    cfg = replace(SHORT, steps=5)
+    state = tmp_path / "state.pt"
+
+    def stop_at_3(entry: dict) -> None:
+        if entry["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, log_every=1, state_file=state, save_every=2, on_log=stop_at_3)
+    assert torch.load(state, weights_only=True)["next_step"] == 2
+    resumed, history = pretrain(cfg, log_every=1, state_file=state, save_every=2)
+    straight, expected = pretrain(cfg, log_every=1)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert [h["loss"] for h in history] == [h["loss"] for h in expected]
+    with pytest.raises(ValueError, match="another recipe"):
+        pretrain(replace(cfg, lr=5e-4), state_file=state)

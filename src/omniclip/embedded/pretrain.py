@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from omniclip.embedded.captions import (
     HELD_OUT_PAIRS,
     SHAPES,
     TEMPLATES,
+    CaptionBatch,
     CaptionGenerator,
     SceneObject,
     class_phrases,
@@ -147,8 +149,51 @@ def contrastive_loss(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+def _train_step(model: CLIP, opt: torch.optim.Optimizer, batch: CaptionBatch, cfg: PretrainConfig, step: int) -> float:
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    tokens = tokenize(batch.captions, context_length=cfg.text_length)
+    fits = torch.from_numpy(batch.match_matrix())
+    loss = contrastive_loss(
+        model.encode_image(to_pixels(batch.images)), model.encode_text(tokens), model.logit_scale, fits
+    )
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; lower lr (now {cfg.lr})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+    return loss.item()
+
+
+def _save_state(path: Path, cfg: PretrainConfig, model: CLIP, opt: torch.optim.Optimizer, **progress: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), **progress}
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path | None, cfg: PretrainConfig, model: CLIP, opt: torch.optim.Optimizer) -> dict:
+    """Restore a saved state into ``model`` and ``opt``; returns ``next_step``, ``history``, ``seconds``."""
+    if path is None or not path.is_file():
+        return {"next_step": 0, "history": [], "seconds": 0.0}
+    state = torch.load(path, weights_only=True)
+    if state["config"] != cfg.to_dict():
+        raise ValueError(f"{path} was saved by another recipe ({state['config']}); delete it or use that recipe")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming from %s at step %d", path, state["next_step"])
+    return {k: state[k] for k in ("next_step", "history", "seconds")}
+
+
 def pretrain(
-    cfg: PretrainConfig = PretrainConfig(), *, on_log: Callable[[dict], None] | None = None, log_every: int = 50
+    cfg: PretrainConfig = PretrainConfig(),
+    *,
+    on_log: Callable[[dict], None] | None = None,
+    log_every: int = 50,
+    state_file: str | Path | None = None,
+    save_every: int = 50,
 ) -> tuple[CLIP, list[dict]]:
     """Train a tiny CLIP from scratch; returns the model (fp32, eval mode) and the logged history.
 
@@ -156,10 +201,14 @@ def pretrain(
         cfg: the recipe.
         on_log: called with each history entry (``step``, ``loss``, ``lr``, ``logit_scale``, ``seconds``).
         log_every: steps between history entries (the last step is always logged).
+        state_file: a resumable training state, written every ``save_every`` steps. If it exists (same recipe), training
+            resumes there and ends with the same weights as an uninterrupted run: batch ``i`` depends only on
+            ``(seed, i)`` and nothing else draws random numbers after the initialisation.
+        save_every: steps between writes of ``state_file``.
     """
     if cfg.steps < 1 or cfg.batch_size < 2:
         raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={cfg.steps} batch_size={cfg.batch_size}")
-    history: list[dict] = []
+    state_path = Path(state_file) if state_file is not None else None
     with deterministic(cfg.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_clip(cfg.preset).train()
@@ -171,33 +220,20 @@ def pretrain(
         opt = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False
         )
-        start = time.perf_counter()
-        for step in range(cfg.steps):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
+        resumed = _load_state(state_path, cfg, model, opt)
+        history: list[dict] = resumed["history"]
+        start = time.perf_counter() - resumed["seconds"]
+        for step in range(resumed["next_step"], cfg.steps):
             batch = (spatial if step < cfg.spatial_steps else full).batch(cfg.seed, step, cfg.batch_size)
-            tokens = tokenize(batch.captions, context_length=cfg.text_length)
-            fits = torch.from_numpy(batch.match_matrix())
-            loss = contrastive_loss(
-                model.encode_image(to_pixels(batch.images)), model.encode_text(tokens), model.logit_scale, fits
-            )
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; lower lr (now {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+            loss = _train_step(model, opt, batch, cfg, step)
+            seconds = time.perf_counter() - start
             if step % log_every == 0 or step == cfg.steps - 1:
-                entry = {
-                    "step": step,
-                    "loss": round(loss.item(), 5),
-                    "lr": lr_at(step, cfg),
-                    "logit_scale": round(model.logit_scale.exp().item(), 3),
-                    "seconds": round(time.perf_counter() - start, 1),
-                }
-                history.append(entry)
-                (on_log or (lambda e: log.info("%s", e)))(entry)
+                scale = round(model.logit_scale.exp().item(), 3)
+                entry = {"step": step, "loss": round(loss, 5), "lr": lr_at(step, cfg), "logit_scale": scale}
+                history.append({**entry, "seconds": round(seconds, 1)})
+                (on_log or (lambda e: log.info("%s", e)))(history[-1])
+            if state_path is not None and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
+                _save_state(state_path, cfg, model, opt, next_step=step + 1, history=history, seconds=seconds)
     return model.eval(), history
 
 
