@@ -157,9 +157,12 @@ def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
-# Measured in the reduced mode (`--budget test`, one thread), 2-core CPU, 2026-11-26: see docs/demo.md.
-WITHIN_PAIR_MARGIN = 10.0  # OmniCLIP minus frame average, supervised, "within pair" accuracy (points)
-ORDER_SCALE_MARGIN = 25.0  # the same on the order and scale groups
+# Supervised rows of `omniclip demo --budget test` (one thread), seeds 0-3, 2-core CPU, 2026-11-26 (docs/demo.md):
+# OmniCLIP minus frame average was 29.3-38.5 points within pairs, 62.5-84.4 on scale, 43.8-62.5 on order; frame
+# average within pairs 43.4-50.7. The test runs seed 0; the bounds sit well inside the measured spread.
+WITHIN_PAIR_MARGIN = 15.0
+ORDER_SCALE_MARGIN = 25.0
+FRAME_AVERAGE_WITHIN_PAIR = (38.0, 62.0)
 
 
 @pytest.mark.slow
@@ -187,7 +190,8 @@ def test_reduced_demo_runs_end_to_end_and_omniclip_tells_twins_apart(tmp_path: P
     assert m_oc["within pair"] >= m_fa["within pair"] + WITHIN_PAIR_MARGIN, (m_oc, m_fa)
     for group in ("order", "scale"):
         assert m_oc[group] >= m_fa[group] + ORDER_SCALE_MARGIN, (group, m_oc, m_fa)
-    assert abs(m_fa["within pair"] - 50.0) <= 15.0, "frame averaging sees a clip and its reversal alike"
+    low, high = FRAME_AVERAGE_WITHIN_PAIR
+    assert low <= m_fa["within pair"] <= high, "frame averaging sees a clip and its reversal alike"
 
 
 def test_smooth_is_a_trailing_mean() -> None:
@@ -195,3 +199,42 @@ def test_smooth_is_a_trailing_mean() -> None:
 
     assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     assert smooth([2.0, 4.0], 1) == [2.0, 4.0]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "<!-- demo-real-commands"
+
+
+def _documented_commands(path: Path) -> list[list[str]]:
+    import shlex
+
+    text = path.read_text()
+    assert MARKER in text, f"{path.name} lost its block of real-data commands"
+    block = text.split(MARKER, 1)[1].split("```", 2)[1]
+    return [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("omniclip ")]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/demo.md"])
+def test_documented_real_data_commands_parse_and_mirror_the_demo(doc: str, monkeypatch) -> None:
+    from omniclip.config import load_config
+
+    monkeypatch.setenv("OMNICLIP_DATA", "/datasets")
+    commands = _documented_commands(ROOT / doc)
+    assert [c[0] for c in commands] == ["eval", "train", "train", "train", "train", "predict"]
+    parser = cli.build_parser()
+    configs = []
+    for argv in commands:
+        args = parser.parse_args(argv)
+        if argv[0] in ("train", "eval"):
+            configs.append(load_config(ROOT / args.config, [*args.set, *args.overrides]))
+    zero, few_fa, few_oc, sup_fa, sup_oc = configs
+    assert zero.model.variant == "frame_average" and zero.clip.source == "ViT-B/16"
+    for cfg, variant, protocol in [
+        (few_fa, "frame_average", "few_shot"),
+        (few_oc, "omniclip", "few_shot"),
+        (sup_fa, "frame_average", "supervised"),
+        (sup_oc, "omniclip", "supervised"),
+    ]:
+        assert (cfg.model.variant, cfg.protocol.name, cfg.model.text_context) == (variant, protocol, 8)
+        assert cfg.data.flip is False and cfg.data.root == "/datasets/ssv2"
+    assert few_fa.protocol.shots == few_oc.protocol.shots == BUDGETS["quick"].shots
