@@ -12,7 +12,7 @@ import pytest
 from omniclip import cli
 from omniclip.config import RunConfig, config_from_dict, config_to_dict
 from omniclip.demo.benchmark import CLASSES, GROUPS, TWINS, BenchmarkSpec, ensure_benchmark, num_videos
-from omniclip.demo.recipes import BUDGETS, RUNS, epochs_for, planned_steps, run_config, training_videos
+from omniclip.demo.recipes import BUDGETS, RUNS, epochs_for, run_config, training_videos
 from omniclip.demo.report import RunResult, format_table, group_metrics, read_confusion, read_curve
 
 SMALL = BenchmarkSpec(classes=("moving left", "moving right"), train=1, val=1, test=1, num_frames=4, size=32)
@@ -121,7 +121,7 @@ def test_steps_round_to_whole_epochs() -> None:
     assert epochs_for(b, "supervised", 3 * per_epoch + 1) == 3
     run = next(r for r in RUNS if r.name == "supervised/omniclip")
     cfg = run_config(b, run, data_root="d", clip="c", seed=0, steps=5 * per_epoch)
-    assert cfg.train.epochs == 5 and planned_steps(cfg, b, "supervised") == 5 * per_epoch
+    assert cfg.train.epochs == 5 and cfg.train.batch_size == b.batch_size and cfg.train.warmup_epochs == 0.5
     assert training_videos(b, "few_shot") == b.shots * len(CLASSES) and training_videos(b, "zero_shot") == 0
 
 

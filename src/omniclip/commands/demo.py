@@ -56,17 +56,23 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    if not args.verbose:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
     options = DemoOptions(out=args.out, budget=args.budget, steps=args.steps, seed=args.seed, clip=args.clip)
-    result = run_demo(options, say=lambda line: print(line, flush=True))
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    try:
+        if not args.verbose:
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
+        result = run_demo(options, say=lambda line: print(line, flush=True))
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     print()
     print(result.table)
     print()
     print("pair: prediction in the right twin pair (left/right, up/down, growing/shrinking, appearing/disappearing);")
     print("within pair: of those, the right member; frame averaging cannot tell twins apart (50% = coin toss).")
-    print(f"total {result.seconds:.0f} s with {torch.get_num_threads()} threads")
+    threads = torch.get_num_threads()
+    print(f"total {result.seconds:.0f} s with {threads} torch thread{'s' if threads > 1 else ''}")
     if not args.no_predict:
         _predict(result.files["predict_video"], result.out)
     print("\noutputs:")

@@ -10,7 +10,6 @@ rows is exactly what the temporal modules add (docs/demo.md says how the recipe 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -119,10 +118,3 @@ def run_overrides(
 def run_config(budget: Budget, run: RunSpec, **kwargs: Any) -> RunConfig:
     """``run_overrides`` validated into a ``RunConfig``."""
     return config_from_dict(run_overrides(budget, run, **kwargs), source=f"demo run {run.name}")
-
-
-def planned_steps(cfg: RunConfig, budget: Budget, protocol: Protocol) -> int:
-    """Optimizer steps a training run will take."""
-    if protocol == "zero_shot":
-        return 0
-    return cfg.train.epochs * max(1, math.floor(training_videos(budget, protocol) / budget.batch_size))

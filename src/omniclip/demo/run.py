@@ -67,9 +67,6 @@ class DemoResult:
     files: dict[str, Path] = field(default_factory=dict)  # results.json, results.md, demo.png, data
     seconds: float = 0.0
 
-    def run(self, name: str) -> RunResult:
-        return next(r for r in self.runs if r.name == name)
-
 
 class _Fit:
     """The ``fit`` callable of ``run_protocol``: the engine's training loop, keeping its ``TrainResult``."""
@@ -119,6 +116,23 @@ def execute_run(run: RunSpec, cfg: RunConfig, run_dir: Path, dist: DistInfo) -> 
     return run_dir / "eval" / "test" / "confusion.csv", fit.result.step
 
 
+def measure_run(run: RunSpec, cfg: RunConfig, run_dir: Path, budget: Budget, dist: DistInfo) -> RunResult:
+    """``execute_run`` timed, with the group accuracies of its test confusion matrix and its loss curve."""
+    tick = time.perf_counter()
+    confusion_csv, steps = execute_run(run, cfg, run_dir, dist)
+    names, confusion = read_confusion(confusion_csv)
+    return RunResult(
+        name=run.name,
+        label=run.label,
+        protocol=run.protocol,
+        videos=training_videos(budget, run.protocol),
+        steps=steps,
+        seconds=time.perf_counter() - tick,
+        metrics=group_metrics(names, confusion),
+        curve=read_curve(run_dir / "metrics.jsonl") if steps else [],
+    )
+
+
 def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> DemoResult:
     """Run the whole demo into ``options.out``; ``say`` receives one line per stage.
 
@@ -140,19 +154,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
             budget, run, data_root=str(bench.root), clip=options.clip, seed=options.seed, steps=options.steps
         )
         say(f"[{i}/{len(RUNS) + 2}] {run.protocol.replace('_', '-')}: {run.label} -> {out / run.name}")
-        tick = time.perf_counter()
-        confusion_csv, steps = execute_run(run, cfg, out / run.name, dist)
-        names, confusion = read_confusion(confusion_csv)
-        row = RunResult(
-            name=run.name,
-            label=run.label,
-            protocol=run.protocol,
-            videos=training_videos(budget, run.protocol),
-            steps=steps,
-            seconds=time.perf_counter() - tick,
-            metrics=group_metrics(names, confusion),
-            curve=read_curve(out / run.name / "metrics.jsonl") if steps else [],
-        )
+        row = measure_run(run, cfg, out / run.name, budget, dist)
         result.runs.append(row)
         m = row.metrics
         say(
