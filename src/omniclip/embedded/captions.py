@@ -74,9 +74,11 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
     ("cross", "yellow"),
     ("diamond", "pink"),
 )
-# A diamond is the renderer's square turned by 45 degrees: both stay near upright so that the words differ.
-UPRIGHT: tuple[str, ...] = ("square", "diamond")
-UPRIGHT_TILT = 15.0  # degrees of random rotation for UPRIGHT shapes; the others turn freely
+# Shapes drawn near upright (tilted by at most UPRIGHT_TILT degrees); the others turn freely. A diamond is the
+# renderer's square turned by 45 degrees, so those two must stay upright for the words to differ; keeping every shape
+# upright is what lets the tiny ViT learn shape words in the step budget (free rotation left them at chance).
+UPRIGHT: tuple[str, ...] = SHAPES
+UPRIGHT_TILT = 15.0
 MAX_SHADE = 50  # background grey level drawn uniformly in 0..MAX_SHADE, as the videos do
 EMPTY_PROB = 0.03  # scenes with no object, captioned as empty (the videos' appearing/disappearing frames)
 EMPTY_PHRASES = ("an empty dark background", "nothing")

@@ -70,7 +70,7 @@ class PretrainConfig:
     # so features equal those at the full 77 tokens
     two_objects: float = 0.2  # probability of a two-object scene
     sincos_init: bool = True  # start the image positional embedding from a 2D sin-cos table (position from step 0)
-    spatial_steps: int = 400  # first steps with captions naming only shape and position (curriculum), then all words
+    spatial_steps: int = 0  # first steps with captions naming only shape and position (curriculum), then all words
     group: int = 4  # consecutive scenes differing in one attribute: hard in-batch negatives for every word
     seed: int = 0  # model initialisation and data stream
     threads: int = 1  # torch threads; fixed so reductions run in the same order every time
