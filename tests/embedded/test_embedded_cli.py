@@ -10,6 +10,7 @@ import torch
 
 from omniclip.cli import main
 from omniclip.clip import load_clip
+from omniclip.embedded.pretrain import compare_with_shipped
 
 ARGS = ["--steps", "2", "--batch-size", "8", "--eval-images", "16"]
 
@@ -46,3 +47,17 @@ def test_embedded_cli_explains_mistakes(tmp_path: Path, capsys: pytest.CaptureFi
     assert "must end in .safetensors" in capsys.readouterr().err
     assert main(["pretrain-tiny", "--eval", "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_embedded_cli_says_whether_it_reproduced_the_shipped_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["pretrain-tiny", "--out", str(out), *ARGS]) == 0
+    assert "another recipe than the shipped omniclip-tiny" in capsys.readouterr().out
+    record = json.loads(out.with_suffix(".json").read_text())
+    shipped = {**record, "torch_version": "0.0", "machine": "elsewhere"}
+    assert "reproduced bit for bit" in compare_with_shipped(record, shipped)
+    differs = compare_with_shipped(record, {**shipped, "sha256": "0" * 64})
+    assert "differs from the shipped" in differs and "elsewhere" in differs
+    assert "no shipped" in compare_with_shipped(record, None)

@@ -2,13 +2,13 @@
 
 Examples::
 
-    omniclip pretrain-tiny --out src/omniclip/assets/omniclip-tiny.safetensors   # the shipped file, bit for bit
-    omniclip pretrain-tiny --out /tmp/t.safetensors --steps 50 --seed 1           # a quick variant
+    omniclip pretrain-tiny --out /tmp/omniclip-tiny.safetensors    # the shipped recipe; says if the bytes are the same
+    omniclip pretrain-tiny --out /tmp/t.safetensors --steps 50 --seed 1     # a quick variant
+    omniclip pretrain-tiny --eval                                           # zero-shot accuracy of omniclip-tiny
+    omniclip pretrain-tiny --eval --weights /tmp/t.safetensors --eval-seed 7
 
 An interrupted run leaves ``<out stem>.state.pt`` beside ``--out``; the same command resumes it and writes the same
 bytes as an uninterrupted run.
-    omniclip pretrain-tiny --eval                                                 # zero-shot accuracy of omniclip-tiny
-    omniclip pretrain-tiny --eval --weights /tmp/t.safetensors --eval-seed 7
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from omniclip.embedded import EMBEDDED_CLIP
+from omniclip.embedded import EMBEDDED_CLIP, record_path
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from omniclip.embedded.pretrain import (
         PretrainConfig,
         chance_levels,
+        compare_with_shipped,
         deterministic,
         pretrain,
         save_embedded,
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("pass --out PATH to pretrain (e.g. --out omniclip-tiny.safetensors) or --eval to evaluate")
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out {args.out} must end in .safetensors (the record is written beside it as .json)")
+    shipped_file = record_path()
+    shipped = json.loads(shipped_file.read_text()) if shipped_file.is_file() else None  # read before --out replaces it
     cfg = dataclasses.replace(
         PretrainConfig(), steps=args.steps, seed=args.seed, batch_size=args.batch_size, threads=args.threads
     )
@@ -94,4 +97,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({record['file_bytes'] / 1e6:.1f} MB, sha256 {record['sha256'][:16]}) and {record_file}")
     print(json.dumps({"wall_time_s": record["wall_time_s"], "final_loss": record["final_loss"]}))
     _print_accuracy(record["zero_shot"]["accuracy"], record["zero_shot"]["chance"])
+    print(compare_with_shipped(record, shipped))
     return 0

@@ -314,6 +314,24 @@ def canonicalise_header(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def compare_with_shipped(record: dict, shipped: dict | None) -> str:
+    """One line saying whether a freshly written model reproduces the shipped one (``shipped`` is its record).
+
+    Equal bytes need the same recipe; with the same recipe, different bytes mean another torch build or CPU kind.
+    """
+    if shipped is None:
+        return f"no shipped {EMBEDDED_CLIP} record to compare with"
+    if json.loads(json.dumps(record["pretrain"])) != shipped.get("pretrain"):
+        return f"another recipe than the shipped {EMBEDDED_CLIP}: not comparable byte for byte"
+    if record["sha256"] == shipped.get("sha256"):
+        return f"identical to the shipped {EMBEDDED_CLIP} (sha256 {record['sha256'][:16]}): reproduced bit for bit"
+    return (
+        f"differs from the shipped {EMBEDDED_CLIP} (sha256 {str(shipped.get('sha256'))[:16]}, made with torch "
+        f"{shipped.get('torch_version')} on {shipped.get('machine')}; this run: torch {record['torch_version']} on "
+        f"{record['machine']}): float results depend on the torch build and CPU kind"
+    )
+
+
 def save_embedded(
     model: CLIP,
     path: str | Path,
