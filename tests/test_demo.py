@@ -158,11 +158,12 @@ def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
 
 
 # Supervised rows of `omniclip demo --budget test` (one thread), seeds 0-3, 2-core CPU, 2026-11-26 (docs/demo.md):
-# OmniCLIP minus frame average was 29.3-38.5 points within pairs, 62.5-84.4 on scale, 43.8-62.5 on order; frame
-# average within pairs 43.4-50.7. The test runs seed 0; the bounds sit well inside the measured spread.
-WITHIN_PAIR_MARGIN = 15.0
-ORDER_SCALE_MARGIN = 25.0
-FRAME_AVERAGE_WITHIN_PAIR = (38.0, 62.0)
+# OmniCLIP minus frame average was 37.0-45.2 points within pairs, 62.5-84.4 on scale, 43.8-56.2 on order and
+# 43.8-70.4 on direction; frame average within pairs 54.4-63.0 (a coin toss over ~70 videos: 50 +- 6 per sigma).
+# The test runs seed 0; the bounds sit well inside the measured spread.
+WITHIN_PAIR_MARGIN = 25.0
+GROUP_MARGIN = {"order": 30.0, "scale": 30.0, "direction": 25.0}
+FRAME_AVERAGE_WITHIN_PAIR = (35.0, 70.0)
 
 
 @pytest.mark.slow
@@ -188,8 +189,8 @@ def test_reduced_demo_runs_end_to_end_and_omniclip_tells_twins_apart(tmp_path: P
     assert zero["steps"] == 0 and fa["steps"] == oc["steps"] > 0
     m_fa, m_oc = fa["metrics"], oc["metrics"]
     assert m_oc["within pair"] >= m_fa["within pair"] + WITHIN_PAIR_MARGIN, (m_oc, m_fa)
-    for group in ("order", "scale"):
-        assert m_oc[group] >= m_fa[group] + ORDER_SCALE_MARGIN, (group, m_oc, m_fa)
+    for group, margin in GROUP_MARGIN.items():
+        assert m_oc[group] >= m_fa[group] + margin, (group, m_oc, m_fa)
     low, high = FRAME_AVERAGE_WITHIN_PAIR
     assert low <= m_fa["within pair"] <= high, "frame averaging sees a clip and its reversal alike"
 

@@ -37,7 +37,7 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     # The reduced mode of the tests: a minute or two on one core.
-    "test": Budget("test", few_shot_steps=16, supervised_steps=192),
+    "test": Budget("test", few_shot_steps=16, supervised_steps=384),
     # `make demo`: at most five minutes on two CPU cores, data generation included.
     "quick": Budget("quick"),
     # Longer runs on more data for better numbers.
