@@ -36,7 +36,7 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # The reduced mode of the tests: a minute or two on one core.
+    # The reduced mode of the tests: the default supervised runs with short few-shot runs, about 3 min on one core.
     "test": Budget("test", few_shot_steps=16, supervised_steps=384),
     # `make demo`: at most five minutes on two CPU cores, data generation included.
     "quick": Budget("quick"),
