@@ -78,15 +78,46 @@ def test_export_errors(tmp_path: Path) -> None:
         load_export(tmp_path / "nothing")
 
 
-def test_onnx_without_onnx_says_how_to_install(tmp_path: Path) -> None:
+def test_onnx_without_onnx_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxscript"):
-        pytest.skip("onnx is installed here")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
     classifier = classifier_from_clip(build_clip("tiny").eval(), num_frames=T)
     with pytest.raises(ValueError, match="pip install onnx"):
         export_model(classifier, tmp_path, classes=CLASSES, fmt="onnx")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["weights-inside", "external-weights"])
+def test_onnx_encoder_equals_eager_in_onnxruntime(
+    classifier: VideoClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    import omniclip.export as export
+
+    if not inline:  # as an image tower over ONNX_INLINE_BYTES is written
+        monkeypatch.setattr(export, "ONNX_INLINE_BYTES", 0)
+    (tmp_path / "video_encoder.onnx.data").write_bytes(b"stale")  # an earlier export's weights must not survive
+    paths = export_model(classifier, tmp_path, classes=CLASSES, fmt="onnx")
+    files = {p.name for p in tmp_path.iterdir()}
+    weights = {"video_encoder.onnx.data"} if not inline else set()
+    assert files == {p.name for p in paths.values()} | weights  # no temporary files, no stale weights
+    moved = tmp_path / "moved"  # the graph finds its weights by a relative name: the folder can move
+    moved.mkdir()
+    for name in files:
+        (tmp_path / name).rename(moved / name)
+    for batch in (1, 3):  # the batch dimension is dynamic
+        video = torch.randn(batch, T, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            want = F.normalize(classifier.model.encode_video(video), dim=-1)
+        got = torch.from_numpy(export.run_onnx(moved / "video_encoder.onnx", video.numpy()))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    meta = json.loads((moved / "export.json").read_text())
+    assert meta["format"] == "onnx" and meta["encoder"] == "video_encoder.onnx"
+    with pytest.raises(ValueError, match="onnxruntime"):
+        load_export(moved)
 
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

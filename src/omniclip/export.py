@@ -4,7 +4,8 @@ The encoder and the class embeddings are exported separately (USERS.md: "export 
 class-text embeddings separately"), so new class lists need no new encoder export. An export directory holds::
 
     video_encoder.pt2                torch.export program: CLIP-normalised float video (B, T, 3, S, S) -> (B, E),
-                                     L2-normalised (``video_encoder.onnx`` with --format onnx)
+                                     L2-normalised (``video_encoder.onnx`` with --format onnx; its weights in
+                                     ``video_encoder.onnx.data`` beside it for image towers over 1 GB)
     class_embeddings.safetensors     "class_embeddings": (C, E) float32, L2-normalised, rows in class order
     class_names.json                 the C class names
     export.json                      frames T, crop size S, mean/std, logit scale, shapes, formats
@@ -41,6 +42,7 @@ NAMES_FILE = "class_names.json"
 META_FILE = "export.json"
 MAX_BATCH = 1024  # upper bound of the exported dynamic batch dimension
 VERIFY_TOLERANCE = 1e-4  # largest |exported - eager| embedding difference accepted at export time
+ONNX_INLINE_BYTES = 1 << 30  # weights up to this size stay inside video_encoder.onnx (protobuf's limit is 2 GB)
 
 
 class VideoEncoder(nn.Module):
@@ -103,8 +105,11 @@ def export_model(
     }
     encoder = VideoEncoder(classifier.model).eval()
     example = example_input(classifier, batch=2)
-    with _atomic(paths["encoder"]) as tmp:
-        _export_encoder(encoder, example, tmp, fmt)
+    if fmt == "onnx":
+        _export_onnx(encoder, example, out)
+    else:
+        with _atomic(paths["encoder"]) as tmp:
+            _export_program(encoder, example, tmp)
     embeddings = classifier.class_embeddings(names, templates).detach().float().cpu().contiguous()
     with _atomic(paths["embeddings"]) as tmp:
         save_file({"class_embeddings": embeddings}, str(tmp), metadata={"class_names": json.dumps(names)})
@@ -168,23 +173,45 @@ def export_meta(
     }
 
 
-def _export_encoder(encoder: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
-    """Export after one eager forward, then check the program against it (torch-export).
+def _eager_then(encoder: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """One eager forward before any export.
 
-    The eager forward comes first on purpose: ``torch.export`` runs the model's Python on fake tensors, and a
-    module-level cache filled during that run (e.g. SPG's region-pooling matrices) would keep a fake tensor and
-    break every later eager call of the model in this process. Filled eagerly, it holds a real constant.
+    ``torch.export`` (also under ``torch.onnx.export``) runs the model's Python on fake tensors, and a module-level
+    cache filled during that run (e.g. SPG's region-pooling matrices) would keep a fake tensor and break every later
+    eager call of the model in this process. Filled eagerly first, it holds a real constant.
     """
+    with torch.no_grad():
+        return encoder(example)
+
+
+def _export_program(encoder: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """``torch.export`` with a dynamic batch, checked against the eager model before it is saved."""
+    eager = _eager_then(encoder, example)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
-        eager = encoder(example)
-        if fmt == "torch-export":
-            program = torch.export.export(encoder, (example,), dynamic_shapes={"video": {0: batch}})
-            err = (program.module()(example) - eager).abs().max().item()
-            if not err <= VERIFY_TOLERANCE:
-                raise RuntimeError(f"the exported encoder differs from the eager model by {err:.2e}; not saved")
-            torch.export.save(program, str(path))
-        else:
+        program = torch.export.export(encoder, (example,), dynamic_shapes={"video": {0: batch}})
+        err = (program.module()(example) - eager).abs().max().item()
+    if not err <= VERIFY_TOLERANCE:
+        raise RuntimeError(f"the exported encoder differs from the eager model by {err:.2e}; not saved")
+    torch.export.save(program, str(path))
+
+
+def _export_onnx(encoder: nn.Module, example: torch.Tensor, out: Path) -> None:
+    """Write ``video_encoder.onnx`` into ``out``: built in a temporary folder, checked, then moved into place.
+
+    ONNX files name their external weight file, so the graph is written under its final name (in the temporary
+    folder) rather than renamed afterwards. Weights stay inside the file up to ``ONNX_INLINE_BYTES`` (protobuf
+    caps a file at 2 GB); larger image towers get ``video_encoder.onnx.data`` beside it, moved in before the graph.
+    The file is checked with ``onnx.checker`` and, when onnxruntime is installed, against the eager model.
+    """
+    import onnx
+
+    eager = _eager_then(encoder, example)
+    weight_bytes = sum(p.numel() * p.element_size() for p in encoder.parameters())
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".onnx-") as tmp:
+        path = Path(tmp) / ENCODER_FILES["onnx"]
+        with torch.no_grad():
             torch.onnx.export(
                 encoder,
                 (example,),
@@ -193,7 +220,31 @@ def _export_encoder(encoder: nn.Module, example: torch.Tensor, path: Path, fmt: 
                 output_names=["embedding"],
                 dynamic_shapes={"video": {0: batch}},
                 dynamo=True,
+                external_data=weight_bytes > ONNX_INLINE_BYTES,
+                verbose=False,
             )
+        onnx.checker.check_model(str(path), full_check=True)
+        if importlib.util.find_spec("onnxruntime") is None:
+            log.warning("onnxruntime is not installed: %s was not checked against the eager model", path.name)
+        else:
+            err = float(abs(run_onnx(path, example.cpu().numpy()) - eager.cpu().numpy()).max())
+            if not err <= VERIFY_TOLERANCE:
+                raise RuntimeError(f"the ONNX encoder differs from the eager model by {err:.2e}; not saved")
+            log.info("ONNX encoder checked with onnxruntime: max difference %.1e", err)
+        parts = sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx")  # weights first, graph last
+        stale = out / f"{ENCODER_FILES['onnx']}.data"
+        if stale.exists() and stale.name not in {f.name for f in parts}:
+            stale.unlink()  # an earlier export's external weights; this graph holds its own
+        for part in parts:
+            os.replace(part, out / part.name)
+
+
+def run_onnx(path: str | Path, video: Any) -> Any:
+    """Run an exported ``video_encoder.onnx`` on a float32 numpy video ``(B, T, 3, S, S)`` with onnxruntime (CPU)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["embedding"], {"video": video})[0]
 
 
 def _require_onnx() -> None:
@@ -201,7 +252,8 @@ def _require_onnx() -> None:
     if missing:
         raise ValueError(
             f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed: "
-            "run `pip install onnx onnxscript`, or use the default --format torch-export"
+            "run `pip install onnx onnxscript onnxruntime` (onnxruntime checks and runs the file), "
+            "or use the default --format torch-export"
         )
 
 
