@@ -89,7 +89,9 @@ class ProtocolConfig:
     seeds: tuple[int, ...] = (0,)  # one training run per seed (base_to_novel uses 3), splits drawn with it
     class_subset: int = 0  # zero_shot: evaluate on random subsets of this many classes (0 = all classes)
     num_subsets: int = 3  # zero_shot: how many class subsets to draw when class_subset > 0
+    subset_class_files: tuple[str, ...] = ()  # zero_shot: class files naming each subset (instead of random draws)
     base_classes: int = 0  # base_to_novel: number of base classes (0 = the first half, rounded up)
+    base_class_file: str = ""  # base_to_novel: class file naming the base classes (instead of the first ids)
 
 
 @dataclass(frozen=True)

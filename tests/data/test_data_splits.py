@@ -80,3 +80,40 @@ def test_data_split_files_written_and_readable(tmp_path: Path) -> None:
     novel = read_annotations(b2n["test_novel"])
     assert sorted({r.label for r in novel}) == [0, 1] and all(r.path.parts[0] in ("c3", "c4") for r in novel)
     assert len(read_annotations(b2n["test_base"])) == 9
+    named = out / "base.txt"
+    named.write_text("class 4\nCLASS_1\n")
+    b2n = splits.write_base_novel_splits(train, test, classes, out / "named", shots=2, seeds=[0], base_file=named)
+    assert read_class_names(b2n["base_classes"]) == ["class 4", "class 1"]
+    assert read_class_names(b2n["novel_classes"]) == ["class 0", "class 2", "class 3"]
+    assert {(r.label, r.path.parts[0]) for r in read_annotations(b2n["train_seed0"])} == {(0, "c4"), (1, "c1")}
+
+
+HMDB_LIKE = ["brush_hair", "cartwheel", "catch", "pour", "pullup", "ride_bike"]  # a dataset's class file, by id
+
+
+def test_data_published_base_classes_are_matched_by_name(tmp_path: Path) -> None:
+    """ViFi-CLIP's HMDB base half is the second half of the ids, spelled with spaces: matched by name, not id."""
+    base_file = tmp_path / "hmdb_51_base_labels.csv"
+    base_file.write_text("id,name\n0,pour\n1,pullup\n2,ride bike\n")
+    base, novel = splits.base_novel_from_file(base_file, HMDB_LIKE)
+    assert (base, novel) == ([3, 4, 5], [0, 1, 2])
+    assert splits.base_novel_classes(len(HMDB_LIKE)) == ([0, 1, 2], [3, 4, 5])  # the by-id default differs
+    ssv2 = ["Pushing [something] from left to right", "Moving [something] up"]
+    names = tmp_path / "names.txt"
+    names.write_text("moving something up\nPUSHING SOMETHING  from left to right\n")  # one name per line
+    assert splits.classes_named_in(names, ssv2) == [1, 0]  # the file's order
+
+
+def test_data_class_files_that_do_not_fit_the_dataset_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "base.csv"
+    bad.write_text("id,name\n0,pour\n1,ride bikes\n")
+    with pytest.raises(ValueError, match=r"base.csv: class 1 'ride bikes' is not one of the 6 .*closest: 'ride_bike'"):
+        splits.classes_named_in(bad, HMDB_LIKE)
+    bad.write_text("id,name\n0,pour\n1,Pour\n")
+    with pytest.raises(ValueError, match="class 1 'Pour' is named twice"):
+        splits.classes_named_in(bad, HMDB_LIKE)
+    bad.write_text("\n".join(HMDB_LIKE) + "\n")
+    with pytest.raises(ValueError, match="no novel classes"):
+        splits.base_novel_from_file(bad, HMDB_LIKE)
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        splits.classes_named_in(tmp_path / "missing.csv", HMDB_LIKE)

@@ -49,8 +49,10 @@ def test_protocol_configs_follow_the_protocols() -> None:
     assert (sup.data.num_frames, sup.eval.clips, sup.eval.crops, sup.clip.source) == (16, 4, 3, "ViT-B/16")
     k600 = load_config(CONFIGS / "zero_shot" / "k600_vitb16.yaml")
     assert (k600.protocol.class_subset, k600.protocol.num_subsets) == (160, 3)
+    assert k600.protocol.subset_class_files == tuple(f"ZS_split{k}_K600.csv" for k in (1, 2, 3))  # the published ones
     b2n = load_config(CONFIGS / "base_to_novel" / "ssv2_vitb16.yaml")
     assert (b2n.protocol.seeds, b2n.protocol.shots, b2n.data.flip) == ((0, 1, 2), 16, False)
+    assert b2n.protocol.base_class_file == "ssv2_174_base_labels.csv"  # ViFi-CLIP's halves, not the first ids
 
 
 def test_overrides_come_last_and_are_typed(monkeypatch) -> None:

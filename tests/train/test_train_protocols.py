@@ -128,3 +128,38 @@ def test_base_to_novel_trains_on_base_and_reports_the_harmonic_mean(smoke_args, 
     first = read_annotations(out / "seed_0" / "splits" / "train_2shot_seed0.txt")
     second = read_annotations(out / "seed_1" / "splits" / "train_2shot_seed1.txt")
     assert [r.path for r in first] != [r.path for r in second]  # seeds draw different shots
+
+
+def _class_column(report_dir) -> list[str]:
+    """The class names of an evaluation report's ``per_class.csv``, in label order."""
+    return [line.split(",")[1] for line in (report_dir / "per_class.csv").read_text().splitlines()[1:]]
+
+
+def test_published_class_files_choose_subsets_and_base_classes(smoke_args, tmp_path, capsys) -> None:
+    """Class files (as ViFi-CLIP publishes them) name K600-style subsets and the base half, in any spelling."""
+    sub_a, sub_b = tmp_path / "ZS_splitA.csv", tmp_path / "ZS_splitB.txt"
+    sub_a.write_text("id,name\n0,shrinking\n1,moving left\n")
+    sub_b.write_text("growing\nMoving_Right\nshrinking\n")
+    args = [*smoke_args, "protocol.name=zero_shot", "data.test_lists=[test1.txt]"]
+    res = _run(
+        ["eval", "--output", str(tmp_path / "zs"), *args, f"protocol.subset_class_files=[{sub_a},{sub_b}]"], capsys
+    )
+    assert set(res["splits"]) == {"test1_ZS_splitA", "test1_ZS_splitB"}
+    _sane(res["splits"]["test1_ZS_splitA"], videos=4)  # 2 classes x 2 test videos
+    _sane(res["splits"]["test1_ZS_splitB"], videos=6)
+    assert _class_column(tmp_path / "zs" / "test1_ZS_splitA") == ["shrinking", "moving left"]
+
+    base = tmp_path / "base.csv"
+    base.write_text("id,name\n0,growing\n1,shrinking\n")
+    args = [*smoke_args, "protocol.name=base_to_novel", "data.test_lists=[test1.txt]"]
+    res = _run(["eval", "--output", str(tmp_path / "b2n"), *args, f"protocol.base_class_file={base}"], capsys)
+    _sane(res["base"]["splits"]["test1_base"], videos=4)
+    assert _class_column(tmp_path / "b2n" / "test1_base") == ["growing", "shrinking"]
+    assert _class_column(tmp_path / "b2n" / "test1_novel") == ["moving left", "moving right"]
+
+    assert (
+        cli.main(["eval", "--output", str(tmp_path / "x"), *args, "protocol.base_class_file=hmdb_51_base_labels.csv"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "protocol.base_class_file" in err and "hmdb_51_base_labels.csv" in err and "ViFi-CLIP" in err

@@ -105,8 +105,9 @@ def cmd_splits(args: argparse.Namespace) -> int:
         files = [p for pair in pairs for p in pair]
     else:
         written = splits.write_base_novel_splits(
-            args.train, args.test, args.classes, args.out, shots=args.shots[0], seeds=args.seeds, root=args.root
-        )
+            args.train, args.test, args.classes, args.out, shots=args.shots[0], seeds=args.seeds, root=args.root,
+            base_file=args.base_file,
+        )  # fmt: skip
         files = list(written.values())
     for path in files:
         print(path)
@@ -127,10 +128,14 @@ def _register_splits(sub: argparse._SubParsersAction) -> None:
     zero.add_argument("--num-splits", type=int, default=3)
     zero.add_argument("--seed", type=int, default=0)
     zero.add_argument("--only", type=Path, default=None, help="draw only from these class names (one per line)")
-    b2n = kinds.add_parser("base-novel", help="first half of the classes = base (K shots), the rest = novel")
+    b2n = kinds.add_parser("base-novel", help="base classes (K shots) and novel classes: named by a file, or halves")
     b2n.add_argument("--train", type=Path, required=True)
     b2n.add_argument("--test", type=Path, required=True)
     b2n.add_argument("--classes", type=Path, required=True)
+    b2n.add_argument(
+        "--base-file", type=Path, default=None,
+        help="class file naming the base classes (ViFi-CLIP's published halves); default: the first half of the ids",
+    )  # fmt: skip
     b2n.add_argument("--shots", type=int, nargs=1, default=[16])
     for q in (few, zero, b2n):
         q.add_argument("--root", type=Path, default=None, help="dataset root; written paths stay relative to it")

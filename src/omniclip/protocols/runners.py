@@ -67,13 +67,21 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def eval_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[EvalSet]:
-    """One ``EvalSet`` per ``data.test_lists`` entry, or per class subset when ``protocol.class_subset`` > 0."""
+    """One ``EvalSet`` per ``data.test_lists`` entry, or per class subset (``protocol.subset_class_files`` or
+    ``protocol.class_subset`` > 0)."""
     names = class_names or read_class_names(cfg.data.path(cfg.data.class_names))
     sets = []
     for list_name in cfg.data.test_lists:
         records = read_annotations(cfg.data.path(list_name), root=cfg.data.root, fmt=cfg.data.list_format)
         stem = Path(list_name).stem
         p = cfg.protocol
+        if p.subset_class_files:
+            for file in p.subset_class_files:
+                chosen = splits.classes_named_in(cfg.data.path(file), names)
+                sets.append(
+                    EvalSet(f"{stem}_{Path(file).stem}", splits.relabel(records, chosen), [names[c] for c in chosen])
+                )
+            continue
         if p.class_subset <= 0:
             sets.append(EvalSet(stem, records, names))
             continue
@@ -81,6 +89,14 @@ def eval_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[Eval
         for k, chosen in enumerate(splits.zero_shot_subsets(present, p.class_subset, num_splits=p.num_subsets)):
             sets.append(EvalSet(f"{stem}_subset{k}", splits.relabel(records, chosen), [names[c] for c in chosen]))
     return sets
+
+
+def base_novel_split(cfg: RunConfig, class_names: list[str]) -> tuple[list[int], list[int]]:
+    """Base and novel class ids: named by ``protocol.base_class_file``, else the first ``base_classes`` ids."""
+    p = cfg.protocol
+    if p.base_class_file:
+        return splits.base_novel_from_file(cfg.data.path(p.base_class_file), class_names)
+    return splits.base_novel_classes(len(class_names), p.base_classes)
 
 
 @torch.no_grad()
@@ -198,7 +214,7 @@ def run_base_to_novel(
 ) -> dict[str, Any]:
     """Per seed: train on K shots of the base classes, evaluate base and novel classes; report the harmonic mean."""
     names = read_class_names(cfg.data.path(cfg.data.class_names))
-    base, novel = splits.base_novel_classes(len(names), cfg.protocol.base_classes)
+    base, novel = base_novel_split(cfg, names)
     seeds, per_seed = cfg.protocol.seeds, {}
     for seed in seeds:
         stage = _stage_dir(run_dir, seeds, seed)
@@ -276,7 +292,7 @@ def evaluate_protocol(
     model = model.to(device)
     if cfg.protocol.name == "base_to_novel":
         names = read_class_names(cfg.data.path(cfg.data.class_names))
-        base, novel = splits.base_novel_classes(len(names), cfg.protocol.base_classes)
+        base, novel = base_novel_split(cfg, names)
         out = _base_novel_eval(model, cfg, names, base, novel, out_dir, device, amp_dtype)
     else:
         out = evaluate_sets(model, eval_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
@@ -294,9 +310,20 @@ def check_inputs(cfg: RunConfig, *, training: bool) -> None:
     keys = [("data.class_names", cfg.data.class_names)]
     keys += [("data.train_list", cfg.data.train_list)] if training else []
     keys += [(f"data.test_lists[{i}]", name) for i, name in enumerate(cfg.data.test_lists)]
+    p = cfg.protocol
+    keys += [(f"protocol.subset_class_files[{i}]", name) for i, name in enumerate(p.subset_class_files)]
+    keys += [("protocol.base_class_file", p.base_class_file)] if p.name == "base_to_novel" and p.base_class_file else []
     for key, name in keys:
         path = cfg.data.path(name)
         if not path.is_file():
+            setting = f"{key.split('[')[0]}={'[]' if '[' in key else ''}"  # the override that drops the file
+            hint = f"; {PUBLISHED_SPLITS_HINT.format(setting=setting)}" if key.startswith("protocol.") else ""
             raise FileNotFoundError(
-                f"{key}: {path} not found (data.root={cfg.data.root}; set OMNICLIP_DATA or data.root)"
+                f"{key}: {path} not found (data.root={cfg.data.root}; set OMNICLIP_DATA or data.root){hint}"
             )
+
+
+PUBLISHED_SPLITS_HINT = (
+    "the published class splits are the labels/ files of ViFi-CLIP (github.com/muzairkhattak/ViFi-CLIP); "
+    "put the file there, or pass {setting} to draw or split the classes by id instead (docs/protocols.md)"
+)

@@ -5,16 +5,23 @@ Recipes follow PROTOCOLS.md (X-CLIP / ViFi-CLIP / TC-CLIP lineage):
 - few-shot: K videos per class drawn from the training list with a seed (PROTOCOLS.md draws once, from train
   split 1). Within a class, candidates are ordered by path before drawing, so the result depends on the seed and the
   set of videos, not on the list order. A class with fewer than K videos is an error.
-- zero-shot: random class subsets (e.g. K600's 220 classes new w.r.t. K400 -> 3 subsets of 160), subset ``k`` drawn
-  with seed ``seed + k``; the videos of a subset are relabelled 0..C'-1 in class-id order, with their own class file.
-- base-to-novel: base = the first half of the class ids (rounded up: K400 200/200, HMDB 26/25, UCF 51/50, SSv2
-  87/87), novel = the rest; K shots per base class for each of 3 seeds; novel labels become 0..N-1.
+- zero-shot: class subsets (e.g. K600's 220 classes new w.r.t. K400 -> 3 subsets of 160), either named by files
+  (the published ``ZS_split{1,2,3}_K600.csv`` of X-CLIP / ViFi-CLIP) or drawn at random, subset ``k`` with seed
+  ``seed + k``; the videos of a subset are relabelled 0..C'-1, with their own class file.
+- base-to-novel: base classes named by a file (the published ViFi-CLIP halves, e.g. ``hmdb_51_base_labels.csv``),
+  or else the first half of the class ids (rounded up: K400 200/200, HMDB 26/25, UCF 51/50, SSv2 87/87); novel =
+  the rest; K shots per base class for each of 3 seeds; novel labels become 0..N-1.
+
+Files name classes by name, matched to the dataset's class file regardless of case, underscores, brackets and
+spacing ("ride_bike" = "ride bike", "Pushing [something] from left to right" = "pushing something from left to
+right"), so the published lists work with any dataset copy whatever its class ids.
 
 Everything is written as plain ``path label`` lists plus ``id,name`` class files.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -85,6 +92,46 @@ def base_novel_classes(num_classes: int, base: int = 0) -> tuple[list[int], list
     if not 0 < base < num_classes:
         raise ValueError(f"base classes {base} must be between 1 and {num_classes - 1}")
     return list(range(base)), list(range(base, num_classes))
+
+
+def class_key(name: str) -> str:
+    """A class name with case, underscores, square brackets and runs of spaces ignored."""
+    return " ".join(name.replace("_", " ").replace("[", "").replace("]", "").lower().split())
+
+
+def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
+    """Ids (positions in ``class_names``) of the classes a class file names, in that file's order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a name matches no class (with the closest one) or comes twice, naming the file and its entry.
+    """
+    index: dict[str, int] = {}
+    for i, name in enumerate(class_names):
+        index.setdefault(class_key(name), i)
+    ids: list[int] = []
+    for entry, name in enumerate(read_class_names(path)):
+        key = class_key(name)
+        if key not in index:
+            close = difflib.get_close_matches(key, list(index), n=1)
+            hint = f"; closest: {class_names[index[close[0]]]!r}" if close else ""
+            raise ValueError(
+                f"{path}: class {entry} {name!r} is not one of the {len(class_names)} dataset classes{hint}"
+            )
+        if index[key] in ids:
+            raise ValueError(f"{path}: class {entry} {name!r} is named twice")
+        ids.append(index[key])
+    return ids
+
+
+def base_novel_from_file(path: str | Path, class_names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Base = the classes ``path`` names (its order), novel = every other class (id order)."""
+    base = classes_named_in(path, class_names)
+    chosen = set(base)
+    novel = [c for c in range(len(class_names)) if c not in chosen]
+    if not novel:
+        raise ValueError(f"{path} names all {len(class_names)} classes as base: no novel classes are left")
+    return base, novel
 
 
 def relabel(records: Sequence[VideoRecord], classes: Sequence[int]) -> list[VideoRecord]:
@@ -178,11 +225,15 @@ def write_base_novel_splits(
     shots: int = 16,
     seeds: Sequence[int] = (0, 1, 2),
     root: str | Path | None = None,
+    base_file: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write base/novel class files, ``train_base_{K}shot_seed{s}.txt`` per seed, ``test_base.txt`` and
-    ``test_novel.txt`` (novel labels 0..N-1); returns name -> path."""
+    ``test_novel.txt`` (novel labels 0..N-1); returns name -> path.
+
+    Base classes are those ``base_file`` names (e.g. ViFi-CLIP's ``hmdb_51_base_labels.csv``), else the first half.
+    """
     names = read_class_names(class_file)
-    base, novel = base_novel_classes(len(names))
+    base, novel = base_novel_from_file(base_file, names) if base_file else base_novel_classes(len(names))
     out = Path(out_dir)
     files = {
         "base_classes": write_class_file([names[c] for c in base], out / "base_classes.csv"),
