@@ -87,6 +87,7 @@ class ProtocolConfig:
     name: ProtocolName = "supervised"  # how runs are trained and evaluated (docs/protocols.md)
     shots: int = 16  # K training videos per class (few_shot, base_to_novel)
     seeds: tuple[int, ...] = (0,)  # one training run per seed (base_to_novel uses 3), splits drawn with it
+    shot_lists: tuple[str, ...] = ()  # few_shot / base_to_novel: given K-shot training lists, one per seed (no draw)
     class_subset: int = 0  # zero_shot: evaluate on random subsets of this many classes (0 = all classes)
     num_subsets: int = 3  # zero_shot: how many class subsets to draw when class_subset > 0
     subset_class_files: tuple[str, ...] = ()  # zero_shot: class files naming each subset (instead of random draws)

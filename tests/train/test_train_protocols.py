@@ -163,3 +163,29 @@ def test_published_class_files_choose_subsets_and_base_classes(smoke_args, tmp_p
     )
     err = capsys.readouterr().err
     assert "protocol.base_class_file" in err and "hmdb_51_base_labels.csv" in err and "ViFi-CLIP" in err
+
+
+def test_given_shot_lists_replace_the_draw(smoke_args, synthetic, tmp_path, capsys) -> None:
+    """Published K-shot lists (ViFi-CLIP's train1_few_shot_K.txt) train as given, one per seed, checked for K."""
+    by_class: dict[int, list[str]] = {}
+    for line in synthetic.train.read_text().splitlines():
+        by_class.setdefault(int(line.split()[-1]), []).append(line)
+    first, last = tmp_path / "first.txt", tmp_path / "last.txt"
+    first.write_text("".join(f"{ln}\n" for lines in by_class.values() for ln in lines[:2]))
+    last.write_text("".join(f"{ln}\n" for lines in by_class.values() for ln in lines[-2:]))
+    args = [*smoke_args, "protocol.name=few_shot", "protocol.shots=2", "data.test_lists=[test1.txt]", "train.epochs=1"]
+    out = tmp_path / "fs"
+    _run(
+        ["train", "--output", str(out), *args, "protocol.seeds=[0,1]", f"protocol.shot_lists=[{first},{last}]"], capsys
+    )
+    for seed, given in (("0", first), ("1", last)):
+        used = read_annotations(out / f"seed_{seed}" / "splits" / f"train_2shot_seed{seed}.txt", root=synthetic.root)
+        assert [(r.path, r.label) for r in used] == [(r.path, r.label) for r in read_annotations(given, synthetic.root)]
+
+    one_list = [*args, "protocol.seeds=[0,1]", f"protocol.shot_lists=[{first}]"]
+    assert cli.main(["train", "--output", str(tmp_path / "a"), *one_list]) == 2
+    assert "2 seeds" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text(first.read_text().splitlines(keepends=True)[0] + "".join(last.read_text().splitlines(True)[2:]))
+    assert cli.main(["train", "--output", str(tmp_path / "b"), *args, f"protocol.shot_lists=[{short}]"]) == 2
+    assert "short.txt: 1 classes do not have K=2 videos (class 0: 1)" in capsys.readouterr().err

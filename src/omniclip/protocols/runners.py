@@ -189,13 +189,24 @@ def run_few_shot(
 
 
 def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] | None, num_classes: int) -> Path:
-    """Write the K-shot training list for ``seed`` (optionally only ``classes``, relabelled) into ``stage/splits``."""
-    path = stage / "splits" / f"train_{cfg.protocol.shots}shot_seed{seed}.txt"
+    """Write the K-shot training list for ``seed`` into ``stage/splits``.
+
+    Drawn from ``data.train_list`` (only ``classes``, relabelled, when given), or copied from the seed's entry of
+    ``protocol.shot_lists``, whose labels are already in the run's label space (dataset ids for few-shot, positions
+    among the base classes for base-to-novel, as ViFi-CLIP's ``fs_base_s{1,2,3}_train.txt``).
+    """
+    p = cfg.protocol
+    path = stage / "splits" / f"train_{p.shots}shot_seed{seed}.txt"
     if _is_main():
-        records = read_annotations(cfg.data.path(cfg.data.train_list), root=cfg.data.root, fmt=cfg.data.list_format)
-        if classes is not None:
-            records = splits.relabel(records, classes)
-        chosen = splits.few_shot_records(records, cfg.protocol.shots, seed=seed, num_classes=num_classes)
+        if p.shot_lists:
+            given = cfg.data.path(p.shot_lists[list(p.seeds).index(seed)])
+            chosen = read_annotations(given, root=cfg.data.root, fmt=cfg.data.list_format)
+            splits.check_shots(chosen, p.shots, num_classes, source=given)
+        else:
+            records = read_annotations(cfg.data.path(cfg.data.train_list), root=cfg.data.root, fmt=cfg.data.list_format)
+            if classes is not None:
+                records = splits.relabel(records, classes)
+            chosen = splits.few_shot_records(records, p.shots, seed=seed, num_classes=num_classes)
         splits.write_records(chosen, path, root=cfg.data.root)
     if tdist.is_available() and tdist.is_initialized():
         tdist.barrier()
@@ -312,6 +323,13 @@ def check_inputs(cfg: RunConfig, *, training: bool) -> None:
     keys += [(f"data.test_lists[{i}]", name) for i, name in enumerate(cfg.data.test_lists)]
     p = cfg.protocol
     keys += [(f"protocol.subset_class_files[{i}]", name) for i, name in enumerate(p.subset_class_files)]
+    if training and p.shot_lists and p.name in ("few_shot", "base_to_novel"):
+        if len(p.shot_lists) != len(p.seeds):
+            raise ValueError(
+                f"protocol.shot_lists has {len(p.shot_lists)} lists for {len(p.seeds)} seeds {list(p.seeds)}; "
+                "give one list per seed"
+            )
+        keys += [(f"protocol.shot_lists[{i}]", name) for i, name in enumerate(p.shot_lists)]
     keys += [("protocol.base_class_file", p.base_class_file)] if p.name == "base_to_novel" and p.base_class_file else []
     for key, name in keys:
         path = cfg.data.path(name)

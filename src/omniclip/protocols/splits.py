@@ -72,6 +72,23 @@ def few_shot_records(
     return [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(chosen)]
 
 
+def check_shots(records: Sequence[VideoRecord], shots: int, num_classes: int, *, source: str | Path) -> None:
+    """A given K-shot list must hold exactly ``shots`` videos of each of the classes 0..num_classes-1.
+
+    Raises:
+        ValueError: naming the list and the first classes whose counts differ (or the out-of-range labels).
+    """
+    labels = [r.label for r in records]
+    outside = sorted({c for c in labels if not 0 <= c < num_classes})
+    if outside:
+        raise ValueError(f"{source}: labels {outside[:5]} are outside 0..{num_classes - 1} (the run's classes)")
+    counts = np.bincount(labels, minlength=num_classes)
+    wrong = [(c, int(n)) for c, n in enumerate(counts) if n != shots]
+    if wrong:
+        detail = ", ".join(f"class {c}: {n}" for c, n in wrong[:5])
+        raise ValueError(f"{source}: {len(wrong)} classes do not have K={shots} videos ({detail})")
+
+
 def class_subset(classes: Sequence[int], size: int, *, seed: int = 0) -> list[int]:
     """``size`` class ids drawn from ``classes`` with ``seed``, returned in ascending order."""
     pool = sorted(set(int(c) for c in classes))
