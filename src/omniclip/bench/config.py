@@ -62,21 +62,22 @@ class BenchConfig:
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype: unknown {self.dtype!r}; choose from {', '.join(DTYPES)}")
         clip_cfg = get_preset(self.arch)  # raises for unknown names
+        size, batch = _pick(self.size, clip_cfg.vision.image_size), _pick(self.batch, 32 if cuda else 4)
         cfg = dataclasses.replace(
             self,
             device=device,
-            size=_pick(self.size, clip_cfg.vision.image_size),
-            batch=_pick(self.batch, 32 if cuda else 4),
+            size=size,
+            batch=batch,
             dtype=_pick(self.dtype, "bf16" if cuda else "fp32"),
             classes=_pick(self.classes, 400 if cuda else 16),
             cuda_graphs=self.cuda_graphs and cuda,
+            max_batch_limit=_pick(self.max_batch_limit, 4096 if cuda else 4 * batch),
         )
-        cfg = dataclasses.replace(cfg, max_batch_limit=_pick(self.max_batch_limit, 4096 if cuda else 4 * cfg.batch))
         for name in ("frames", "size", "batch", "classes", "repeats", "batches", "max_batch_limit"):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-        if cfg.size < clip_cfg.vision.patch_size:
-            raise ValueError(f"--size {cfg.size} is smaller than one {clip_cfg.vision.patch_size}-pixel patch")
+        if size < clip_cfg.vision.patch_size:
+            raise ValueError(f"--size {size} is smaller than one {clip_cfg.vision.patch_size}-pixel patch")
         if cfg.warmup < 0 or cfg.max_batch_tolerance < 0:
             raise ValueError(
                 f"--warmup and --max-batch-tolerance must be >= 0, got {cfg.warmup}, {cfg.max_batch_tolerance}"
@@ -85,6 +86,7 @@ class BenchConfig:
 
     def clip_config(self) -> CLIPConfig:
         """The preset with its image size set to the clip resolution (no positional-embedding resize per step)."""
+        assert self.size is not None, "clip_config() needs a resolved() config"
         base = get_preset(self.arch)
         return dataclasses.replace(base, vision=dataclasses.replace(base.vision, image_size=self.size))
 

@@ -59,7 +59,7 @@ def _run_one(name: str, cfg: BenchConfig, device: torch.device, batches: list, p
         return {"error": f"{type(err).__name__}: {err}"}
 
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[dict[str, Any]], object]  # its return value is ignored
 
 
 def _timings(

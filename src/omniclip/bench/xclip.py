@@ -85,7 +85,7 @@ def build_xclip_subject(
 
     config = xclip_config(clip_cfg, frames, size)
     config._attn_implementation = "sdpa"
-    model = XCLIPModel(config).to(device)
+    model = XCLIPModel(config).to(device)  # type: ignore[arg-type]  # transformers types .to's wrapper for models only
     tokens, mask = class_tokens(num_classes, clip_cfg.text.context_length, clip_cfg.text.vocab_size, device=device)
 
     def infer(batch: Batch) -> torch.Tensor:
