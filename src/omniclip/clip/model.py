@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from omniclip.clip.presets import Activation, CLIPConfig, TextConfig, VisionConfig
+
+if TYPE_CHECKING:
+    from omniclip.clip.weights import LoadReport
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class VisionTransformer(nn.Module):
 class CLIP(nn.Module):
     """OpenAI CLIP with its state-dict layout: ``visual.*`` plus the text tower at the top level."""
 
+    load_report: LoadReport  # set by ``load_clip``
+
     def __init__(self, cfg: CLIPConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -213,7 +218,7 @@ class CLIP(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         proj_std = (t.width**-0.5) * ((2 * t.layers) ** -0.5)
-        for block in self.transformer.resblocks:
+        for block in cast(list[ResidualAttentionBlock], self.transformer.resblocks):
             nn.init.normal_(block.attn.in_proj_weight, std=t.width**-0.5)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.normal_(block.mlp.c_fc.weight, std=(2 * t.width) ** -0.5)

@@ -8,12 +8,12 @@ new keys are additive (``visual.transformer.resblocks.3.pta.up.weight``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from omniclip.clip.model import CLIP
+from omniclip.clip.model import CLIP, ResidualAttentionBlock
 from omniclip.model.config import ModelConfig
 from omniclip.model.omniclip import OmniCLIP
 from omniclip.model.prompts import SelfPromptGenerator
@@ -46,7 +46,7 @@ def branch_width(width: int, ratio: float) -> int:
 
 def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[list[int], list[int]]:
     """Put PTA/SPG modules (fp32, on the CLIP's device) into the selected image blocks; returns their indices."""
-    blocks = clip.visual.transformer.resblocks
+    blocks = cast(list[ResidualAttentionBlock], clip.visual.transformer.resblocks)
     L, D = len(blocks), clip.visual.cfg.width
     if any(b.pta is not None or b.spg is not None for b in blocks):
         raise ValueError("this CLIP already carries PTA/SPG branches; build_model needs a fresh CLIP")
