@@ -253,6 +253,8 @@ class CaptionGenerator:
         """Draw the scene with the demo's renderer: uint8 ``(H, W, 3)``."""
         shapes = []
         for obj in objects:
+            # a scene holds full descriptions: only captions leave attributes unsaid
+            assert obj.shape is not None and obj.color is not None and obj.size is not None and obj.position is not None
             col, row = POSITIONS[obj.position]
             jitter = rng.uniform(-CELL_JITTER, CELL_JITTER, size=2)
             centre = (CELL_CENTRES[col] + jitter[0], CELL_CENTRES[row] + jitter[1])

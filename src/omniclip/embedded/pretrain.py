@@ -131,7 +131,8 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 def param_groups(model: CLIP, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on matrices only, never on ``NO_DECAY``, biases, gains or the logit scale."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and name not in NO_DECAY else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -249,7 +250,8 @@ def class_embeddings(model: CLIP, phrases: list[str], templates: tuple[str, ...]
 @torch.no_grad()
 def _image_features(model: CLIP, split: str, seed: int, images: int) -> tuple[torch.Tensor, list[SceneObject]]:
     generator = CaptionGenerator(model.cfg.vision.image_size, split, two_objects=0.0, empty=0.0)  # type: ignore[arg-type]
-    feats, objects = [], []
+    feats: list[torch.Tensor] = []
+    objects: list[SceneObject] = []
     for index in range(math.ceil(images / 128)):
         batch = generator.batch(seed, index, min(128, images - 128 * index))
         pixels = to_pixels(batch.images).to(model.dtype)
@@ -277,7 +279,7 @@ def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024
             names = list(class_phrases(attribute))
             truth = torch.tensor([names.index(getattr(o, attribute)) for o in objects])
             scores[attribute] = round((feats @ emb.t()).argmax(1).eq(truth).float().mean().item(), 4)
-        keys = list(pairs)
+        keys: list[tuple[str | None, str | None]] = list(pairs)
         truth = torch.tensor([keys.index((o.shape, o.color)) for o in objects])
         scores["pair"] = round((feats @ pair_emb.t()).argmax(1).eq(truth).float().mean().item(), 4)
         out[split] = scores
