@@ -99,7 +99,7 @@ def resolve_path(rel: str, root: Path | None, *, allow_outside_root: bool, where
     return Path(f"{full}{sep}{member}") if sep else full
 
 
-def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, int | None]]:
+def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
     reader = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(reader)]
     path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
@@ -110,7 +110,7 @@ def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, int | None]]:
             f"and a label column (one of {list(LABEL_COLUMNS)})"
         )
     frames_col = header.index("total_frames") if "total_frames" in header else None
-    rows = []
+    rows: list[tuple[int, str, str, str | None]] = []
     for lineno, row in enumerate(reader, start=2):
         if not row or not "".join(row).strip():
             continue
@@ -122,7 +122,7 @@ def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, int | None]]:
 
 
 def _parse_plain(text: str, fmt: str, where: str) -> list[tuple[int, str, str, str | None]]:
-    rows = []
+    rows: list[tuple[int, str, str, str | None]] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -174,7 +174,7 @@ def read_annotations(
         raise ValueError(f"unknown list format {fmt!r}; use auto, video, rawframes or csv")
     rows = _parse_csv(text, where) if kind == "csv" else _parse_plain(text, kind, where)
     root_path = Path(root) if root is not None else None
-    records = []
+    records: list[VideoRecord] = []
     for lineno, rel, label, frames in rows:
         at = f"{where}:{lineno}"
         if not _is_int(label) or int(label) < 0:

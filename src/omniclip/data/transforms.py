@@ -110,7 +110,8 @@ def multi_scale_box(
 
 def multi_scale_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
     """Crop a ``multi_scale_box`` and resize it to (size, size)."""
-    return resize(crop(video, *multi_scale_box(*video.shape[-2:], generator, **kw)), size)
+    height, width = video.shape[-2:]
+    return resize(crop(video, *multi_scale_box(height, width, generator, **kw)), size)
 
 
 def random_resized_box(
@@ -137,7 +138,8 @@ def random_resized_box(
 
 def random_resized_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
     """Crop a ``random_resized_box`` and resize it to (size, size)."""
-    return resize(crop(video, *random_resized_box(*video.shape[-2:], generator, **kw)), size)
+    height, width = video.shape[-2:]
+    return resize(crop(video, *random_resized_box(height, width, generator, **kw)), size)
 
 
 def normalize(

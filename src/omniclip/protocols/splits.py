@@ -62,7 +62,7 @@ def few_shot_records(
         detail = ", ".join(f"class {c}: {n}" for c, n in short[:10])
         raise ValueError(f"{len(short)} classes have fewer than K={shots} videos ({detail}); lower the shots")
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen: list[VideoRecord] = []
     for c in classes:
         pool = sorted(by_class[c], key=lambda r: str(r.path))
         pick = sorted(rng.choice(len(pool), size=shots, replace=False).tolist())
