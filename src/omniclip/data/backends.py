@@ -55,7 +55,7 @@ class OpenCVReader(ReaderBase):
         cap = getattr(self, "_cap", None)
         if cap is not None:
             cap.release()
-            self._cap = None
+            del self._cap
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         import cv2
@@ -71,7 +71,7 @@ class OpenCVReader(ReaderBase):
                 ok = self._cap.grab()
                 self._next += 1
             ok, bgr = self._cap.read() if ok else (False, None)
-            if not ok:
+            if not ok or bgr is None:
                 break  # the header promised more frames than the file has
             self._next += 1
             got[target] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

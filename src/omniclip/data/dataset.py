@@ -138,10 +138,13 @@ class VideoDataset(Dataset):
                 idx = train_indices(n, self.num_frames, generator, self.sampling, self.interval)[None]
             else:
                 idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.interval)
-            frames = reader.read(idx.reshape(-1), short_side=self.short_side)  # (clips*T, H, W, 3)
+            frames = reader.read(idx.reshape(-1).tolist(), short_side=self.short_side)  # (clips*T, H, W, 3)
         video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips*T, 3, H, W)
         video = video.reshape(idx.shape[0], self.num_frames, *video.shape[1:])  # (clips, T, 3, H, W)
-        return self._train_view(video, generator) if self.mode == "train" else self._test_views(video)
+        if self.mode != "train":
+            return self._test_views(video)
+        assert generator is not None  # checked before sampling
+        return self._train_view(video, generator)
 
     def _scaled_box(self, video: torch.Tensor, generator: torch.Generator) -> tuple[int, int, int, int]:
         """A training crop box chosen on the short-side-resized frame, mapped back to the decoded frame."""

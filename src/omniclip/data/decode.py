@@ -79,6 +79,10 @@ class VideoReader(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> VideoReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 class ReaderBase:
     """Context-manager plumbing and index checks shared by the readers."""
@@ -226,7 +230,7 @@ class PyAVReader(ReaderBase):
 
         if isinstance(self._src, io.BytesIO):
             self._src.seek(0)
-        self._container = av.open(self._src, metadata_errors="ignore")
+        self._container = av.open(self._src, mode="r", metadata_errors="ignore")
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             if self.threads != 1:
@@ -237,7 +241,7 @@ class PyAVReader(ReaderBase):
         container = getattr(self, "_container", None)
         if container is not None:
             container.close()
-            self._container = None
+            del self._container
 
     def _index(self, key: tuple) -> tuple[list[int], list[int], int | None]:
         """Sorted frame timestamps and the positions of keyframes; ([], [], count) without usable timestamps."""
@@ -304,7 +308,7 @@ class PyAVReader(ReaderBase):
         return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
 
     def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        position = {p: i for i, p in enumerate(self._pts)}
+        position: dict[int | None, int] = {p: i for i, p in enumerate(self._pts)}
         wanted_set = set(wanted)
         got: dict[int, np.ndarray] = {}
         frames = None

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -50,10 +51,10 @@ class VideoWriter:
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
         self._container = av.open(str(self._tmp), mode="w")
         rate = Fraction(fps).limit_denominator(1001)
-        stream = self._container.add_stream(codec, rate=rate)
+        stream = cast("av.VideoStream", self._container.add_stream(codec, rate=rate))  # a video codec
         stream.width, stream.height = width, height
         stream.pix_fmt = PIX_FMT.get(codec, "yuv420p")
-        options = {}
+        options: dict[str, object] = {}
         if crf is not None:
             options["crf"] = str(crf)
         if gop is not None:

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from typing import TypedDict
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any, TypedDict, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -35,8 +35,9 @@ def collate_videos(items: Sequence[VideoItem]) -> VideoBatch:
     """Stack readable items; unreadable ones go to ``failed`` (video has shape (0, 0, 0, 3, 0, 0) when none is)."""
     ok = [it for it in items if it["video"] is not None]
     failed = [(int(it["index"]), str(it["error"])) for it in items if it["video"] is None]
-    if ok:
-        video = torch.stack([it["video"] for it in ok])
+    videos = [it["video"] for it in items if it["video"] is not None]
+    if videos:
+        video = torch.stack(videos)
     else:
         video = torch.zeros((0, 0, 0, 3, 0, 0), dtype=torch.uint8)
     return {
@@ -160,11 +161,12 @@ def build_loader(
         drop_last: Drop the last incomplete training batch (never done at evaluation).
         prefetch_factor: Batches prefetched per worker.
     """
+    size = len(cast(Sized, dataset))  # map-style: torch's Dataset type leaves out __len__
     if train:
-        sampler: Sampler = TrainSampler(len(dataset), rank, world_size, seed)
+        sampler: Sampler = TrainSampler(size, rank, world_size, seed)
     else:
-        sampler = ShardSampler(len(dataset), rank, world_size)
-    extra = {}
+        sampler = ShardSampler(size, rank, world_size)
+    extra: dict[str, Any] = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": _worker_init}
     return DataLoader(
