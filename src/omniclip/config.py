@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from omniclip.data.records import ListFormat
 from omniclip.model.config import ModelConfig
 
 ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
@@ -38,7 +39,7 @@ class DataConfig:
     train_list: str = "train.txt"  # training annotations `rel/path.mp4 label` (relative to root, or absolute)
     test_lists: tuple[str, ...] = ("test.txt",)  # evaluation annotations; several lists are splits (mean ± std)
     class_names: str = "classes.csv"  # `id,name` CSV or one name per line (relative to root, or absolute)
-    list_format: str = "auto"  # annotation format given to read_annotations ("auto" detects it)
+    list_format: ListFormat = "auto"  # annotation format given to read_annotations ("auto" detects it)
     num_frames: int = 8  # T, frames sampled per clip
     image_size: int = 224  # S, crop side in pixels
     short_side: int = 0  # resize the short side to this before cropping (0 = the dataset's default)
@@ -141,7 +142,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert the lossless cases (int -> float, list -> tuple)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     bad = ValueError(f"config key {key} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         value = {} if value is None else value  # an empty YAML section
         if not isinstance(value, dict):
             raise bad
