@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omniclip.predict import VideoClassifier, check_class_names
+
+if TYPE_CHECKING:
+    from omniclip.model import OmniCLIP
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ ONNX_INLINE_BYTES = 1 << 30  # weights up to this size stay inside video_encoder
 class VideoEncoder(nn.Module):
     """What gets exported: the model's own ``encode_video`` followed by L2 normalisation."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: OmniCLIP) -> None:
         super().__init__()
         self.model = video_only(model)
 
@@ -56,7 +59,7 @@ class VideoEncoder(nn.Module):
         return F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E)
 
 
-def video_only(model: nn.Module) -> nn.Module:
+def video_only(model: OmniCLIP) -> OmniCLIP:
     """A shallow copy of an OmniCLIP without the text side, sharing the image tower's parameters.
 
     ``torch.export`` stores every parameter of the exported module, used or not; without this the text tower
@@ -128,7 +131,7 @@ def example_input(classifier: VideoClassifier, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, T, 3, S, S, device=classifier.device)
 
 
-def logit_scale(model: nn.Module) -> float:
+def logit_scale(model: OmniCLIP) -> float:
     """The model's clamped logit scale (the factor in front of the cosine similarities)."""
     return float(model.logit_scale().detach())
 

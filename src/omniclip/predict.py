@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from omniclip.clip import CLIP
+    from omniclip.model import OmniCLIP
 
 # ``omniclip/__init__.py`` imports this module, so heavy or layered imports stay inside the functions.
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ class Prediction(NamedTuple):
 class VideoClassifier:
     """A video model with what it needs to classify: frame count, crop size, templates and known classes."""
 
-    model: nn.Module  # OmniCLIP: encode_video, encode_classes, forward(video, class_embeddings)
+    model: OmniCLIP  # encode_video, encode_classes, forward(video, class_embeddings)
     num_frames: int  # T frames sampled per clip
     image_size: int  # S, side of the square crop
     templates: tuple[str, ...] | None = None  # text templates; None uses the model config's
@@ -112,7 +115,7 @@ def load_model(
 
 
 def classifier_from_clip(
-    clip: nn.Module, *, num_frames: int = DEFAULT_FRAMES, variant: str | None = None
+    clip: CLIP, *, num_frames: int = DEFAULT_FRAMES, variant: str | None = None
 ) -> VideoClassifier:
     """Wrap an in-memory CLIP as a zero-shot video classifier (``frame_average`` unless ``variant`` says)."""
     from omniclip.model import build_model
@@ -198,7 +201,7 @@ def predict(
         ValueError: an unreadable video (named, with the decoder's error), no classes, or a bad option.
     """
     single = isinstance(videos, str | Path)
-    paths = [Path(videos)] if single else [Path(v) for v in videos]  # type: ignore[union-attr]
+    paths = [Path(videos)] if isinstance(videos, str | Path) else [Path(v) for v in videos]
     if not paths:
         raise ValueError("no videos given")
     for path in paths:

@@ -262,5 +262,5 @@ def build_clip(cfg: CLIPConfig | str, **overrides: object) -> CLIP:
     if isinstance(cfg, str):
         from omniclip.clip.presets import get_preset
 
-        cfg = get_preset(cfg, **overrides)  # type: ignore[arg-type]
+        cfg = get_preset(cfg, **overrides)
     return CLIP(cfg)

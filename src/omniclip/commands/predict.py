@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,23 +83,27 @@ def _classes(args: argparse.Namespace) -> list[str] | None:
 
 
 def _load(args: argparse.Namespace):
-    from omniclip.predict import load_model
+    from omniclip.predict import SourceKind, load_model
 
-    source, kind = (args.checkpoint, "checkpoint") if args.checkpoint else (args.clip, "clip")
-    return load_model(source, device=args.device, num_frames=args.frames, kind=kind)
+    kind: SourceKind = "checkpoint" if args.checkpoint else "clip"
+    return load_model(args.checkpoint or args.clip, device=args.device, num_frames=args.frames, kind=kind)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from omniclip.predict import predict
+    from omniclip.predict import Prediction, predict
 
     classifier = _load(args)
-    results = predict(
-        classifier,
-        list(args.videos),
-        classes=_classes(args),
-        templates=args.templates,
-        top_k=args.top_k,
-        views=args.views,
+    # a list of videos gives one prediction list per video
+    results = cast(
+        list[list[Prediction]],
+        predict(
+            classifier,
+            list(args.videos),
+            classes=_classes(args),
+            templates=args.templates,
+            top_k=args.top_k,
+            views=args.views,
+        ),
     )
     if args.json:
         rows = [

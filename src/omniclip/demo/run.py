@@ -35,6 +35,7 @@ from omniclip.demo.report import (
     read_curve,
 )
 from omniclip.embedded import EMBEDDED_CLIP
+from omniclip.model import OmniCLIP
 from omniclip.protocols.report import plot_curves
 from omniclip.protocols.runners import evaluate_protocol, run_protocol, write_json
 from omniclip.train.dist import DistInfo, init_distributed
@@ -75,7 +76,7 @@ class _Fit:
         self.dist = dist
         self.result: TrainResult | None = None
 
-    def __call__(self, cfg: RunConfig, run_dir: Path, resume: bool) -> torch.nn.Module:
+    def __call__(self, cfg: RunConfig, run_dir: Path, resume: bool) -> OmniCLIP:
         self.result = train(cfg, run_dir, resume=resume, dist=self.dist)
         return self.result.model
 

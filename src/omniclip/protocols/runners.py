@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
-from torch import nn
 
 from omniclip.config import RunConfig, replace_sections
 from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import build_loader
 from omniclip.data.records import VideoRecord, read_annotations, read_class_names
+from omniclip.model import OmniCLIP
 from omniclip.protocols import splits
 from omniclip.protocols.evaluate import EvalResult, evaluate
 from omniclip.protocols.report import summarize_splits, write_eval_report
@@ -33,7 +33,7 @@ from omniclip.protocols.report import summarize_splits, write_eval_report
 log = logging.getLogger(__name__)
 
 # (config, run directory, resume) -> the trained model (unwrapped, on the device)
-Fit = Callable[[RunConfig, Path, bool], nn.Module]
+Fit = Callable[[RunConfig, Path, bool], OmniCLIP]
 SUMMARY_KEYS = ("top1", "top5", "mean_class_accuracy", "num_videos", "num_scored", "num_failed")
 
 
@@ -101,7 +101,7 @@ def base_novel_split(cfg: RunConfig, class_names: list[str]) -> tuple[list[int],
 
 @torch.no_grad()
 def evaluate_set(
-    model: nn.Module, es: EvalSet, cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any = None
+    model: OmniCLIP, es: EvalSet, cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any = None
 ) -> EvalResult:
     """Score ``es`` with the config's views (sharded over processes), write its report under ``out_dir/name``."""
     labels = {r.label for r in es.records}
@@ -137,7 +137,7 @@ def _compact(result: EvalResult) -> dict[str, Any]:
 
 
 def evaluate_sets(
-    model: nn.Module, sets: list[EvalSet], cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any
+    model: OmniCLIP, sets: list[EvalSet], cfg: RunConfig, out_dir: Path, *, device: torch.device, amp_dtype: Any
 ) -> dict[str, Any]:
     """Evaluate every set; returns ``{"splits": {name: metrics}, "summary": mean ± std}``."""
     results = {es.name: evaluate_set(model, es, cfg, out_dir, device=device, amp_dtype=amp_dtype) for es in sets}
@@ -245,7 +245,7 @@ def run_base_to_novel(
 
 
 def _base_novel_eval(
-    model: nn.Module,
+    model: OmniCLIP,
     cfg: RunConfig,
     names: list[str],
     base: list[int],
@@ -295,7 +295,7 @@ def run_protocol(
 
 
 def evaluate_protocol(
-    cfg: RunConfig, model: nn.Module, out_dir: str | Path, *, device: torch.device, amp_dtype: Any = None
+    cfg: RunConfig, model: OmniCLIP, out_dir: str | Path, *, device: torch.device, amp_dtype: Any = None
 ) -> dict[str, Any]:
     """Evaluate a trained (or plain CLIP) model under ``cfg``: test splits / class subsets, or base and novel."""
     out_dir = Path(out_dir)

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omniclip.clip.model import build_clip
+from omniclip.clip.model import CLIP, build_clip
 from omniclip.clip.presets import CLIPConfig
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_from_dict
@@ -146,7 +146,9 @@ def _b64(data: bytes) -> str:
 
 
 def _np_state() -> list[Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the global legacy generator is always MT19937
+    kind, keys, pos, has_gauss, cached = state
     return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
@@ -289,7 +291,7 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], source: s
 
 
 def load_trained_model(
-    path: str | Path, *, device: str | torch.device = "cpu", clip: nn.Module | None = None
+    path: str | Path, *, device: str | torch.device = "cpu", clip: CLIP | None = None
 ) -> tuple[OmniCLIP, TrainedMeta]:
     """Rebuild a trained OmniCLIP from a checkpoint for inference.
 
@@ -315,7 +317,7 @@ def load_trained_model(
     return model.to(device).eval(), meta
 
 
-def build_run_model(cfg: RunConfig, clip: nn.Module) -> OmniCLIP:
+def build_run_model(cfg: RunConfig, clip: CLIP) -> OmniCLIP:
     """``omniclip.model.build_model`` with a run config's model section and frame count."""
     return build_model(clip, cfg.data.num_frames, config=cfg.model)
 

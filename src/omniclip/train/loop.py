@@ -35,6 +35,7 @@ from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import collate_videos
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import normalize
+from omniclip.model import OmniCLIP
 from omniclip.runlog import RunLog
 from omniclip.train import checkpoint as ckpt
 from omniclip.train.dist import DistInfo, all_reduce_sum, barrier, init_distributed
@@ -72,7 +73,7 @@ class TrainState:
 class TrainResult:
     """What a finished (or stopped) training run leaves behind."""
 
-    model: nn.Module  # the trained model, unwrapped, in eval mode
+    model: OmniCLIP  # the trained model, unwrapped, in eval mode
     run_dir: Path  # where config.yaml, metrics.jsonl and checkpoints are
     checkpoint: Path | None  # the last checkpoint written (None when training had nothing to do)
     step: int  # optimizer steps done
@@ -152,7 +153,7 @@ def autocast_for(device: torch.device, amp: str) -> Any:
 class ClassifierStep(nn.Module):
     """``model(video, model.encode_classes(names))`` inside one forward, so DDP also sees text-side parameters."""
 
-    def __init__(self, model: nn.Module, class_names: list[str]) -> None:
+    def __init__(self, model: OmniCLIP, class_names: list[str]) -> None:
         super().__init__()
         self.model = model
         self.class_names = list(class_names)
@@ -161,14 +162,14 @@ class ClassifierStep(nn.Module):
         return self.model(video, self.model.encode_classes(self.class_names))
 
 
-def build_train_model(cfg: RunConfig, device: torch.device) -> nn.Module:
+def build_train_model(cfg: RunConfig, device: torch.device) -> OmniCLIP:
     """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
     seed_everything(cfg.train.seed)
     clip = load_clip(cfg.clip.source, activation=cfg.clip.activation or None)
     return ckpt.build_run_model(cfg, clip).to(device)
 
 
-def make_meta(cfg: RunConfig, model: nn.Module, class_names: list[str], state: TrainState) -> ckpt.TrainedMeta:
+def make_meta(cfg: RunConfig, model: OmniCLIP, class_names: list[str], state: TrainState) -> ckpt.TrainedMeta:
     return ckpt.TrainedMeta(
         class_names=list(class_names),
         num_frames=cfg.data.num_frames,
@@ -182,7 +183,7 @@ def make_meta(cfg: RunConfig, model: nn.Module, class_names: list[str], state: T
     )
 
 
-def _save(run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str], state: TrainState) -> Path:
+def _save(run_dir: Path, cfg: RunConfig, model: OmniCLIP, opt: Any, names: list[str], state: TrainState) -> Path:
     path = ckpt.save_checkpoint(
         run_dir,
         model=model,
@@ -295,7 +296,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
         for batch in loader:
             boundary = (state.micro + 1) % plan.accum == 0
             # nanoGPT: skip the gradient all-reduce on all but the last accumulation pass
-            sync = step_model.no_sync() if dist.world_size > 1 and not boundary else nullcontext()
+            sync = (
+                step_model.no_sync()
+                if isinstance(step_model, DistributedDataParallel) and not boundary
+                else nullcontext()
+            )
             with sync:
                 with autocast_for(device, t.amp):
                     loss_sum, count = _batch_loss(step_model, batch, device, cfg)
@@ -316,7 +321,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 runlog.write("stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm)
-                bar.close(), runlog.close()
+                bar.close()
+                runlog.close()
                 raise NonFiniteLossError(
                     f"loss {loss} / gradient norm {grad_norm} at step {state.step + 1} (epoch {state.epoch}); "
                     f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr or check the data."
@@ -361,7 +367,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
 
 
 def _save_synced(
-    dist: DistInfo, run_dir: Path, cfg: RunConfig, model: nn.Module, opt: Any, names: list[str], state: TrainState
+    dist: DistInfo, run_dir: Path, cfg: RunConfig, model: OmniCLIP, opt: Any, names: list[str], state: TrainState
 ) -> Path:
     path = _save(run_dir, cfg, model, opt, names, state) if dist.is_main else ckpt.checkpoint_dir(run_dir, state.step)
     barrier()
