@@ -30,6 +30,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src/omniclip
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
