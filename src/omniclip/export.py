@@ -176,7 +176,7 @@ def export_meta(
     }
 
 
-def _eager_then(encoder: nn.Module, example: torch.Tensor) -> torch.Tensor:
+def _eager_forward(encoder: nn.Module, example: torch.Tensor) -> torch.Tensor:
     """One eager forward before any export.
 
     ``torch.export`` (also under ``torch.onnx.export``) runs the model's Python on fake tensors, and a module-level
@@ -187,15 +187,23 @@ def _eager_then(encoder: nn.Module, example: torch.Tensor) -> torch.Tensor:
         return encoder(example)
 
 
+def _dynamic_batch() -> dict[str, dict[int, Any]]:
+    """``dynamic_shapes`` for the encoder's one input: the batch dimension runs from 1 to ``MAX_BATCH``."""
+    return {"video": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+
+
+def _check_against_eager(err: float, what: str) -> None:
+    """Refuse an export whose embeddings differ from the eager model's by more than ``VERIFY_TOLERANCE``."""
+    if not err <= VERIFY_TOLERANCE:
+        raise RuntimeError(f"the {what} encoder differs from the eager model by {err:.2e}; not saved")
+
+
 def _export_program(encoder: nn.Module, example: torch.Tensor, path: Path) -> None:
     """``torch.export`` with a dynamic batch, checked against the eager model before it is saved."""
-    eager = _eager_then(encoder, example)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    eager = _eager_forward(encoder, example)
     with torch.no_grad():
-        program = torch.export.export(encoder, (example,), dynamic_shapes={"video": {0: batch}})
-        err = (program.module()(example) - eager).abs().max().item()
-    if not err <= VERIFY_TOLERANCE:
-        raise RuntimeError(f"the exported encoder differs from the eager model by {err:.2e}; not saved")
+        program = torch.export.export(encoder, (example,), dynamic_shapes=_dynamic_batch())
+        _check_against_eager((program.module()(example) - eager).abs().max().item(), "exported")
     torch.export.save(program, str(path))
 
 
@@ -209,9 +217,8 @@ def _export_onnx(encoder: nn.Module, example: torch.Tensor, out: Path) -> None:
     """
     import onnx
 
-    eager = _eager_then(encoder, example)
+    eager = _eager_forward(encoder, example)
     weight_bytes = sum(p.numel() * p.element_size() for p in encoder.parameters())
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with tempfile.TemporaryDirectory(dir=out, prefix=".onnx-") as tmp:
         path = Path(tmp) / ENCODER_FILES["onnx"]
         with torch.no_grad():
@@ -221,7 +228,7 @@ def _export_onnx(encoder: nn.Module, example: torch.Tensor, out: Path) -> None:
                 str(path),
                 input_names=["video"],
                 output_names=["embedding"],
-                dynamic_shapes={"video": {0: batch}},
+                dynamic_shapes=_dynamic_batch(),
                 dynamo=True,
                 external_data=weight_bytes > ONNX_INLINE_BYTES,
                 verbose=False,
@@ -231,14 +238,12 @@ def _export_onnx(encoder: nn.Module, example: torch.Tensor, out: Path) -> None:
             log.warning("onnxruntime is not installed: %s was not checked against the eager model", path.name)
         else:
             err = float(abs(run_onnx(path, example.cpu().numpy()) - eager.cpu().numpy()).max())
-            if not err <= VERIFY_TOLERANCE:
-                raise RuntimeError(f"the ONNX encoder differs from the eager model by {err:.2e}; not saved")
+            _check_against_eager(err, "ONNX")
             log.info("ONNX encoder checked with onnxruntime: max difference %.1e", err)
-        parts = sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx")  # weights first, graph last
-        stale = out / f"{ENCODER_FILES['onnx']}.data"
-        if stale.exists() and stale.name not in {f.name for f in parts}:
-            stale.unlink()  # an earlier export's external weights; this graph holds its own
-        for part in parts:
+        weights = f"{ENCODER_FILES['onnx']}.data"
+        if not (Path(tmp) / weights).exists():
+            (out / weights).unlink(missing_ok=True)  # an earlier export's external weights; this graph holds its own
+        for part in sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".onnx"):  # weights first, graph last
             os.replace(part, out / part.name)
 
 

@@ -127,6 +127,7 @@ def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
     for i, name in enumerate(class_names):
         index.setdefault(class_key(name), i)
     ids: list[int] = []
+    seen: set[int] = set()
     for entry, name in enumerate(read_class_names(path)):
         key = class_key(name)
         if key not in index:
@@ -135,8 +136,9 @@ def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
             raise ValueError(
                 f"{path}: class {entry} {name!r} is not one of the {len(class_names)} dataset classes{hint}"
             )
-        if index[key] in ids:
+        if index[key] in seen:
             raise ValueError(f"{path}: class {entry} {name!r} is named twice")
+        seen.add(index[key])
         ids.append(index[key])
     return ids
 
