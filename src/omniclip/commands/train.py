@@ -53,6 +53,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def run_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     dist = init_distributed(cfg.train.device)
+    done = False  # every rank got here; otherwise a peer may be gone and waiting for it would hang
     try:
         run_dir = Path(broadcast_object(str(_train_dir(args, cfg)) if dist.is_main else None))  # type: ignore[arg-type]
         fit = partial(_fit, dist=dist)
@@ -66,12 +67,14 @@ def run_train(args: argparse.Namespace) -> int:
         )
         if dist.is_main:
             print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
+        done = True
         return 0
-    except NonFiniteLossError as err:
+    except NonFiniteLossError as err:  # raised on every rank at the same step (the loss is all-reduced)
         print(f"omniclip train: stopped: {err}", file=sys.stderr)
+        done = True
         return 1
     finally:
-        shutdown()
+        shutdown(wait_for_all=done)
 
 
 def _fit(cfg: RunConfig, run_dir: Path, resume: bool, *, dist: DistInfo):
@@ -93,6 +96,7 @@ def _train_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
 def run_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
     dist = init_distributed(cfg.train.device)
+    done = False
     try:
         if args.checkpoint:
             model, meta = load_trained_model(args.checkpoint, device=dist.device)
@@ -106,6 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         if dist.is_main:
             print(json.dumps({"output": str(out), **summary}, indent=2))
+        done = True
         return 0
     finally:
-        shutdown()
+        shutdown(wait_for_all=done)

@@ -104,7 +104,15 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
-def shutdown() -> None:
-    """Leave the process group (safe to call when none was joined)."""
-    if is_distributed():
-        tdist.destroy_process_group()
+def shutdown(*, wait_for_all: bool) -> None:
+    """Leave the process group (safe to call when none was joined).
+
+    ``wait_for_all`` first waits at a barrier, so that no rank leaves while another still works (rank 0 writing
+    reports): with gloo a process that tears its group down before its peers is sometimes aborted at exit
+    ("terminate called without an active exception"). Pass ``False`` on an error path, where a peer may never arrive.
+    """
+    if not is_distributed():
+        return
+    if wait_for_all:
+        tdist.barrier()
+    tdist.destroy_process_group()
