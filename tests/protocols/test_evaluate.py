@@ -16,6 +16,7 @@ from torch import nn
 
 from omniclip.data.transforms import normalize
 from omniclip.protocols.evaluate import EvalResult, check_coverage, evaluate, score_views
+from omniclip.train.dist import shutdown
 
 S, T = 2, 1  # tiny frames: the pixel value itself carries the video's identity
 
@@ -221,13 +222,15 @@ def _dist_loader(rank: int, world: int, labels: list[int]):
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    done = False
     try:
         table, labels = _dist_table()
         loader = _dist_loader(rank, world, labels)  # ShardSampler: each index on exactly one rank, no padding
         res = evaluate(LookupModel(table), loader, torch.zeros(5, 4), device="cpu")
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(res.to_dict(full=True)))
+        done = True
     finally:
-        dist.destroy_process_group()
+        shutdown(wait_for_all=done)
 
 
 def _free_port() -> int:
