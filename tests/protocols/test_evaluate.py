@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -219,9 +218,10 @@ def _dist_loader(rank: int, world: int, labels: list[int]):
     return build_loader(CodeDataset(labels), batch_size=2, train=False, rank=rank, world_size=world)
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    store = dist.FileStore(str(Path(out_dir, "store")), world)  # no port to race other processes for
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     done = False
     try:
         table, labels = _dist_table()
@@ -233,14 +233,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         shutdown(wait_for_all=done)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_equal_single_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     table, labels = _dist_table()
     single = evaluate(LookupModel(table), _dist_loader(0, 1, labels), torch.zeros(5, 4), device="cpu")
     single = single.to_dict(full=True)
