@@ -151,6 +151,14 @@ def test_demo_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: P
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_demo_refuses_a_torchrun_launch_before_writing_anything(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = cli.main(["demo", "--budget", "test", "--out", str(tmp_path / "out"), "--no-predict"])
+    err = capsys.readouterr().err
+    assert code == 2 and "launch it without torchrun" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["demo", "--budget", "huge"])

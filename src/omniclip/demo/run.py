@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -138,9 +139,14 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
     """Run the whole demo into ``options.out``; ``say`` receives one line per stage.
 
     Raises:
-        ValueError: an unknown budget or a non-positive step count.
+        ValueError: an unknown budget, a non-positive step count, or a launch by ``torchrun`` (several processes).
         FileNotFoundError: the CLIP weights are missing.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "omniclip demo runs in one process; launch it without torchrun. "
+            "For several processes use `torchrun ... -m omniclip train --config configs/...`"
+        )
     budget = get_budget(options.budget)
     if options.steps is not None and options.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {options.steps}")
