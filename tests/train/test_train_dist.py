@@ -68,3 +68,15 @@ def test_shutdown_waits_for_every_rank_only_when_asked(tmp_path, monkeypatch, wa
     assert not tdist.is_initialized()
     dist.shutdown(wait_for_all=True)  # nothing joined: a no-op
     assert calls == (["barrier", "destroy"] if wait_for_all else ["destroy"])
+
+
+def test_process_group_waits_only_after_a_body_that_ended_normally(monkeypatch) -> None:
+    from omniclip.train import dist
+
+    waits: list[bool] = []
+    monkeypatch.setattr(dist, "shutdown", lambda *, wait_for_all: waits.append(wait_for_all))
+    with dist.process_group("cpu") as info:
+        assert info.world_size == 1
+    with pytest.raises(KeyError), dist.process_group("cpu"):
+        raise KeyError("a rank failed")
+    assert waits == [True, False]

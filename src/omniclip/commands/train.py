@@ -21,7 +21,7 @@ from omniclip.config import RunConfig, load_config
 from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.runlog import default_run_dir
 from omniclip.train.checkpoint import load_trained_model
-from omniclip.train.dist import DistInfo, broadcast_object, init_distributed, shutdown
+from omniclip.train.dist import DistInfo, broadcast_object, process_group
 from omniclip.train.loop import NonFiniteLossError, amp_dtype_for, build_train_model, train
 
 log = logging.getLogger(__name__)
@@ -52,29 +52,24 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    dist = init_distributed(cfg.train.device)
-    done = False  # every rank got here; otherwise a peer may be gone and waiting for it would hang
-    try:
-        run_dir = Path(broadcast_object(str(_train_dir(args, cfg)) if dist.is_main else None))  # type: ignore[arg-type]
-        fit = partial(_fit, dist=dist)
-        summary = run_protocol(
-            cfg,
-            run_dir,
-            fit=fit,
-            device=dist.device,
-            amp_dtype=amp_dtype_for(dist.device, cfg.train.amp),
-            resume=args.resume,
-        )
+    with process_group(cfg.train.device) as dist:
+        try:
+            run_dir = Path(broadcast_object(str(_train_dir(args, cfg)) if dist.is_main else None))  # type: ignore[arg-type]
+            fit = partial(_fit, dist=dist)
+            summary = run_protocol(
+                cfg,
+                run_dir,
+                fit=fit,
+                device=dist.device,
+                amp_dtype=amp_dtype_for(dist.device, cfg.train.amp),
+                resume=args.resume,
+            )
+        except NonFiniteLossError as err:  # raised on every rank at the same step (the loss is all-reduced)
+            print(f"omniclip train: stopped: {err}", file=sys.stderr)
+            return 1
         if dist.is_main:
             print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
-        done = True
         return 0
-    except NonFiniteLossError as err:  # raised on every rank at the same step (the loss is all-reduced)
-        print(f"omniclip train: stopped: {err}", file=sys.stderr)
-        done = True
-        return 1
-    finally:
-        shutdown(wait_for_all=done)
 
 
 def _fit(cfg: RunConfig, run_dir: Path, resume: bool, *, dist: DistInfo):
@@ -95,9 +90,7 @@ def _train_dir(args: argparse.Namespace, cfg: RunConfig) -> Path:
 
 def run_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    dist = init_distributed(cfg.train.device)
-    done = False
-    try:
+    with process_group(cfg.train.device) as dist:
         if args.checkpoint:
             model, meta = load_trained_model(args.checkpoint, device=dist.device)
             base = Path(args.checkpoint)
@@ -110,7 +103,4 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         if dist.is_main:
             print(json.dumps({"output": str(out), **summary}, indent=2))
-        done = True
         return 0
-    finally:
-        shutdown(wait_for_all=done)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -116,3 +118,18 @@ def shutdown(*, wait_for_all: bool) -> None:
     if wait_for_all:
         tdist.barrier()
     tdist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[DistInfo]:
+    """``init_distributed`` for the body; on the way out every rank waits for the others before leaving the group.
+
+    Only a body that ends normally waits: after an exception a peer may never arrive, so the group is left at once.
+    """
+    dist = init_distributed(device)
+    try:
+        yield dist
+    except BaseException:
+        shutdown(wait_for_all=False)
+        raise
+    shutdown(wait_for_all=True)
