@@ -74,11 +74,10 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
     ("cross", "yellow"),
     ("diamond", "pink"),
 )
-# Shapes drawn near upright (tilted by at most UPRIGHT_TILT degrees); the others turn freely. A diamond is the
-# renderer's square turned by 45 degrees, so those two must stay upright for the words to differ. All are upright:
-# with a shape-only warm-up stage, upright shapes reached shape accuracy 0.59 where free rotation stayed at chance
+# Every shape is drawn near upright, tilted by at most UPRIGHT_TILT degrees. A diamond is the renderer's square turned
+# by 45 degrees, so those two must stay upright for the words to differ; the others are upright too: with a
+# shape-only warm-up stage, upright shapes reached shape accuracy 0.59 where free rotation stayed at chance
 # (docs/embedded.md, "Measured").
-UPRIGHT: tuple[str, ...] = SHAPES
 UPRIGHT_TILT = 15.0
 MAX_SHADE = 50  # background grey level drawn uniformly in 0..MAX_SHADE, as the videos do
 EMPTY_PROB = 0.03  # scenes with no object, captioned as empty (the videos' appearing/disappearing frames)
@@ -259,7 +258,7 @@ class CaptionGenerator:
             jitter = rng.uniform(-CELL_JITTER, CELL_JITTER, size=2)
             centre = (CELL_CENTRES[col] + jitter[0], CELL_CENTRES[row] + jitter[1])
             scale = rng.uniform(*SIZES[obj.size])
-            angle = rng.uniform(-UPRIGHT_TILT, UPRIGHT_TILT) if obj.shape in UPRIGHT else rng.uniform(0.0, 360.0)
+            angle = rng.uniform(-UPRIGHT_TILT, UPRIGHT_TILT)
             shapes.append(Shape(obj.shape, obj.color, (float(centre[0]), float(centre[1])), float(scale), float(angle)))
         shade = int(rng.integers(MAX_SHADE + 1))
         return render_frame(shapes, self.image_size, (shade, shade, shade))
