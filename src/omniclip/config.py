@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from omniclip.data.records import ListFormat
+from omniclip.files import write_text
 from omniclip.model.config import ModelConfig
 
 ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
@@ -301,12 +302,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def valid_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:

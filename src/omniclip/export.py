@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from omniclip.files import atomic_path, save_safetensors, write_json, write_text
 from omniclip.predict import VideoClassifier, check_class_names
 
 if TYPE_CHECKING:
@@ -111,16 +112,13 @@ def export_model(
     if fmt == "onnx":
         _export_onnx(encoder, example, out)
     else:
-        with _atomic(paths["encoder"]) as tmp:
+        with atomic_path(paths["encoder"]) as tmp:
             _export_program(encoder, example, tmp)
     embeddings = classifier.class_embeddings(names, templates).detach().float().cpu().contiguous()
-    with _atomic(paths["embeddings"]) as tmp:
-        save_file({"class_embeddings": embeddings}, str(tmp), metadata={"class_names": json.dumps(names)})
-    with _atomic(paths["names"]) as tmp:
-        tmp.write_text(json.dumps(names, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_safetensors(paths["embeddings"], {"class_embeddings": embeddings}, {"class_names": json.dumps(names)})
+    write_text(paths["names"], json.dumps(names, indent=1, ensure_ascii=False) + "\n")
     meta = export_meta(classifier, fmt=fmt, num_classes=len(names), embed_dim=embeddings.shape[1], templates=templates)
-    with _atomic(paths["meta"]) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(paths["meta"], meta)
     log.info("exported %s encoder and %d class embeddings to %s", fmt, len(names), out)
     return paths
 
@@ -263,26 +261,6 @@ def _require_onnx() -> None:
             "run `pip install onnx onnxscript onnxruntime` (onnxruntime checks and runs the file), "
             "or use the default --format torch-export"
         )
-
-
-class _atomic:
-    """Context manager yielding a temporary path beside ``path``; moved onto ``path`` only on success."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        # The temporary name keeps the suffix: torch.export.save warns about files not ending in .pt2.
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
 
 
 @dataclass

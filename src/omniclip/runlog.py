@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,7 @@ class RunLog:
             return
         lines = self.path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(kept))
 
     def close(self) -> None:
         if self._tb is not None:

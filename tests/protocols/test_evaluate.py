@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from omniclip.data.transforms import normalize
+from omniclip.dist import shutdown
 from omniclip.protocols.evaluate import EvalResult, check_coverage, evaluate, score_views
-from omniclip.train.dist import shutdown
 
 S, T = 2, 1  # tiny frames: the pixel value itself carries the video's identity
 

@@ -54,7 +54,7 @@ def test_shutdown_waits_for_every_rank_only_when_asked(tmp_path, monkeypatch, wa
     # A rank that left gloo before its peers was aborted at exit in 6 of 40 two-process runs; 0 of 40 with a barrier.
     import torch.distributed as tdist
 
-    from omniclip.train import dist
+    from omniclip import dist
 
     tdist.init_process_group("gloo", store=tdist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     calls: list[str] = []
@@ -71,7 +71,7 @@ def test_shutdown_waits_for_every_rank_only_when_asked(tmp_path, monkeypatch, wa
 
 
 def test_process_group_waits_only_after_a_body_that_ended_normally(monkeypatch) -> None:
-    from omniclip.train import dist
+    from omniclip import dist
 
     waits: list[bool] = []
     monkeypatch.setattr(dist, "shutdown", lambda *, wait_for_all: waits.append(wait_for_all))

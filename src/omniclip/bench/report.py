@@ -7,11 +7,10 @@ is ``step_s(subject) / step_s(baseline)`` at the same batch size (above 1 = slow
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from omniclip.files import write_json
 
 BASELINES: tuple[str, ...] = ("frame_average", "xclip")
 MODES: tuple[str, ...] = ("infer", "train")
@@ -141,16 +140,4 @@ def _memory_kind(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write ``report`` as indented JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, report)

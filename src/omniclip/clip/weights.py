@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors.torch import save_file
 
 from omniclip.clip import formats
 from omniclip.clip.formats import Tensors
 from omniclip.clip.model import CLIP
 from omniclip.clip.presets import PRESETS, Activation, CLIPConfig, canonical_name
+from omniclip.files import save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,4 @@ def save_clip(model: CLIP, path: str | Path) -> Path:
         raise ValueError(f"model lacks CLIP key {missing[0]}; save_clip expects an omniclip.clip.CLIP")
     tensors = {k: sd[k].detach().to("cpu").contiguous() for k in keys}
     metadata = {"format": "pt", CONFIG_METADATA: json.dumps(model.cfg.to_dict())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(path, tensors, metadata)

@@ -18,10 +18,10 @@ from functools import partial
 from pathlib import Path
 
 from omniclip.config import RunConfig, load_config
+from omniclip.dist import DistInfo, broadcast_object, process_group
 from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.runlog import default_run_dir
 from omniclip.train.checkpoint import load_trained_model
-from omniclip.train.dist import DistInfo, broadcast_object, process_group
 from omniclip.train.loop import NonFiniteLossError, amp_dtype_for, build_train_model, train
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from omniclip.data.decode import DecodeError, PyAVReader, open_video
-from omniclip.data.records import VideoRecord, write_text_atomic
+from omniclip.data.records import VideoRecord
+from omniclip.files import write_text
 
 CheckMode = Literal["quick", "full"]
 
@@ -103,4 +104,4 @@ def verify_records(
 def write_bad_list(report: VerifyReport, path: str | Path) -> Path:
     """Write ``path<TAB>reason`` per unreadable video (empty file when all are readable)."""
     lines = [f"{rec.path}\t{reason.replace(chr(10), ' ')}\n" for rec, reason in report.bad]
-    return write_text_atomic(path, "".join(lines))
+    return write_text(path, "".join(lines))

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from omniclip.data.decode import DecodeError, split_tar_path
 from omniclip.data.encode import VideoWriter
-from omniclip.data.records import VideoRecord, read_annotations, write_text_atomic
+from omniclip.data.records import VideoRecord, read_annotations
 from omniclip.data.transforms import short_side_size
+from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ def prepare_dataset(
     names = {rels[i]: rels[i] for i in ok}
     if shards > 0 and ok:
         report.shards, names = _write_shards(out, dest, [rels[i] for i in ok], min(shards, len(ok)))
-    write_text_atomic(report.list_file, "".join(f"{names[rels[i]]} {records[i].label}\n" for i in ok))
-    write_text_atomic(out / "failed.txt", "".join(f"{rel}\t{why}\n" for rel, why in report.failed))
+    write_text(report.list_file, "".join(f"{names[rels[i]]} {records[i].label}\n" for i in ok))
+    write_text(out / "failed.txt", "".join(f"{rel}\t{why}\n" for rel, why in report.failed))
     for rel, why in report.failed:
         log.warning("left out %s: %s", rel, why)
     return report

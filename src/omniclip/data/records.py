@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from omniclip.files import write_text
+
 ListFormat = Literal["auto", "video", "rawframes", "csv"]
 
 PATH_COLUMNS = ("path", "video", "filename", "file", "video_path", "youtube_id")
@@ -232,20 +234,10 @@ def write_list(records: list[VideoRecord], path: str | Path, root: str | Path | 
         if root is not None:
             text = os.path.relpath(text, root) if TAR_SEPARATOR not in text else _relative_tar(text, Path(root))
         lines.append(f"{text} {rec.label}\n")
-    write_text_atomic(path, "".join(lines))
+    write_text(path, "".join(lines))
     return path
 
 
 def _relative_tar(text: str, root: Path) -> str:
     container, _, member = text.partition(TAR_SEPARATOR)
     return f"{os.path.relpath(container, root)}{TAR_SEPARATOR}{member}"
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a text file through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from omniclip.data.encode import write_video
-from omniclip.data.records import write_text_atomic
+from omniclip.files import write_text
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
@@ -293,10 +293,8 @@ def write_synthetic_dataset(
                 lines.append(f"{rel} {label}\n")
                 if progress is not None:
                     progress(1)
-        lists[split] = write_text_atomic(root / f"{split}.txt", "".join(lines))
-    classes_file = write_text_atomic(
-        root / "classes.csv", "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names))
-    )
+        lists[split] = write_text(root / f"{split}.txt", "".join(lines))
+    classes_file = write_text(root / "classes.csv", "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
     return SyntheticDataset(root, lists, classes_file, names, num_frames, size, counts)
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from omniclip.data.records import write_text_atomic
 from omniclip.data.synthetic import write_synthetic_dataset
+from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def ensure_benchmark(
         codec=spec.codec,
         progress=progress,
     )
-    write_text_atomic(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+    write_text(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
     return Benchmark(root, spec, list(data.class_names), created=True)
 
 

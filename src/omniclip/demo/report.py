@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from omniclip.demo.benchmark import GROUPS, TWINS
+from omniclip.files import pyplot, save_figure
 
 COLUMNS = ("all", *GROUPS, "pair", "within pair")
 
@@ -124,7 +123,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
 
 def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = "") -> Path:
     """Accuracy per class group (bars, one per run) beside the training-loss curves of the trained runs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
     groups = ["all", *GROUPS, "within pair"]
     width = 0.8 / max(1, len(results))
@@ -157,28 +156,4 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save_figure(fig, Path(out_png))
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as a PNG atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        _pyplot().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure(fig, Path(out_png))

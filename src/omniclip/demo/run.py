@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from omniclip.clip.weights import resolve_source
 from omniclip.config import RunConfig
-from omniclip.data.records import write_text_atomic
 from omniclip.demo.benchmark import Benchmark, ensure_benchmark, num_videos
 from omniclip.demo.recipes import BUDGETS, RUNS, Budget, RunSpec, run_config, training_videos
 from omniclip.demo.report import (
@@ -35,11 +34,12 @@ from omniclip.demo.report import (
     read_confusion,
     read_curve,
 )
+from omniclip.dist import DistInfo, init_distributed
 from omniclip.embedded import EMBEDDED_CLIP
+from omniclip.files import write_text
 from omniclip.model import OmniCLIP
 from omniclip.protocols.report import plot_curves
 from omniclip.protocols.runners import evaluate_protocol, run_protocol, write_json
-from omniclip.train.dist import DistInfo, init_distributed
 from omniclip.train.loop import TrainResult, build_train_model, train
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def write_outputs(result: DemoResult, options: DemoOptions, bench: Benchmark) ->
         "data": bench.root,
         "predict_video": bench.root / PREDICT_VIDEO,
     }
-    write_text_atomic(files["table"], result.table + "\n")
+    write_text(files["table"], result.table + "\n")
     write_json(files["results"], _summary(result, options))
     plot_demo(result.runs, files["figure"], title)
     result.files = files

@@ -42,6 +42,7 @@ from omniclip.embedded.captions import (
     class_phrases,
     pair_phrases,
 )
+from omniclip.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,9 @@ def _train_step(model: CLIP, opt: torch.optim.Optimizer, batch: CaptionBatch, cf
 
 
 def _save_state(path: Path, cfg: PretrainConfig, model: CLIP, opt: torch.optim.Optimizer, **progress: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), **progress}
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_state(path: Path | None, cfg: PretrainConfig, model: CLIP, opt: torch.optim.Optimizer) -> dict:
@@ -311,9 +311,8 @@ def canonicalise_header(path: Path) -> None:
     size = int.from_bytes(raw[:8], "little")
     header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment with spaces
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size :])
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size :])
 
 
 def compare_with_shipped(record: dict, shipped: dict | None) -> str:
@@ -379,8 +378,4 @@ def save_embedded(
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "date": datetime.date.today().isoformat(),
     }
-    out = path.with_suffix(".json")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out)
-    return out, record
+    return write_json(path.with_suffix(".json"), record), record

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from omniclip.data.transforms import normalize
+from omniclip.dist import all_gather_object, get_world_size
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,9 @@ def gather_scores(scores: Scores, failed: list[tuple[int, str]]) -> tuple[Scores
     Raises:
         RuntimeError: two ranks scored the same video index.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if get_world_size() == 1:
         return scores, sorted(failed)
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (scores, failed))
+    parts: list[Any] = all_gather_object((scores, failed))
     merged: Scores = {}
     all_failed: list[tuple[int, str]] = []
     for rank, (part_scores, part_failed) in enumerate(parts):

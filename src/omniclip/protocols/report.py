@@ -11,14 +11,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omniclip.files import pyplot, save_figure, write_text
 from omniclip.protocols.evaluate import EvalResult
 
 METRICS = ("top1", "top5", "mean_class_accuracy")
@@ -46,10 +45,10 @@ def write_eval_report(result: EvalResult, out_dir: str | Path, class_names: Sequ
         "confusion": out / "confusion.png",
         "failed": out / "failed.txt",
     }
-    _write_text(paths["metrics"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    _write_text(paths["per_class"], _per_class_csv(result, class_names))
-    _write_text(paths["confusion_csv"], _confusion_csv(result.confusion, class_names))
-    _write_text(paths["failed"], "".join(f"{i}\t{err}\n" for i, err in result.failed))
+    write_text(paths["metrics"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    write_text(paths["per_class"], _per_class_csv(result, class_names))
+    write_text(paths["confusion_csv"], _confusion_csv(result.confusion, class_names))
+    write_text(paths["failed"], "".join(f"{i}\t{err}\n" for i, err in result.failed))
     plot_confusion(result.confusion, class_names, paths["confusion"])
     return paths
 
@@ -80,7 +79,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], out_png: s
     Readable from 5 to 400 classes: class names label the axes only up to ``LABELLED_CLASSES`` classes,
     and cell counts are printed only up to ``ANNOTATED_CLASSES``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     C = confusion.shape[0]
     rows = confusion.sum(axis=1, keepdims=True)
     rates = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=float), where=rows > 0)
@@ -105,7 +104,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], out_png: s
     ax.set_ylabel("true class")
     ax.set_title(f"confusion matrix ({C} classes, {int(confusion.sum())} videos)")
     fig.tight_layout()
-    return _save_figure(fig, Path(out_png))
+    return save_figure(fig, Path(out_png))
 
 
 def summarize_splits(results: Sequence[EvalResult] | Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -175,7 +174,7 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
     panels = [keys for keys in panels if keys]
     if not panels:
         raise ValueError(f"{path} has no loss or accuracy values to plot (keys containing 'loss', 'top1', 'acc')")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.5 * len(panels)), sharex=True, squeeze=False)
     for ax, keys in zip(axes[:, 0], panels, strict=True):
         for key in sorted(keys):
@@ -186,7 +185,7 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
         ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel(xlabel)
     fig.tight_layout()
-    return _save_figure(fig, Path(out_png))
+    return save_figure(fig, Path(out_png))
 
 
 def _panel(key: str) -> str | None:
@@ -202,41 +201,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on training machines
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _colors() -> Any:
     import matplotlib.colors
 
     return matplotlib.colors
-
-
-def _save_figure(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        _pyplot().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -9,22 +9,21 @@ base-to-novel).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as tdist
 
+from omniclip import files
 from omniclip.config import RunConfig, replace_sections
 from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import build_loader
 from omniclip.data.records import VideoRecord, read_annotations, read_class_names
+from omniclip.dist import barrier, get_rank, get_world_size
 from omniclip.model import OmniCLIP
 from omniclip.protocols import splits
 from omniclip.protocols.evaluate import EvalResult, evaluate
@@ -46,23 +45,10 @@ class EvalSet:
     class_names: list[str]  # the C classes scored against
 
 
-def _is_main() -> bool:
-    return not (tdist.is_available() and tdist.is_initialized()) or tdist.get_rank() == 0
-
-
-def _rank_world() -> tuple[int, int]:
-    if tdist.is_available() and tdist.is_initialized():
-        return tdist.get_rank(), tdist.get_world_size()
-    return 0, 1
-
-
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON atomically (main process only)."""
-    if _is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+    if get_rank() == 0:
+        files.write_json(path, data)
     return path
 
 
@@ -120,13 +106,13 @@ def evaluate_set(
         crops=e.crops,
         decoder=d.decoder,
     )
-    rank, world = _rank_world()
+    rank, world = get_rank(), get_world_size()
     workers = d.workers if e.workers < 0 else e.workers
     loader = build_loader(dataset, batch_size=e.batch_size, train=False, workers=workers, rank=rank, world_size=world)
     model.eval()
     classes = model.encode_classes(es.class_names)
     result = evaluate(model, loader, classes, device=device, amp_dtype=amp_dtype, num_classes=len(es.class_names))
-    if _is_main():
+    if get_rank() == 0:
         write_eval_report(result, out_dir / es.name, es.class_names)
     return result
 
@@ -197,7 +183,7 @@ def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] 
     """
     p = cfg.protocol
     path = stage / "splits" / f"train_{p.shots}shot_seed{seed}.txt"
-    if _is_main():
+    if get_rank() == 0:
         if p.shot_lists:
             given = cfg.data.path(p.shot_lists[list(p.seeds).index(seed)])
             chosen = read_annotations(given, root=cfg.data.root, fmt=cfg.data.list_format)
@@ -208,8 +194,7 @@ def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] 
                 records = splits.relabel(records, classes)
             chosen = splits.few_shot_records(records, p.shots, seed=seed, num_classes=num_classes)
         splits.write_records(chosen, path, root=cfg.data.root)
-    if tdist.is_available() and tdist.is_initialized():
-        tdist.barrier()
+    barrier()
     return path
 
 
@@ -231,7 +216,7 @@ def run_base_to_novel(
         stage = _stage_dir(run_dir, seeds, seed)
         shot_list = _write_shots(cfg, stage, seed, classes=base, num_classes=len(base))
         base_file = stage / "splits" / "base_classes.csv"
-        if _is_main():
+        if get_rank() == 0:
             splits.write_class_file([names[c] for c in base], base_file)
         stage_cfg = replace_sections(
             cfg,

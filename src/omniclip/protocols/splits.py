@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omniclip.data.records import VideoRecord, read_annotations, read_class_names, write_list, write_text_atomic
+from omniclip.data.records import VideoRecord, read_annotations, read_class_names, write_list
+from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def write_records(records: Sequence[VideoRecord], path: str | Path, root: str | 
 
 def write_class_file(names: Sequence[str], path: str | Path) -> Path:
     """Write an ``id,name`` CSV with a header, atomically."""
-    return write_text_atomic(path, "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
+    return write_text(path, "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
 
 
 # ----------------------------------------------------------------------------------------------- file writers

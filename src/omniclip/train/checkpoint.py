@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from omniclip.clip.model import CLIP, build_clip
 from omniclip.clip.presets import CLIPConfig
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_from_dict
+from omniclip.files import save_safetensors, write_text
 from omniclip.model import OmniCLIP, build_model
 
 log = logging.getLogger(__name__)
@@ -184,25 +185,19 @@ def save_checkpoint(
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / MODEL_FILE), metadata={META_KEY: meta.to_json()})
+    save_safetensors(tmp / MODEL_FILE, trainable_state(model), {META_KEY: meta.to_json()})
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
         tensors, groups = optimizer_tensors(optimizer)
-        save_file(tensors, str(tmp / OPTIM_FILE))
+        save_safetensors(tmp / OPTIM_FILE, tensors)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "optimizer_groups": groups, "meta": json.loads(meta.to_json())}))
     final = checkpoint_dir(run_dir, meta.step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(root / LAST, name + "\n")
+    write_text(root / LAST, name + "\n")
     _prune(root, keep, name)
     return final
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _prune(root: Path, keep: int, current: str) -> None:

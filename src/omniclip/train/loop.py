@@ -35,10 +35,10 @@ from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import collate_videos
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import normalize
+from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from omniclip.model import OmniCLIP
 from omniclip.runlog import RunLog
 from omniclip.train import checkpoint as ckpt
-from omniclip.train.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from omniclip.train.optim import build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Distributed helpers with single-process fallbacks: one code path for one process and for many.
 
-Under ``torchrun`` the environment names the rank and world size; NCCL is used on GPUs and gloo on the CPU
-(dinov2 ``dinov2/distributed/__init__.py``). Without it every helper is the identity.
+Every layer may import it: it imports nothing of the project. Under ``torchrun`` the environment names the rank and
+world size; NCCL is used on GPUs and gloo on the CPU (dinov2 ``dinov2/distributed/__init__.py``). Without it every
+helper is the identity.
 """
 
 from __future__ import annotations
@@ -77,10 +78,6 @@ def get_world_size() -> int:
     return tdist.get_world_size() if is_distributed() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_distributed():
         tdist.barrier()
@@ -95,6 +92,15 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         out = out.to(torch.device("cuda", torch.cuda.current_device()))
     tdist.all_reduce(out, op=tdist.ReduceOp.SUM)
     return out.to(values.device)
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """Every process's ``obj``, in rank order (``[obj]`` for one process)."""
+    if not is_distributed():
+        return [obj]
+    parts: list[object] = [None] * tdist.get_world_size()
+    tdist.all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
