@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from omniclip.files import atomic_path, write_json, write_text
+from omniclip.files import atomic_path, writable_dir, write_json, write_text
 
 
 def _mode(path: Path) -> int:
@@ -35,3 +35,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) ->
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]
+
+
+def test_writable_dir_names_what_is_in_the_way(tmp_path: Path) -> None:
+    assert writable_dir(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is an existing file"):
+        writable_dir(tmp_path / "file")
+    with pytest.raises(ValueError, match="lies under a file"):
+        writable_dir(tmp_path / "file" / "run")
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == []

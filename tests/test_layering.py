@@ -1,7 +1,7 @@
 """Imports point one way, for every layer of the package: each unit imports only the units listed for it.
 
-``files`` and ``dist`` are the neutral plumbing every layer may use; ``clip`` and ``data`` know nothing of each other;
-``protocols`` never imports ``train``; only ``commands`` (wired by ``cli``) sees everything.
+``files``, ``dist`` and ``precision`` are the neutral plumbing every layer may use; ``clip`` and ``data`` know nothing
+of each other; ``protocols`` never imports ``train``; only ``commands`` (wired by ``cli``) sees everything.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "omniclip"
 
-PLUMBING = {"files", "dist"}
+PLUMBING = {"files", "dist", "precision"}
 ALLOWED: dict[str, set[str]] = {
     "files": set(),
     "dist": set(),
+    "precision": set(),
     "runlog": {"files"},
     "clip": {"files"},
     "data": {"files"},

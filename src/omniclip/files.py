@@ -95,3 +95,23 @@ def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[s
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) and check that a file can be written in it, before any work starts.
+
+    Raises:
+        ValueError: ``path`` is a file, lies under a file, or cannot be written; the message names it.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe, _ = _create_beside(path / "write-check")
+        probe.unlink()
+    except (NotADirectoryError, FileExistsError) as err:
+        raise ValueError(f"{what} {path} lies under a file ({err.filename})") from None
+    except OSError as err:
+        raise ValueError(f"{what} {path} cannot be written: {err.strerror}") from None
+    return path

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
+
+from omniclip.precision import amp_dtype, autocast
 
 if TYPE_CHECKING:
     from omniclip.clip import CLIP
@@ -67,8 +68,7 @@ class VideoClassifier:
         from omniclip.protocols.evaluate import score_views
 
         device = self.device
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        with torch.no_grad(), amp:
+        with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
             return score_views(self.model, video.to(device), class_embeddings.to(device)).float().cpu()
 
 

@@ -6,11 +6,11 @@ clip and the achieved share of the device's matmul rate; ``docs/benchmarks.md`` 
 
 from omniclip.bench.config import SUBJECTS, BenchConfig
 from omniclip.bench.flops import count_flops
-from omniclip.bench.precision import autocast, cast_frozen_
 from omniclip.bench.report import compute_ratios, format_table, write_report
 from omniclip.bench.runner import run_bench
 from omniclip.bench.search import MaxBatch, find_max_batch, is_oom
 from omniclip.bench.timing import Timing, measure, measure_interleaved
+from omniclip.precision import autocast, cast_frozen_
 
 __all__ = [
     "SUBJECTS",

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from omniclip.bench.precision import DTYPES, DtypeName
 from omniclip.clip.presets import CLIPConfig, get_preset
+from omniclip.precision import DTYPES, DtypeName
 
 # frame_average: bare CLIP averaging frame embeddings (frozen: only the logit scale trains); vificlip: the same model
 # with every weight trained (ViFi-CLIP's recipe, the fair baseline for training cost); xclip: transformers' X-CLIP.

@@ -18,11 +18,11 @@ import torch
 
 from omniclip.bench.config import BenchConfig
 from omniclip.bench.phases import bench_interleaved, bench_subject, make_batches, max_batch_search
-from omniclip.bench.precision import DTYPES
 from omniclip.bench.report import compute_ratios
 from omniclip.bench.search import release_memory
 from omniclip.bench.timing import matmul_tflops
 from omniclip.bench.xclip import xclip_available
+from omniclip.precision import DTYPES
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omniclip.bench.precision import DtypeName, autocast, cast_frozen_
 from omniclip.clip.model import build_clip
 from omniclip.clip.presets import CLIPConfig
 from omniclip.model import build_model
+from omniclip.precision import DtypeName, autocast, cast_frozen_
 
 Batch = dict[str, torch.Tensor]  # "video" (B, T, 3, H, W) float, "label" (B,) int64
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from omniclip.bench.precision import DtypeName, autocast
 from omniclip.bench.subjects import Batch, Subject, class_tokens
 from omniclip.clip.presets import CLIPConfig
+from omniclip.precision import DtypeName, autocast
 
 
 def xclip_available() -> bool:

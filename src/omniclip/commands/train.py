@@ -19,10 +19,11 @@ from pathlib import Path
 
 from omniclip.config import RunConfig, load_config
 from omniclip.dist import DistInfo, broadcast_object, process_group
+from omniclip.precision import amp_dtype
 from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.runlog import default_run_dir
 from omniclip.train.checkpoint import load_trained_model
-from omniclip.train.loop import NonFiniteLossError, amp_dtype_for, build_train_model, train
+from omniclip.train.loop import NonFiniteLossError, build_train_model, train
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
                 run_dir,
                 fit=fit,
                 device=dist.device,
-                amp_dtype=amp_dtype_for(dist.device, cfg.train.amp),
+                amp_dtype=amp_dtype(dist.device, cfg.train.amp),
                 resume=args.resume,
             )
         except NonFiniteLossError as err:  # raised on every rank at the same step (the loss is all-reduced)
@@ -99,7 +100,7 @@ def run_eval(args: argparse.Namespace) -> int:
             model, base = build_train_model(cfg, dist.device).eval(), Path("runs") / "eval" / cfg.data.dataset
         out = Path(args.output) if args.output else base / f"eval-{Path(args.config).stem}"
         summary = evaluate_protocol(
-            cfg, model, out, device=dist.device, amp_dtype=amp_dtype_for(dist.device, cfg.train.amp)
+            cfg, model, out, device=dist.device, amp_dtype=amp_dtype(dist.device, cfg.train.amp)
         )
         if dist.is_main:
             print(json.dumps({"output": str(out), **summary}, indent=2))

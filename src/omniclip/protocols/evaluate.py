@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from omniclip.data.transforms import normalize
 from omniclip.dist import all_gather_object, get_world_size
+from omniclip.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def score_loader(
     model.eval()
     scores: Scores = {}
     failed: list[tuple[int, str]] = []
-    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    amp = autocast(device, amp_dtype)
     try:
         for batch in loader:
             failed.extend((int(i), str(err)) for i, err in batch.get("failed", []))

@@ -37,6 +37,7 @@ from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from omniclip.model import OmniCLIP
+from omniclip.precision import amp_dtype, autocast
 from omniclip.runlog import RunLog
 from omniclip.train import checkpoint as ckpt
 from omniclip.train.optim import build_optimizer, lr_at, set_lr
@@ -137,17 +138,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def amp_dtype_for(device: torch.device, amp: str) -> torch.dtype | None:
-    """``train.amp`` -> the autocast dtype: bf16 when asked, or on GPUs for ``auto``; None = full precision."""
-    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
-
-
-def autocast_for(device: torch.device, amp: str) -> Any:
-    """bf16 autocast context (see ``amp_dtype_for``), or a no-op."""
-    dtype = amp_dtype_for(device, amp)
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 class ClassifierStep(nn.Module):
@@ -302,7 +292,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
                 else nullcontext()
             )
             with sync:
-                with autocast_for(device, t.amp):
+                with autocast(device, amp_dtype(device, t.amp)):
                     loss_sum, count = _batch_loss(step_model, batch, device, cfg)
                 (loss_sum / (t.batch_size * plan.accum)).backward()
             sums += torch.tensor([loss_sum.item(), count, len(batch["failed"])], dtype=torch.float64)

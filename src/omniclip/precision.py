@@ -1,4 +1,7 @@
-"""Precision switches: bf16 autocast contexts and a frozen backbone stored in bf16 beside fp32 trainable weights.
+"""Precision, chosen in one place: the autocast dtype of a run, its context, and a frozen backbone stored in bf16.
+
+``train.amp`` names the autocast precision of training, evaluation and prediction (``amp_dtype``); ``autocast`` turns
+a dtype into its context. ``omniclip bench`` uses the same functions with its own switches.
 
 OmniCLIP freezes CLIP (METHOD.md section 1), so the backbone's weights never need fp32 master copies: storing them
 in bf16 halves their memory and lets the GPU run the frozen matmuls without autocast's per-call weight casts
@@ -38,13 +41,22 @@ def cast_frozen_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
     return cast
 
 
-def autocast(device: torch.device, dtype: DtypeName, *, cache: bool = True) -> AbstractContextManager[object]:
-    """bf16 autocast on ``device`` for ``"bf16"``, nothing for ``"fp32"``.
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """``train.amp`` -> the autocast dtype: bf16 when asked, or on GPUs for ``auto``; None = full precision."""
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
+
+
+def autocast(
+    device: torch.device, dtype: torch.dtype | DtypeName | None, *, cache: bool = True
+) -> AbstractContextManager[object]:
+    """Autocast to ``dtype`` on ``device`` (a dtype or its name); nothing for None or ``"fp32"``.
 
     ``cache=False`` is needed under CUDA-graph capture (cached casts would be graph-private tensors).
     """
-    if dtype == "fp32":
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if dtype is None or dtype == torch.float32:
         return nullcontext()
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
-    return torch.autocast(device.type, dtype=DTYPES[dtype], cache_enabled=cache)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
