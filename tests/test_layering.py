@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"files"},
     "model": {"clip", "files"},
     "config": {"data", "model", "files"},
-    "embedded": {"clip", "data"} | PLUMBING,
+    "embedded": {"clip", "data", "model", "train"} | PLUMBING,  # pretraining uses the engine's schedule and groups
     "protocols": {"config", "data", "model"} | PLUMBING,
     "train": {"clip", "config", "data", "model", "runlog"} | PLUMBING,
     "predict": {"clip", "data", "model", "protocols", "train"} | PLUMBING,

@@ -14,12 +14,12 @@ from omniclip.clip import build_clip, load_clip, save_clip
 from omniclip.embedded.pretrain import (
     NO_DECAY,
     PretrainConfig,
+    build_optimizer,
     canonicalise_header,
     contrastive_loss,
     deterministic,
     init_sincos_,
     lr_at,
-    param_groups,
     pretrain,
 )
 
@@ -74,9 +74,9 @@ def test_embedded_sincos_table_encodes_the_grid() -> None:
 
 def test_embedded_weight_decay_only_on_matrices() -> None:
     model = build_clip("tiny")
-    decay, no_decay = param_groups(model, 0.1)
-    names = {id(p): n for n, p in model.named_parameters()}
-    decayed = {names[id(p)] for p in decay["params"]}
+    decay, no_decay = build_optimizer(model, PretrainConfig(weight_decay=0.1)).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    decayed = set(decay["names"])
     assert decayed and all(model.get_parameter(n).ndim >= 2 for n in decayed)
     assert not decayed & set(NO_DECAY) and "logit_scale" not in decayed
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from omniclip.clip import CLIP, build_clip, load_clip, save_clip, tokenize
+from omniclip.data.transforms import normalize
 from omniclip.embedded import EMBEDDED_CLIP
 from omniclip.embedded.captions import (
     ATTRIBUTES,
@@ -43,11 +44,12 @@ from omniclip.embedded.captions import (
     pair_phrases,
 )
 from omniclip.files import atomic_path, write_json
+from omniclip.model.text import class_embeddings
+from omniclip.train.optim import lr_at as schedule_lr
+from omniclip.train.optim import param_groups, set_lr
 
 log = logging.getLogger(__name__)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI's pixel statistics, as every CLIP pipeline uses
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_LOGIT_SCALE = math.log(100.0)
 EVAL_SEED = 1_000_003  # zero-shot images come from this stream, never the training seed's
 # Parameters kept out of weight decay besides biases and gains (STYLE.md: name the extra exclusions in one list).
@@ -116,27 +118,18 @@ def init_sincos_(pos: torch.Tensor) -> torch.Tensor:
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(B, H, W, 3)`` -> CLIP-normalised float ``(B, 3, H, W)``."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(images).permute(0, 3, 1, 2))  # (B, 3, H, W)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` at the last step."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup - 1)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` at the last step (the training schedule)."""
+    return schedule_lr(step, total_steps=cfg.steps - 1, warmup_steps=cfg.warmup, lr=cfg.lr, min_lr=cfg.min_lr)
 
 
-def param_groups(model: CLIP, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices only, never on ``NO_DECAY``, biases, gains or the logit scale."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and name not in NO_DECAY else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: CLIP, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW with decay on matrices outside ``NO_DECAY`` (the training engine's parameter groups), CLIP's betas."""
+    groups = param_groups(model.named_parameters(), cfg.weight_decay, set(NO_DECAY))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False)
 
 
 def contrastive_loss(
@@ -152,8 +145,7 @@ def contrastive_loss(
 
 
 def _train_step(model: CLIP, opt: torch.optim.Optimizer, batch: CaptionBatch, cfg: PretrainConfig, step: int) -> float:
-    for group in opt.param_groups:
-        group["lr"] = lr_at(step, cfg)
+    set_lr(opt, lr_at(step, cfg))
     tokens = tokenize(batch.captions, context_length=cfg.text_length)
     fits = torch.from_numpy(batch.match_matrix())
     loss = contrastive_loss(
@@ -218,9 +210,7 @@ def pretrain(
         size = model.cfg.vision.image_size
         spatial = CaptionGenerator(size, "train", cfg.two_objects, group=cfg.group, spatial=True)
         full = CaptionGenerator(size, "train", cfg.two_objects, group=cfg.group)
-        opt = torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=False
-        )
+        opt = build_optimizer(model, cfg)
         resumed = _load_state(state_path, cfg, model, opt)
         history: list[dict] = resumed["history"]
         start = time.perf_counter() - resumed["seconds"]
@@ -236,15 +226,6 @@ def pretrain(
             if state_path is not None and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
                 _save_state(state_path, cfg, model, opt, next_step=step + 1, history=history, seconds=seconds)
     return model.eval(), history
-
-
-@torch.no_grad()
-def class_embeddings(model: CLIP, phrases: list[str], templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
-    """``(C, E)`` L2-normalised class embeddings: each phrase in every template, averaged (prompt ensemble)."""
-    texts = [t.format(p) for p in phrases for t in templates]
-    emb = F.normalize(model.encode_text(tokenize(texts)).float(), dim=-1)
-    emb = emb.view(len(phrases), len(templates), -1).mean(dim=1)  # (C, E)
-    return F.normalize(emb, dim=-1)
 
 
 @torch.no_grad()
@@ -269,8 +250,8 @@ def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024
     """
     model = model.eval()
     pairs = pair_phrases()
-    pair_emb = class_embeddings(model, list(pairs.values()))
-    attr_emb = {a: class_embeddings(model, list(class_phrases(a).values())) for a in ATTRIBUTES}
+    pair_emb = class_embeddings(model, list(pairs.values()), TEMPLATES)
+    attr_emb = {a: class_embeddings(model, list(class_phrases(a).values()), TEMPLATES) for a in ATTRIBUTES}
     out: dict[str, dict[str, float]] = {}
     for split in ("seen", "unseen"):
         feats, objects = _image_features(model, "train" if split == "seen" else "unseen", seed, images)
