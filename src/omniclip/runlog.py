@@ -2,14 +2,24 @@
 
 Run directories follow ``runs/<protocol>/<dataset>/<preset>_<T>f/<timestamp>`` unless an output is given.
 Only the main process writes (``RunLog(..., enabled=False)`` on other ranks is a no-op).
+
+A run folder has one writer at a time: ``run_lock`` holds an exclusive ``flock`` on ``<run>/.lock`` (which names
+the holder) for as long as the run goes. The kernel drops the lock when its process ends, however it ends, so a
+lock file left by a killed run is only a file and blocks nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
+import os
+import shutil
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,77 @@ def default_run_dir(protocol: str, dataset: str, source: str, num_frames: int, r
     """``runs/<protocol>/<dataset>/<arch>_<T>f/<YYYYmmdd-HHMMSS>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(root) / protocol / dataset / f"{arch_tag(source)}_{num_frames}f" / stamp
+
+
+LOCK_FILE = ".lock"
+_HELD: set[Path] = set()  # run folders whose lock this process holds
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of a run folder (created if needed) for the body; yields the lock file.
+
+    The lock file records the holder (pid, host, start time) for the refusal message. Nested use in the process that
+    holds the lock of the folder, or of a folder above it, is a no-op (a protocol's per-seed runs inside a run).
+
+    Raises:
+        ValueError: another process holds the lock; the message names it.
+    """
+    folder = Path(run_dir).resolve()
+    path = folder / LOCK_FILE
+    if any(held == folder or held in folder.parents for held in _HELD):
+        yield path
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe_holder(os.pread(fd, 4096, 0))
+        os.close(fd)
+        raise ValueError(
+            f"run folder {run_dir} is in use by {holder}; wait for that run to end or choose another --output"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        since = datetime.now().astimezone().isoformat(timespec="seconds")
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}) + "\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        _HELD.add(folder)
+        yield path
+    finally:
+        _HELD.discard(folder)
+        os.ftruncate(fd, 0)  # the file stays (unlinking it would let a waiting opener lock a dead inode)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _describe_holder(raw: bytes) -> str:
+    try:
+        info = json.loads(raw.decode("utf-8"))
+        return f"pid {int(info['pid'])} on host {info['host']} since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process (it has not written its pid yet)"
+
+
+def run_contents(run_dir: str | Path) -> list[Path]:
+    """What a run folder holds besides its lock file (empty when the folder does not exist)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name != LOCK_FILE)
+
+
+def empty_run_dir(run_dir: str | Path) -> None:
+    """Delete everything in a run folder but its lock file (hold the lock); links are removed, not followed."""
+    for p in run_contents(run_dir):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,17 +8,24 @@ Layout of one checkpoint, written into a temporary directory and moved into plac
     <run>/checkpoints/last                                 name of the newest complete checkpoint, updated last
 
 A frozen CLIP is not copied: ``load_trained_model`` rebuilds it from ``clip.source`` (or a CLIP passed in)
-and loads the trained parameters on top, asserting that exactly the trainable keys arrive.
+and loads the trained parameters on top, asserting that exactly the trainable keys arrive. The name alone does not
+identify a backbone (an OpenAI and a LAION ViT-B/16 share it), so the metadata also holds the backbone's fingerprint
+(architecture and a SHA-256 of its weights) and loading refuses another backbone unless told otherwise.
+
+Nothing read from a run folder is trusted blindly: ``last`` must name a complete ``step_NNNNNNNN`` folder beside it
+(else the newest complete one is used, with a warning), and unreadable files raise one line naming the file.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import json
 import logging
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from omniclip.clip.model import CLIP, build_clip
 from omniclip.clip.presets import CLIPConfig
-from omniclip.clip.weights import load_clip
+from omniclip.clip.weights import describe, load_clip
 from omniclip.config import RunConfig, config_from_dict
 from omniclip.files import save_safetensors, write_text
 from omniclip.model import OmniCLIP, build_model
@@ -44,6 +51,7 @@ OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 LAST = "last"
 META_KEY = "omniclip"  # safetensors metadata key holding the JSON meta
+STEP_NAME = re.compile(r"step_\d{8}")  # the only names a checkpoint folder (and ``last``) may have
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class TrainedMeta:
     clip_arch: dict[str, Any] = field(default_factory=dict)  # CLIPConfig.to_dict() of the backbone
     step: int = 0  # optimizer steps done
     epoch: int = 0  # epochs completed
+    clip_fingerprint: str = ""  # backbone_fingerprint() of the CLIP the run started from ("" in old checkpoints)
 
     def to_json(self) -> str:
         return json.dumps({**self.__dict__, "templates": list(self.templates)})
@@ -66,7 +75,55 @@ class TrainedMeta:
     @classmethod
     def from_json(cls, text: str) -> TrainedMeta:
         d = json.loads(text)
-        return cls(**{**d, "templates": tuple(d.get("templates", ()))})
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "templates": tuple(d.get("templates", ()))})
+
+
+def backbone_fingerprint(clip: CLIP) -> str:
+    """``sha256:<hex>`` over a CLIP's architecture and weights, before OmniCLIP branches are attached to it.
+
+    Hashes the architecture (``CLIPConfig.to_dict()``), then every state-dict tensor in sorted key order: its name,
+    shape and bytes, floating tensors as float32 (so a copy cast to another dtype and back, or moved to a GPU, keeps
+    its fingerprint). About 1 s for ViT-B/16 on a CPU core.
+    """
+    h = hashlib.sha256(json.dumps(clip.cfg.to_dict(), sort_keys=True).encode())
+    state = clip.state_dict()
+    for key in sorted(state):
+        value = state[key].detach()
+        value = (value.float() if value.is_floating_point() else value).cpu().contiguous()
+        h.update(f"{key} {tuple(value.shape)} {value.dtype}\n".encode())
+        h.update(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
+    return f"sha256:{h.hexdigest()}"
+
+
+def check_backbone(
+    meta: TrainedMeta, clip: CLIP, where: str | Path, *, source: str = "", allow_other_backbone: bool = False
+) -> str:
+    """Refuse to put a checkpoint's trained parameters on a CLIP other than the one it was trained from.
+
+    Returns:
+        The CLIP's fingerprint.
+
+    Raises:
+        ValueError: the fingerprints differ (both are named) and ``allow_other_backbone`` is False.
+    """
+    fingerprint = backbone_fingerprint(clip)
+    if not meta.clip_fingerprint:
+        log.warning(
+            "%s has no backbone fingerprint (an older checkpoint); cannot check that %s is its CLIP",
+            where,
+            source or meta.clip_source,
+        )
+    elif meta.clip_fingerprint != fingerprint:
+        trained = describe(CLIPConfig.from_dict(meta.clip_arch)) if meta.clip_arch else "?"
+        message = (
+            f"{where} was trained on another CLIP backbone: checkpoint {trained} {meta.clip_fingerprint}, "
+            f"{source or meta.clip_source} is {describe(clip.cfg)} {fingerprint}"
+        )
+        if not allow_other_backbone:
+            raise ValueError(f"{message}; pass allow_other_backbone (--allow-other-backbone) to load it anyway")
+        log.warning("%s (loading anyway: allow_other_backbone)", message)
+    return fingerprint
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -168,6 +225,9 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically under ``run_dir/checkpoints`` and point ``last`` at it.
 
+    A step is saved once: when its folder already holds a complete checkpoint, that one is kept and ``last`` points
+    at it (replacing it would delete the folder ``last`` names before the new one is in place).
+
     Args:
         run_dir: the run directory.
         model: the unwrapped model; its trainable parameters are saved.
@@ -182,65 +242,198 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{meta.step:08d}"
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_safetensors(tmp / MODEL_FILE, trainable_state(model), {META_KEY: meta.to_json()})
-    groups: list[dict[str, Any]] = []
-    if optimizer is not None:
-        tensors, groups = optimizer_tensors(optimizer)
-        save_safetensors(tmp / OPTIM_FILE, tensors)
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "optimizer_groups": groups, "meta": json.loads(meta.to_json())}))
     final = checkpoint_dir(run_dir, meta.step)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if is_complete(final):
+        log.info("checkpoint %s was already saved; kept", final)
+    else:
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_safetensors(tmp / MODEL_FILE, trainable_state(model), {META_KEY: meta.to_json()})
+        groups: list[dict[str, Any]] = []
+        if optimizer is not None:
+            tensors, groups = optimizer_tensors(optimizer)
+            save_safetensors(tmp / OPTIM_FILE, tensors)
+        saved = {**state, "optimizer_groups": groups, "meta": json.loads(meta.to_json())}
+        write_text(tmp / STATE_FILE, json.dumps(saved))
+        if final.is_symlink() or final.is_file():
+            final.unlink()
+        elif final.exists():  # an incomplete folder, never named by ``last``
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     write_text(root / LAST, name + "\n")
     _prune(root, keep, name)
     return final
 
 
 def _prune(root: Path, keep: int, current: str) -> None:
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    done = _step_dirs(root)
     for old in done[: max(0, len(done) - max(1, keep))]:
         if old.name != current:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _step_dirs(root: Path) -> list[Path]:
+    """Folders named ``step_NNNNNNNN`` directly in ``root`` (not links), oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if STEP_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def is_complete(folder: Path) -> bool:
+    """A ``step_NNNNNNNN`` folder (not a link) holding ``model.safetensors`` and ``state.json``."""
+    return (
+        STEP_NAME.fullmatch(folder.name) is not None
+        and folder.is_dir()
+        and not folder.is_symlink()
+        and (folder / MODEL_FILE).is_file()
+        and (folder / STATE_FILE).is_file()
+    )
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first."""
+    return [p for p in _step_dirs(Path(run_dir) / "checkpoints") if is_complete(p)]
+
+
+def remove_partial(run_dir: str | Path) -> list[Path]:
+    """Delete what killed writers left in ``run_dir/checkpoints``: ``.tmp-step_*`` folders and ``last`` temporaries.
+
+    Call it only while holding the run folder's lock: then no other writer is alive.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".tmp-step_") and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.name.startswith(f".{LAST}.") and p.name.endswith(".tmp"):
+            p.unlink()
+        else:
+            continue
+        removed.append(p)
+    if removed:
+        log.info("removed %d partial checkpoint files left by a killed run in %s", len(removed), root)
+    return removed
+
+
+def remove_after(run_dir: str | Path, step: int) -> list[Path]:
+    """Delete checkpoints past optimizer step ``step`` (a run resumed from ``step`` writes them anew)."""
+    later = [p for p in _step_dirs(Path(run_dir) / "checkpoints") if int(p.name[5:]) > step]
+    for p in later:
+        shutil.rmtree(p)
+    if later:
+        log.warning("removed %d checkpoints past the resumed step %d: %s", len(later), step, [p.name for p in later])
+    return later
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """Resolve a run directory, its ``checkpoints`` folder, a checkpoint folder or a ``model.safetensors`` file.
+
+    In a run, ``checkpoints/last`` is followed only when it names a complete ``step_NNNNNNNN`` folder beside it;
+    otherwise the newest complete checkpoint there is used, with a warning.
 
     Returns:
         The checkpoint directory, or the ``.safetensors`` file when only a file was given.
 
     Raises:
         FileNotFoundError: nothing loadable at ``path``.
+        ValueError: ``path`` is a ``.safetensors`` file that cannot be read (truncated, or not safetensors).
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
+        _read_metadata(path)  # a truncated or pickled file fails here, named
         return path
     for root in (path / "checkpoints", path):
-        pointer = root / LAST
-        if pointer.is_file():
-            target = root / pointer.read_text().strip()
-            if (target / MODEL_FILE).is_file():
-                return target
+        found = _from_pointer(root)
+        if found is not None:
+            return found
     if (path / MODEL_FILE).is_file():
         return path
     raise FileNotFoundError(f"no checkpoint at {path}: expected a run directory, a checkpoint folder or a .safetensors")
 
 
+def _from_pointer(root: Path) -> Path | None:
+    """The checkpoint ``root/last`` names when it is valid, else the newest complete one in ``root`` (warned)."""
+    pointer = root / LAST
+    problem = None
+    if pointer.is_file() and not pointer.is_symlink():
+        with pointer.open("rb") as f:
+            raw = f.read(64)
+        try:
+            name = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            name = ""
+        if not STEP_NAME.fullmatch(name):
+            problem = f"{pointer} does not hold a checkpoint name (step_NNNNNNNN): {raw[:24]!r}"
+        elif not is_complete(root / name):
+            problem = f"{pointer} names {name}, which is not a complete checkpoint in {root}"
+        else:
+            return root / name
+    elif pointer.exists() or pointer.is_symlink():
+        problem = f"{pointer} is not a regular file"
+    done = [p for p in _step_dirs(root) if is_complete(p)]
+    if not done:
+        if problem:
+            log.warning("%s, and no complete checkpoint is there", problem)
+        return None
+    log.warning("%s; using the newest complete checkpoint, %s", problem or f"{pointer} is missing", done[-1].name)
+    return done[-1]
+
+
+def _read_metadata(file: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(file), "pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise _unreadable(file, err) from None
+
+
+def _unreadable(file: Path, err: Exception) -> ValueError:
+    return ValueError(f"{file} is not a readable safetensors file ({err}); it is truncated or of another format")
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise _unreadable(file, err) from None
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint folder's ``state.json``.
+
+    Raises:
+        ValueError: the file is not a JSON object (named).
+    """
+    file = ckpt / STATE_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); the checkpoint is damaged") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} does not hold a JSON object; the checkpoint is damaged")
+    return state
+
+
 def read_meta(path: str | Path) -> TrainedMeta:
-    """The ``TrainedMeta`` stored with a checkpoint."""
+    """The ``TrainedMeta`` stored with a checkpoint.
+
+    Raises:
+        ValueError: the file cannot be read or holds no (valid) omniclip metadata; the message names it.
+    """
     ckpt = find_checkpoint(path)
     file = ckpt if ckpt.is_file() else ckpt / MODEL_FILE
-    with safe_open(str(file), "pt") as f:
-        meta = (f.metadata() or {}).get(META_KEY)
+    meta = _read_metadata(file).get(META_KEY)
     if meta is None:
         raise ValueError(
             f"{file} is not an omniclip checkpoint (no '{META_KEY}' metadata); use load_clip for CLIP files"
         )
-    return TrainedMeta.from_json(meta)
+    try:
+        return TrainedMeta.from_json(meta)
+    except (json.JSONDecodeError, TypeError, AttributeError) as err:
+        raise ValueError(f"{file}: the '{META_KEY}' metadata is damaged ({err})") from None
 
 
 def load_training_state(
@@ -250,10 +443,10 @@ def load_training_state(
     ckpt = find_checkpoint(path)
     if ckpt.is_file():
         raise ValueError(f"{ckpt} is a weights file; resuming needs a checkpoint folder with {STATE_FILE}")
-    load_trainable(model, load_file(str(ckpt / MODEL_FILE)), ckpt / MODEL_FILE)
-    state = json.loads((ckpt / STATE_FILE).read_text())
+    state = read_state(ckpt)
+    load_trainable(model, _read_tensors(ckpt / MODEL_FILE), ckpt / MODEL_FILE)
     if optimizer is not None and (ckpt / OPTIM_FILE).is_file():
-        load_optimizer_tensors(optimizer, load_file(str(ckpt / OPTIM_FILE)), state["optimizer_groups"])
+        load_optimizer_tensors(optimizer, _read_tensors(ckpt / OPTIM_FILE), state["optimizer_groups"])
     return state
 
 
@@ -286,7 +479,11 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], source: s
 
 
 def load_trained_model(
-    path: str | Path, *, device: str | torch.device = "cpu", clip: CLIP | None = None
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    clip: CLIP | None = None,
+    allow_other_backbone: bool = False,
 ) -> tuple[OmniCLIP, TrainedMeta]:
     """Rebuild a trained OmniCLIP from a checkpoint for inference.
 
@@ -295,20 +492,28 @@ def load_trained_model(
         device: where to put the model.
         clip: the CLIP the run started from; loaded from the checkpoint's ``clip_source`` when omitted
             (a fully fine-tuned checkpoint only needs the architecture).
+        allow_other_backbone: load onto a CLIP whose fingerprint differs from the checkpoint's (warned).
 
     Returns:
         ``(model, meta)`` with the model in eval mode.
+
+    Raises:
+        ValueError: the backbone's fingerprint differs from the checkpoint's, or a file is damaged (named).
     """
-    meta = read_meta(path)
     ckpt = find_checkpoint(path)
+    meta = read_meta(ckpt)
     cfg = config_from_dict(meta.config)
-    if clip is None:
-        if cfg.model.full_finetune and meta.clip_arch:
-            clip = build_clip(CLIPConfig.from_dict(meta.clip_arch))
-        else:
+    if clip is None and cfg.model.full_finetune and meta.clip_arch:
+        clip = build_clip(CLIPConfig.from_dict(meta.clip_arch))  # every CLIP weight is in the checkpoint
+    else:
+        source = meta.clip_source if clip is None else "the CLIP passed in"
+        if clip is None:
             clip = load_clip(meta.clip_source, activation=cfg.clip.activation or None)
+        if not cfg.model.full_finetune:
+            check_backbone(meta, clip, ckpt, source=source, allow_other_backbone=allow_other_backbone)
     model = build_run_model(cfg, clip)
-    load_trainable(model, load_file(str(ckpt if ckpt.is_file() else ckpt / MODEL_FILE)), ckpt)
+    file = ckpt if ckpt.is_file() else ckpt / MODEL_FILE
+    load_trainable(model, _read_tensors(file), ckpt)
     return model.to(device).eval(), meta
 
 

@@ -7,6 +7,10 @@ processes: each process runs ``batch_size`` clips per forward and accumulates ``
 of them. Every epoch uses one seeded permutation of the training list split across ranks, so a run on one process
 and a run on two see the same clips in the same optimizer steps, and a resumed run continues exactly where the
 checkpoint stopped (also mid-epoch).
+
+A run folder belongs to one run: ``train`` holds its lock (``omniclip.runlog.run_lock``) throughout, refuses to start
+afresh over another run's checkpoints, and a resumed run may change only the keys in ``RESUME_SAFE_KEYS`` (those that
+leave the data order, the schedule and the model alone) and only on the backbone it was trained from.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,20 +33,52 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from omniclip.clip.model import CLIP
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_to_dict, save_config
 from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import collate_videos
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import normalize
-from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed
+from omniclip.dist import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
 from omniclip.model import OmniCLIP
 from omniclip.precision import amp_dtype, autocast
-from omniclip.runlog import RunLog
+from omniclip.runlog import RunLog, run_lock
 from omniclip.train import checkpoint as ckpt
 from omniclip.train.optim import build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Keys a resumed run may change: they leave the data order, the LR schedule and the model as they were. Every other
+# key (a new one too) is refused on --resume. clip.source may change (the weights moved) only where the checkpoint
+# holds a backbone fingerprint to check the new location against.
+RESUME_SAFE_KEYS: frozenset[str] = frozenset(
+    {
+        "clip.source",
+        "data.dataset",  # a name in paths and reports
+        "data.root",  # where the videos are (the lists name the same videos)
+        "data.test_lists",
+        "data.decoder",
+        "data.workers",
+        "model.grad_checkpointing",  # recomputes activations; the same gradients
+        "train.max_steps",  # where to stop; the schedule spans train.epochs whatever it is
+        "train.amp",
+        "train.device",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.tensorboard",
+        "eval.clips",
+        "eval.crops",
+        "eval.batch_size",
+        "eval.workers",
+        "protocol.class_subset",
+        "protocol.num_subsets",
+        "protocol.subset_class_files",
+    }
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -152,14 +188,20 @@ class ClassifierStep(nn.Module):
         return self.model(video, self.model.encode_classes(self.class_names))
 
 
+def load_backbone(cfg: RunConfig) -> CLIP:
+    """Seed everything with ``train.seed``, then load the CLIP of ``clip.source`` (what ``build_train_model`` wraps)."""
+    seed_everything(cfg.train.seed)
+    return load_clip(cfg.clip.source, activation=cfg.clip.activation or None)
+
+
 def build_train_model(cfg: RunConfig, device: torch.device) -> OmniCLIP:
     """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
-    seed_everything(cfg.train.seed)
-    clip = load_clip(cfg.clip.source, activation=cfg.clip.activation or None)
-    return ckpt.build_run_model(cfg, clip).to(device)
+    return ckpt.build_run_model(cfg, load_backbone(cfg)).to(device)
 
 
-def make_meta(cfg: RunConfig, model: OmniCLIP, class_names: list[str], state: TrainState) -> ckpt.TrainedMeta:
+def make_meta(
+    cfg: RunConfig, model: OmniCLIP, class_names: list[str], state: TrainState, fingerprint: str = ""
+) -> ckpt.TrainedMeta:
     return ckpt.TrainedMeta(
         class_names=list(class_names),
         num_frames=cfg.data.num_frames,
@@ -170,15 +212,36 @@ def make_meta(cfg: RunConfig, model: OmniCLIP, class_names: list[str], state: Tr
         clip_arch=model.clip.cfg.to_dict(),
         step=state.step,
         epoch=state.epoch,
+        clip_fingerprint=fingerprint,
     )
 
 
-def _save(run_dir: Path, cfg: RunConfig, model: OmniCLIP, opt: Any, names: list[str], state: TrainState) -> Path:
+@dataclass(frozen=True)
+class _Saver:
+    """What every checkpoint of a run is written with besides the training state."""
+
+    dist: DistInfo
+    run_dir: Path
+    cfg: RunConfig
+    model: OmniCLIP
+    optimizer: Any
+    names: list[str]
+    fingerprint: str  # of the backbone the run's adapters sit on
+
+    def __call__(self, state: TrainState) -> Path:
+        """Rank 0 writes the checkpoint of ``state``; every rank waits for it and gets its path."""
+        path = _save(self, state) if self.dist.is_main else ckpt.checkpoint_dir(self.run_dir, state.step)
+        barrier()
+        return path
+
+
+def _save(s: _Saver, state: TrainState) -> Path:
+    cfg = s.cfg
     path = ckpt.save_checkpoint(
-        run_dir,
-        model=model,
-        optimizer=opt,
-        meta=make_meta(cfg, model, names, state),
+        s.run_dir,
+        model=s.model,
+        optimizer=s.optimizer,
+        meta=make_meta(cfg, s.model, s.names, state, s.fingerprint),
         state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= cfg.train.epochs},
         keep=cfg.train.keep_checkpoints,
     )
@@ -186,12 +249,81 @@ def _save(run_dir: Path, cfg: RunConfig, model: OmniCLIP, opt: Any, names: list[
     return path
 
 
-def _resume(run_dir: Path, model: nn.Module, optimizer: Any) -> TrainState:
-    saved = ckpt.load_training_state(run_dir, model, optimizer)
-    ckpt.set_rng_state(saved["rng"])
-    state = TrainState(**{k: saved[k] for k in ("step", "epoch", "micro", "failed")})
+def _resume(start: Path, model: nn.Module, optimizer: Any) -> TrainState:
+    saved = ckpt.load_training_state(start, model, optimizer)
+    try:
+        ckpt.set_rng_state(saved["rng"])
+        state = TrainState(**{k: int(saved[k]) for k in ("step", "epoch", "micro", "failed")})
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{start / ckpt.STATE_FILE} lacks a valid training state ({err!r}); it is damaged") from None
     log.info("resumed from step %d (epoch %d, %d batches into it)", state.step, state.epoch, state.micro)
     return state
+
+
+def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        out.update(_flat(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def resume_changes(
+    saved: dict[str, Any], cfg: RunConfig, where: str | Path, *, backbone_known: bool = True
+) -> dict[str, list[Any]]:
+    """The config keys a resumed run changes, as ``{key: [old, new]}``; all must be in ``RESUME_SAFE_KEYS``.
+
+    Args:
+        saved: the config the checkpoint was trained with (its metadata).
+        cfg: the config of the resumed run.
+        where: the checkpoint, for the message.
+        backbone_known: the checkpoint holds a backbone fingerprint (else ``clip.source`` may not change either).
+
+    Raises:
+        ValueError: the message lists every refused key as ``key: old -> new``.
+    """
+    old, new = _flat(saved), _flat(config_to_dict(cfg))
+    changed = {k: [old[k], v] for k, v in new.items() if k in old and old[k] != v}
+    safe = RESUME_SAFE_KEYS if backbone_known else RESUME_SAFE_KEYS - {"clip.source"}
+    refused = [f"{k}: {o!r} -> {n!r}" for k, (o, n) in changed.items() if k not in safe]
+    if refused:
+        raise ValueError(
+            f"--resume would change what {where} was trained with ({'; '.join(refused)}): these keys change the data "
+            "order, the schedule or the model; resume without them, or start a new run (--overwrite or another "
+            "--output)"
+        )
+    return changed
+
+
+def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only; its result, or the user error it raised, reaches every rank (none waits forever).
+
+    Raises:
+        ValueError / FileNotFoundError: what ``fn`` raised on rank 0, raised again on every rank.
+    """
+    result: Any = None
+    error: tuple[bool, str] | None = None
+    if dist.is_main:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError) as err:
+            error = (isinstance(err, FileNotFoundError), str(err))
+    result, error = broadcast_object((result, error))  # type: ignore[misc]
+    if error is not None:
+        raise (FileNotFoundError if error[0] else ValueError)(error[1])
+    return result
+
+
+def _claim(run_dir: Path, resume: bool, held: ExitStack) -> None:
+    """On rank 0: lock the run folder, remove what killed writers left, refuse to start over another run."""
+    held.enter_context(run_lock(run_dir))
+    ckpt.remove_partial(run_dir)
+    done = ckpt.complete_checkpoints(run_dir)
+    if not resume and done:
+        raise ValueError(
+            f"run folder {run_dir} already holds checkpoints of a run (up to {done[-1].name}); continue it with "
+            "--resume (resume=True), or start over with --overwrite or another --output"
+        )
 
 
 def _worker_init(_: int) -> None:
@@ -250,25 +382,64 @@ def _batch_loss(step_model: nn.Module, batch: dict, device: torch.device, cfg: R
     return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.shape[0])
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: DistInfo | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    dist: DistInfo | None = None,
+    allow_other_backbone: bool = False,
+) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (config.yaml, metrics.jsonl, checkpoints/); continue it with ``resume``.
+
+    The run folder's lock is held throughout (rank 0). A resumed run keeps the checkpoint's config except for the
+    keys in ``RESUME_SAFE_KEYS``; the changes it makes are recorded as a ``resume`` line in ``metrics.jsonl`` and
+    ``config.yaml`` is rewritten with them.
+
+    Args:
+        allow_other_backbone: resume on a CLIP whose fingerprint differs from the checkpoint's (warned).
 
     Raises:
         NonFiniteLossError: the loss or gradient norm became NaN/inf; the last checkpoint is the last good one.
-        ValueError / FileNotFoundError: bad lists, class files or batch sizes, named in the message.
+        ValueError / FileNotFoundError: bad lists, class files or batch sizes, the run folder in use or holding
+            another run, a refused config change or backbone on resume, a damaged checkpoint; named in the message.
     """
     dist = dist or init_distributed(cfg.train.device)
-    run_dir, device, t = Path(run_dir), dist.device, cfg.train
+    run_dir = Path(run_dir)
+    with ExitStack() as held:
+        on_main(dist, lambda: _claim(run_dir, resume, held))
+        return _train(cfg, run_dir, resume, dist, allow_other_backbone)
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_other_backbone: bool) -> TrainResult:
+    device, t = dist.device, cfg.train
+    start, saved, changes = None, None, {}
+    if resume:
+        start = ckpt.find_checkpoint(run_dir)
+        saved = ckpt.read_meta(start)
+        changes = resume_changes(saved.config, cfg, start, backbone_known=bool(saved.clip_fingerprint))
     names = read_class_names(cfg.data.path(cfg.data.class_names))
     records = read_annotations(cfg.data.path(cfg.data.train_list), root=cfg.data.root, fmt=cfg.data.list_format)
     _check_labels(records, names, cfg.data.train_list)
     plan = plan_steps(len(records), cfg, dist.world_size)
-    model = build_train_model(cfg, device)
+    clip = load_backbone(cfg)
+    if start is not None and saved is not None and not cfg.model.full_finetune:
+        source = cfg.clip.source
+        fingerprint = ckpt.check_backbone(saved, clip, start, source=source, allow_other_backbone=allow_other_backbone)
+    else:
+        fingerprint = ckpt.backbone_fingerprint(clip)
+    model = ckpt.build_run_model(cfg, clip).to(device)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps)
-    state = _resume(run_dir, model, optimizer) if resume else TrainState()
+    state = _resume(start, model, optimizer) if start is not None else TrainState()
+    save = _Saver(dist, run_dir, cfg, model, optimizer, names, fingerprint)
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
     runlog.drop_after(state.step)  # lines an interrupted run wrote after its last checkpoint
     if dist.is_main:
+        if start is not None:
+            ckpt.remove_after(run_dir, state.step)  # the continuation they belong to is abandoned
+            runlog.write("resume", step=state.step, epoch=state.epoch, checkpoint=start.name, changed=changes)
+            for key, (old, new) in changes.items():
+                log.info("resumed with %s: %r -> %r", key, old, new)
         save_config(cfg, run_dir / "config.yaml")
         log.info("%d clips, %d classes; %s", len(records), len(names), _describe(plan, t.batch_size, dist.world_size))
     step_model: nn.Module = ClassifierStep(model, names)
@@ -278,7 +449,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
     params = [p for p in model.parameters() if p.requires_grad]
     stop_at = min(t.max_steps or plan.total_steps, plan.total_steps)
     bar = tqdm(total=stop_at, initial=state.step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
-    last = ckpt.find_checkpoint(run_dir) if resume else None
+    last = start
     sums, tick = torch.zeros(3, dtype=torch.float64), time.perf_counter()  # loss sum, clips, failed (this step)
     model.train()
     while state.epoch < t.epochs and state.step < stop_at:
@@ -336,8 +507,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
                     clips_per_s=speed,
                     failed=int(failed),
                 )
-            if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-                last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+            # the epoch's last step is saved below, once, as the start of the next epoch
+            epoch_ends = state.micro == plan.steps_per_epoch * plan.accum
+            if t.checkpoint_every and state.step % t.checkpoint_every == 0 and not epoch_ends:
+                last = save(state)
             if state.step >= stop_at and state.micro < plan.steps_per_epoch * plan.accum:
                 break  # stopped mid-epoch (train.max_steps); at an epoch's end the epoch completes below
         else:  # the epoch ran to its end
@@ -345,23 +518,15 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, dist: Di
             if state.failed:
                 log.warning("epoch %d: skipped %d unreadable training videos", state.epoch, state.failed)
             state.epoch, state.micro, state.failed = state.epoch + 1, 0, 0
-            last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+            last = save(state)
             continue
         break
     if last is None or ckpt.read_meta(last).step != state.step:
-        last = _save_synced(dist, run_dir, cfg, model, optimizer, names, state)
+        last = save(state)
     bar.close()
     runlog.write("done", step=state.step, epoch=state.epoch, finished=state.epoch >= t.epochs)
     runlog.close()
     return TrainResult(model.eval(), run_dir, last, state.step, state.epoch >= t.epochs, names)
-
-
-def _save_synced(
-    dist: DistInfo, run_dir: Path, cfg: RunConfig, model: OmniCLIP, opt: Any, names: list[str], state: TrainState
-) -> Path:
-    path = _save(run_dir, cfg, model, opt, names, state) if dist.is_main else ckpt.checkpoint_dir(run_dir, state.step)
-    barrier()
-    return path
 
 
 def _check_labels(records: list, names: list[str], where: str) -> None:
