@@ -1,11 +1,15 @@
 """Decoder backends besides PyAV: OpenCV, decord (both optional) and folders of extracted frames.
 
 They implement ``decode.VideoReader``; ``decode.open_video`` picks one. See ``decode`` for the frame-index rules.
+OpenCV and decord open files through their own FFmpeg, without PyAV's input rules: ``decode.check_input`` first
+checks with PyAV that the file is a self-contained video file (the same refusals as the PyAV backend), and they
+get its absolute path, so FFmpeg never reads it as a URL or an FFmpeg protocol.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +21,8 @@ from omniclip.data.decode import (
     DecodeError,
     ReaderBase,
     VideoInfo,
-    file_source,
+    check_input,
     fill_missing,
-    read_tar_member,
     split_tar_path,
 )
 
@@ -34,8 +37,8 @@ class OpenCVReader(ReaderBase):
         self.seek_gap = seek_gap
         if split_tar_path(self.path) is not None:
             raise DecodeError("OpenCV cannot read tar members; use the pyav decoder")
-        file_source(self.path)  # existence and size checks
-        self._cap = cv2.VideoCapture(str(self.path))
+        source = check_input(self.path)
+        self._cap = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
             raise DecodeError("OpenCV cannot open the file")
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -87,10 +90,11 @@ class DecordReader(ReaderBase):
         except ImportError as err:
             raise ValueError("decoder 'decord' is not installed; pip install decord or use pyav") from err
         self.path = Path(path)
-        tar = split_tar_path(self.path)
-        source = io.BytesIO(read_tar_member(*tar)) if tar else str(file_source(self.path)[0])
+        source = check_input(self.path)
         try:
-            self._vr = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+            self._vr = decord.VideoReader(
+                source if isinstance(source, io.BytesIO) else str(source), ctx=decord.cpu(0), num_threads=1
+            )
             height, width = self._vr[0].shape[:2]
         except Exception as err:
             raise DecodeError(f"decord cannot open: {err}") from err
@@ -109,14 +113,36 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder; each must be a regular file, and a symlink must stay in the folder."""
+    real = os.path.realpath(folder)
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.path.dirname(target) != real:
+                    raise DecodeError(f"frame {entry.name} is a symlink leading out of its folder")
+            if not entry.is_file():
+                raise DecodeError(f"frame {entry.name} is not a regular file")
+            files.append(folder / entry.name)
+    return files
+
+
 class FrameFolderReader(ReaderBase):
-    """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``)."""
+    """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``).
+
+    It reads only the regular image files of the folder: a frame that is a symlink out of the folder is refused
+    (``records.read_annotations`` refuses a folder that resolves outside the dataset root).
+    """
 
     def __init__(self, path: str | Path) -> None:
         from PIL import Image
 
         self.path = Path(path)
-        files = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        files = _frame_files(self.path)
         if not files:
             raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         self._files = sorted(files, key=lambda p: _natural_key(p.name))

@@ -4,6 +4,12 @@ Backends: PyAV (default), OpenCV and decord (imported lazily, only when asked fo
 frames (``img_00001.jpg`` mmaction2 naming or any names, sorted naturally). A path ``shard.tar#member.mp4``
 reads a member of an uncompressed tar shard through PyAV without extracting it.
 
+An entry reads only its own bytes: every FFmpeg input is opened by ``open_input`` with the file protocol only
+(a list path is never read as a URL or an FFmpeg protocol such as ``concat:``), and FFmpeg may pick only a demuxer
+of self-contained video files (``VIDEO_DEMUXERS``, judged on the detected format, not the file name), so
+playlists, concat lists, image-sequence patterns, text (``tty``) and network descriptions (``sdp``) are refused
+with ``DecodeError``. The OpenCV and decord backends run the same check (``check_input``) before opening a file.
+
 Frame index ``i`` always means the ``i``-th frame in presentation order, whatever the frame rate does:
 
 - PyAV demuxes the file once (no decoding) to list every packet's timestamp and keyframe flag. That gives the exact
@@ -21,13 +27,14 @@ from __future__ import annotations
 import bisect
 import io
 import logging
+import re
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,7 +43,15 @@ log = logging.getLogger(__name__)
 DECODERS = ("pyav", "opencv", "decord")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SEEK_GAP = 12  # frames: below this, decoding forward is cheaper than a seek plus decoder flush
-_INDEX_CACHE = {"size": 512}  # demuxed indices kept per process (see set_index_cache)
+# FFmpeg demuxers of self-contained video files, matched against each name of the detected format: mov/mp4/3gp,
+# matroska/webm, avi, mpeg-ts, mpeg-ps, flv, asf/wmv, ogg, nut, y4m. None of them opens another file or URL (the
+# mov demuxer's external data references stay off), unlike hls, dash, concat, image2, sdp, tty or lavfi.
+VIDEO_DEMUXERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "asf", "ogg", "nut", "yuv4mpegpipe")
+_INPUT_OPTIONS = {
+    "format_whitelist": ",".join(VIDEO_DEMUXERS),
+    "protocol_whitelist": "file",
+    "enable_drefs": "0",
+}
 
 
 class DecodeError(RuntimeError):
@@ -127,9 +142,51 @@ def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.nd
     return np.stack(out)
 
 
+class LRUCache:
+    """A thread-safe map keeping the ``size`` most recently used entries (``size`` 0 keeps none)."""
+
+    def __init__(self, size: int) -> None:
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = max(0, int(size))
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            self._trim()
+
+    def resize(self, size: int) -> None:
+        """Keep at most ``size`` entries from now on, dropping the least recently used ones."""
+        with self._lock:
+            self._size = max(0, int(size))
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+
+# Demuxed frame indices (timestamps, keyframes) of the last files opened by PyAV in this process.
+INDEX_CACHE = LRUCache(512)
+_TAR_MEMBERS = LRUCache(64)  # member table (name -> offset, size) per tar file
+
+
 # ----------------------------------------------------------------------------------------------- sources
-_tar_members: OrderedDict[tuple[str, int], dict[str, tuple[int, int]]] = OrderedDict()
-_tar_lock = threading.Lock()
 
 
 def split_tar_path(path: str | Path) -> tuple[Path, str] | None:
@@ -146,15 +203,11 @@ def read_tar_member(tar_path: Path, member: str) -> bytes:
     if not tar_path.is_file():
         raise DecodeError(f"tar shard {tar_path} does not exist")
     key = (str(tar_path), tar_path.stat().st_mtime_ns)
-    with _tar_lock:
-        members = _tar_members.get(key)
+    members = _TAR_MEMBERS.get(key)
     if members is None:
         with tarfile.open(tar_path, "r:") as tar:
             members = {m.name: (m.offset_data, m.size) for m in tar.getmembers() if m.isfile()}
-        with _tar_lock:
-            _tar_members[key] = members
-            while len(_tar_members) > 64:
-                _tar_members.popitem(last=False)
+        _TAR_MEMBERS.put(key, members)
     if member not in members:
         raise DecodeError(f"{tar_path} has no member {member!r}")
     offset, size = members[member]
@@ -163,25 +216,113 @@ def read_tar_member(tar_path: Path, member: str) -> bytes:
         return f.read(size)
 
 
-def file_source(path: Path) -> tuple[str | io.BytesIO, tuple]:
-    """What PyAV opens, plus a cache key that changes when the file changes."""
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def file_source(path: Path) -> tuple[Path | io.BytesIO, tuple]:
+    """The bytes to open (an absolute file path, or a tar member in memory) and a key that changes with the file."""
     tar = split_tar_path(path)
     if tar is not None:
         data = read_tar_member(*tar)
         return io.BytesIO(data), (str(path), len(data), tar[0].stat().st_mtime_ns)
     if not path.is_file():
-        raise DecodeError("file does not exist" if not path.exists() else "not a regular file")
+        if path.exists():
+            raise DecodeError("not a regular file")
+        if _SCHEME.match(str(path)):
+            raise DecodeError("file does not exist (a path is a file name, never a URL or an FFmpeg protocol)")
+        raise DecodeError("file does not exist")
     st = path.stat()
     if st.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    return str(path), (str(path), st.st_size, st.st_mtime_ns)
+    return path.absolute(), (str(path), st.st_size, st.st_mtime_ns)
+
+
+_log_lock = threading.Lock()  # PyAV's log level is process-wide: one refused open is explained at a time
+
+
+def _refusal(source: Path | io.BytesIO) -> str | None:
+    """Why FFmpeg refused ``source`` under ``_INPUT_OPTIONS``, naming the detected format; None if not refused.
+
+    FFmpeg names the refused format only in its log, which PyAV attaches to the exception while logging is on; so
+    the (rare) refused open is repeated with logging on at PANIC level, which records errors but prints nothing.
+    """
+    import av
+    import av.logging
+    from av.format import ContainerFormat
+
+    log_line = None
+    with _log_lock:
+        level = av.logging.get_level()
+        if level is None:
+            av.logging.set_level(av.logging.PANIC)
+        try:
+            _open_container(source).close()
+        except av.error.ArgumentError as err:
+            log_line = getattr(err, "log", None)
+        except Exception:  # noqa: S110 - any other failure: no refusal to explain
+            pass
+        finally:
+            if level is None:
+                av.logging.set_level(None)
+    if not log_line or "not on whitelist" not in log_line[2]:
+        return None
+    name = log_line[1]
+    try:
+        described = f"{name!r} ({ContainerFormat(name, 'r').long_name})"
+    except Exception:  # the log names something other than a demuxer
+        described = repr(name)
+    return (
+        f"refused: FFmpeg detects {described}, not a self-contained video file "
+        "(mp4/mov, matroska/webm, avi, mpeg-ts/ps, flv, asf, ogg, nut, y4m)"
+    )
+
+
+def _open_container(source: Path | io.BytesIO):
+    import av
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        return av.open(source, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS))
+    # "file:" makes FFmpeg read the path as a file name even when it looks like a URL or "concat:...".
+    return av.open(f"file:{source}", mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS))
+
+
+def open_input(source: Path | io.BytesIO):
+    """Open ``source`` (from ``file_source``) with PyAV, reading nothing but its own bytes.
+
+    Only the file protocol and the demuxers of ``VIDEO_DEMUXERS`` are allowed; the mov demuxer's external data
+    references stay off.
+
+    Raises:
+        DecodeError: FFmpeg detects another format (the reason names it) or cannot open the input.
+    """
+    import av
+
+    try:
+        return _open_container(source)
+    except av.error.ArgumentError as err:
+        reason = _refusal(source)
+        raise DecodeError(reason or f"cannot open: {_why(err)}") from err
+    except Exception as err:  # FFmpeg raises many error types for unreadable input
+        raise DecodeError(f"cannot open: {_why(err)}") from err
+
+
+def check_input(path: str | Path) -> Path | io.BytesIO:
+    """Refuse a video file or tar member that FFmpeg would not open under ``open_input``'s rules.
+
+    The OpenCV and decord backends call this before handing the file to their own FFmpeg.
+
+    Returns:
+        What was checked: the absolute file path, or the tar member's bytes.
+    """
+    source, _ = file_source(Path(path))
+    open_input(source).close()
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return source
 
 
 # ----------------------------------------------------------------------------------------------- PyAV
-_pts_index: OrderedDict[tuple, tuple[list[int], list[int], int | None]] = OrderedDict()
-_index_lock = threading.Lock()
-
-
 class PyAVReader(ReaderBase):
     """PyAV reader with a demuxed timestamp index, forward decoding and keyframe seeks (see module docstring).
 
@@ -189,18 +330,24 @@ class PyAVReader(ReaderBase):
         path: Video file or ``shard.tar#member`` path.
         threads: Decoder threads (1 suits data-loader workers; 0 lets FFmpeg choose).
         seek_gap: Seek to a later keyframe only when it skips more than this many frames.
+        index_cache: Where demuxed frame indices are kept (default ``INDEX_CACHE``, shared by the process).
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 1, seek_gap: int = SEEK_GAP) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int = 1,
+        seek_gap: int = SEEK_GAP,
+        index_cache: LRUCache | None = None,
+    ) -> None:
         self.path = Path(path)
         self.seek_gap = seek_gap
         self.threads = threads
+        self._cache = INDEX_CACHE if index_cache is None else index_cache
         self._size: tuple[int, int] | None = None
         self._src, key = file_source(self.path)
-        try:
-            self._open()
-        except Exception as err:  # FFmpeg raises many error types for unreadable input
-            raise DecodeError(f"cannot open: {_why(err)}") from err
+        self._open()
         try:
             if not self._container.streams.video:
                 raise DecodeError("no video stream")
@@ -226,11 +373,7 @@ class PyAVReader(ReaderBase):
             raise DecodeError(_why(err)) from err
 
     def _open(self) -> None:
-        import av
-
-        if isinstance(self._src, io.BytesIO):
-            self._src.seek(0)
-        self._container = av.open(self._src, mode="r", metadata_errors="ignore")
+        self._container = open_input(self._src)
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             if self.threads != 1:
@@ -245,11 +388,9 @@ class PyAVReader(ReaderBase):
 
     def _index(self, key: tuple) -> tuple[list[int], list[int], int | None]:
         """Sorted frame timestamps and the positions of keyframes; ([], [], count) without usable timestamps."""
-        with _index_lock:
-            hit = _pts_index.get(key)
-            if hit is not None:
-                _pts_index.move_to_end(key)
-                return hit
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         stamps, keyflags = [], []
         for packet in self._container.demux(self._stream):
             if packet.size == 0:
@@ -263,10 +404,7 @@ class PyAVReader(ReaderBase):
             result: tuple[list[int], list[int], int | None] = (pts, keys, len(pts))
         else:
             result = ([], [], len(stamps))  # no usable timestamps: decode straight through, count outputs
-        with _index_lock:
-            _pts_index[key] = result
-            while len(_pts_index) > _INDEX_CACHE["size"]:
-                _pts_index.popitem(last=False)
+        self._cache.put(key, result)
         return result
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
@@ -349,11 +487,11 @@ class PyAVReader(ReaderBase):
 
 
 def set_index_cache(size: int) -> None:
-    """Keep the demuxed frame index of up to ``size`` files per process (0 disables it, e.g. for benchmarks)."""
-    with _index_lock:
-        _INDEX_CACHE["size"] = max(0, int(size))
-        while len(_pts_index) > _INDEX_CACHE["size"]:
-            _pts_index.popitem(last=False)
+    """Keep the demuxed frame index of up to ``size`` files per process (0 disables it, e.g. for benchmarks).
+
+    Same as ``INDEX_CACHE.resize(size)``.
+    """
+    INDEX_CACHE.resize(size)
 
 
 # ----------------------------------------------------------------------------------------------- entry points

@@ -7,21 +7,26 @@ Frames are re-timed at a constant rate: frame ``i`` stays frame ``i`` (what the 
 rates are not kept. With ``shards=N`` the videos go into ``OUT/shards/shard-0000.tar`` ... (uncompressed tar,
 contiguous runs of the list) and the list lines read ``shards/shard-0000.tar#<relative path> <label>``;
 ``VideoDataset`` reads such members directly (``decode.read_tar_member``). Unreadable videos are left out and
-listed in ``OUT/failed.txt``.
+listed (source path and reason) in ``OUT/failed.txt``. Sources are opened like every decoder input
+(``decode.open_input``: a self-contained video file, nothing else read). Two different sources that would be written
+to the same output (``a.avi`` and ``a.mp4``) are refused before anything is encoded; a source listed twice is
+encoded once and keeps both list lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omniclip.data.decode import DecodeError, split_tar_path
+from omniclip.data.decode import DecodeError, file_source, open_input, split_tar_path
 from omniclip.data.encode import VideoWriter
 from omniclip.data.records import VideoRecord, read_annotations
 from omniclip.data.transforms import short_side_size
@@ -36,7 +41,7 @@ class PrepareReport:
 
     list_file: Path
     written: int
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source path, reason)
     shards: list[Path] = field(default_factory=list)
     bytes_in: int = 0
     bytes_out: int = 0
@@ -46,24 +51,22 @@ def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop:
     """Re-encode one video so that its shorter side is at most ``short_side`` (copy it if already small).
 
     Raises:
-        DecodeError: The source cannot be decoded.
+        DecodeError: The source cannot be decoded, or is not a self-contained video file (see ``decode.open_input``).
     """
-    import av
-
     if split_tar_path(src) is not None:
         raise DecodeError("tar members cannot be prepared again; prepare the original files")
     if src.is_dir():
         raise DecodeError("a frame folder is already decoded; prepare re-encodes video files")
-    if not src.is_file() or src.stat().st_size == 0:
-        raise DecodeError("missing or empty file")
+    source, _ = file_source(src)
     try:
-        with av.open(str(src), metadata_errors="ignore") as container:
+        with open_input(source) as container:
             if not container.streams.video:
                 raise DecodeError("no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             h, w = stream.codec_context.height, stream.codec_context.width
-            if min(h, w) <= short_side and src.suffix.lower() == ".mp4":
+            mp4 = "mp4" in container.format.name.split(",") and src.suffix.lower() == ".mp4"
+            if min(h, w) <= short_side and mp4:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 return
@@ -140,31 +143,42 @@ def prepare_dataset(
     rels = [_relative(r, root_path) for r in records]
     if out.resolve() == (root_path or Path(".")).resolve():
         raise ValueError(f"--out {out} must differ from the dataset root, or the originals would be overwritten")
+    sources: dict[str, Path] = {}  # output -> its one source, in list order
+    for rec, rel in zip(records, rels, strict=True):
+        first = sources.setdefault(rel, rec.path)
+        if os.path.normpath(first) != os.path.normpath(rec.path):
+            raise ValueError(
+                f"{list_file}: {first} and {rec.path} would both be written to {out / rel}; "
+                "rename one of them (prepare names outputs <path without extension>.mp4)"
+            )
     threads = 1 if workers > 1 else 0
     dest = out / ".staging" if shards > 0 else out
-    jobs = [(r.path, dest / rel, short_side, crf, gop, threads) for r, rel in zip(records, rels, strict=True)]
+    jobs = [(src, dest / rel, short_side, crf, gop, threads) for rel, src in sources.items()]
+    per_output = Counter(rels)  # list lines per output, for progress
     results: list[str | None] = []
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
-            for res in pool.imap(_job, jobs, chunksize=2):
-                results.append(res)
-                if progress is not None:
-                    progress(1)
-    else:
-        for job in jobs:
-            results.append(_job(job))
+    with contextlib.ExitStack() as stack:
+        outputs: Iterable[str | None]
+        if workers > 1:
+            pool = stack.enter_context(mp.get_context("fork").Pool(workers))
+            outputs = pool.imap(_job, jobs, chunksize=2)
+        else:
+            outputs = map(_job, jobs)
+        for rel, res in zip(sources, outputs, strict=True):
+            results.append(res)
             if progress is not None:
-                progress(1)
-    ok = [i for i, res in enumerate(results) if res is None]
-    report = PrepareReport(out / Path(list_file).name, len(ok))
-    report.failed = [(rels[i], res) for i, res in enumerate(results) if res is not None]
-    report.bytes_in = sum(records[i].path.stat().st_size for i in ok)
-    report.bytes_out = sum((dest / rels[i]).stat().st_size for i in ok)
-    names = {rels[i]: rels[i] for i in ok}
-    if shards > 0 and ok:
-        report.shards, names = _write_shards(out, dest, [rels[i] for i in ok], min(shards, len(ok)))
-    write_text(report.list_file, "".join(f"{names[rels[i]]} {records[i].label}\n" for i in ok))
-    write_text(out / "failed.txt", "".join(f"{rel}\t{why}\n" for rel, why in report.failed))
-    for rel, why in report.failed:
-        log.warning("left out %s: %s", rel, why)
+                progress(per_output[rel])
+    outcome = dict(zip(sources, results, strict=True))  # output -> None or why its source failed
+    done = [rel for rel, why in outcome.items() if why is None]
+    report = PrepareReport(out / Path(list_file).name, len(done))
+    report.failed = [(str(sources[rel]), why) for rel, why in outcome.items() if why is not None]
+    report.bytes_in = sum(sources[rel].stat().st_size for rel in done)
+    report.bytes_out = sum((dest / rel).stat().st_size for rel in done)
+    names = {rel: rel for rel in done}
+    if shards > 0 and done:
+        report.shards, names = _write_shards(out, dest, done, min(shards, len(done)))
+    lines = [f"{names[rel]} {rec.label}\n" for rec, rel in zip(records, rels, strict=True) if outcome[rel] is None]
+    write_text(report.list_file, "".join(lines))
+    write_text(out / "failed.txt", "".join(f"{src}\t{why}\n" for src, why in report.failed))
+    for src, why in report.failed:
+        log.warning("left out %s: %s", src, why)
     return report

@@ -5,23 +5,32 @@ Formats follow the X-CLIP / ViFi-CLIP / mmaction2 lineage (PROTOCOLS.md, "Data f
 - ``video``: ``relative/path.mp4 <label>`` separated by spaces, a tab or a comma;
 - ``rawframes``: mmaction2 raw-frame lists ``frame_dir total_frames label``;
 - ``csv``: a CSV file with a header naming a path column (``path``, ``video``, ``filename``, ``file``, ``youtube_id``)
-  and a label column (``label``, ``label_id``, ``class_id``, ``class``).
+  and a label column (``label``, ``label_id``, ``class_id``, ``class``); a quoted field may hold commas.
+
+In ``video`` and ``rawframes`` lines the numbers are the last fields and the path is everything before them, exactly
+as written (inner spaces and commas included). Numbers are plain ASCII digits. A video listed twice is kept (it is
+read and scored twice) with a warning naming both lines.
 
 Paths are relative to a dataset root. Absolute paths and ``..`` paths that leave the root are refused unless
-``allow_outside_root=True``. A path may name a member of an uncompressed tar shard as ``shard-0000.tar#member.mp4``
-(written by ``omniclip prepare --shards``).
+``allow_outside_root=True``, and so is a frame folder that resolves outside the root through a symlink. A path may
+name a member of an uncompressed tar shard as ``shard-0000.tar#member.mp4`` (written by ``omniclip prepare
+--shards``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from omniclip.files import write_text
+
+log = logging.getLogger(__name__)
 
 ListFormat = Literal["auto", "video", "rawframes", "csv"]
 
@@ -48,27 +57,40 @@ class VideoRecord:
 
 
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    """Plain ASCII digits only (``int`` would also take ``1_0``, ``+3``, `` 7`` and non-ASCII digits)."""
+    return re.fullmatch(r"[0-9]+", text) is not None
 
 
-def _split_line(line: str) -> list[str]:
+def _split_line(line: str, trailing: int) -> tuple[str, list[str]] | None:
+    """``(path, last fields)`` of a stripped list line, or None when it has too few fields.
+
+    Fields are separated by tabs if the line has one, else by commas if it has one, else by whitespace; the path is
+    everything before the ``trailing`` last fields, as written.
+    """
     if "\t" in line:
-        return [p.strip() for p in line.split("\t") if p.strip()]
-    if "," in line:
-        return [p.strip() for p in line.split(",")]
-    return line.split()
+        parts = [p.strip() for p in line.split("\t")]
+        parts = [parts[0], *(p for p in parts[1:] if p)]  # repeated tabs
+        path, fields = "\t".join(parts[:-trailing]), parts[-trailing:]
+    elif "," in line:
+        parts = line.rsplit(",", trailing)
+        path, fields = parts[0].strip(), [p.strip() for p in parts[1:]]
+    else:
+        match = re.fullmatch(r"(.*?)" + r"\s+(\S+)" * trailing, line)
+        if match is None:
+            return None
+        path, fields = match.group(1), list(match.groups()[1:])
+    if len(fields) != trailing or not path:
+        return None
+    return path, fields
 
 
 def detect_format(first_line: str) -> Literal["video", "rawframes", "csv"]:
     """Guess a list format from its first non-empty line."""
-    parts = _split_line(first_line)
-    if "," in first_line and not _is_int(parts[-1]):
+    line = first_line.strip()
+    if "," in line and "\t" not in line and not _is_int(line.rsplit(",", 1)[-1].strip()):
         return "csv"
-    if len(parts) >= 3 and _is_int(parts[-1]) and _is_int(parts[-2]):
+    raw = _split_line(line, 2)
+    if raw is not None and all(_is_int(f) for f in raw[1]):
         return "rawframes"
     return "video"
 
@@ -101,9 +123,22 @@ def resolve_path(rel: str, root: Path | None, *, allow_outside_root: bool, where
     return Path(f"{full}{sep}{member}") if sep else full
 
 
-def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
+def _csv_rows(text: str, where: str) -> list[tuple[int, list[str]]]:
+    """``(line number, fields)`` per CSV row (quoted fields may hold commas, not line breaks)."""
     reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower() for h in next(reader)]
+    rows = []
+    end = 0
+    for fields in reader:
+        lineno, end = end + 1, reader.line_num
+        if end != lineno:
+            raise ValueError(f"{where}:{lineno}: a quoted CSV field runs over lines {lineno}-{end} (unclosed quote?)")
+        rows.append((lineno, fields))
+    return rows
+
+
+def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
+    csv_rows = _csv_rows(text, where)
+    header = [h.strip().lower() for h in csv_rows[0][1]]
     path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
     if path_col is None or label_col is None:
@@ -113,11 +148,14 @@ def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
         )
     frames_col = header.index("total_frames") if "total_frames" in header else None
     rows: list[tuple[int, str, str, str | None]] = []
-    for lineno, row in enumerate(reader, start=2):
+    for lineno, row in csv_rows[1:]:
         if not row or not "".join(row).strip():
             continue
         if len(row) != len(header):
-            raise ValueError(f"{where}:{lineno}: expected {len(header)} CSV fields {header}, got {len(row)}: {row}")
+            raise ValueError(
+                f"{where}:{lineno}: expected {len(header)} CSV fields ({', '.join(header)}), got {len(row)}: "
+                f"{row}; quote a field that contains a comma"
+            )
         frames = row[frames_col].strip() if frames_col is not None else None
         rows.append((lineno, row[path_col].strip(), row[label_col].strip(), frames))
     return rows
@@ -129,16 +167,46 @@ def _parse_plain(text: str, fmt: str, where: str) -> list[tuple[int, str, str, s
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        parts = _split_line(line)
         if fmt == "rawframes":
-            if len(parts) < 3:
+            split = _split_line(line, 2)
+            if split is None:
                 raise ValueError(f"{where}:{lineno}: expected 'frame_dir total_frames label', got {line!r}")
-            rows.append((lineno, " ".join(parts[:-2]), parts[-1], parts[-2]))
+            rows.append((lineno, split[0], split[1][1], split[1][0]))
         else:
-            if len(parts) < 2:
+            split = _split_line(line, 1)
+            if split is None:
                 raise ValueError(f"{where}:{lineno}: expected 'path label', got {line!r}")
-            rows.append((lineno, " ".join(parts[:-1]), parts[-1], None))
+            rows.append((lineno, split[0], split[1][0], None))
     return rows
+
+
+def _check_frame_folder(path: Path, root: Path, rel: str, where: str) -> None:
+    """Refuse a frame folder whose real location (symlinks resolved) is outside the real dataset root."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise ValueError(
+            f"{where}: frame folder {rel!r} resolves outside the dataset root (to {real}) through a symlink; "
+            "pass allow_outside_root=True (--allow-outside-root) to accept it"
+        )
+
+
+def _warn_duplicates(records: list[VideoRecord], lines: list[int], where: str) -> None:
+    first: dict[Path, int] = {}
+    repeats = []
+    for rec, lineno in zip(records, lines, strict=True):
+        if rec.path in first:
+            repeats.append(f"line {lineno} repeats line {first[rec.path]} ({rec.path})")
+        else:
+            first[rec.path] = lineno
+    if repeats:
+        more = f", and {len(repeats) - 5} more" if len(repeats) > 5 else ""
+        log.warning(
+            "%s: %d lines repeat the video of an earlier line (it is read and scored once per line): %s%s",
+            where,
+            len(repeats),
+            "; ".join(repeats[:5]),
+            more,
+        )
 
 
 def read_annotations(
@@ -161,7 +229,7 @@ def read_annotations(
 
     Raises:
         FileNotFoundError: The list file does not exist.
-        ValueError: A malformed line, naming the file and line number.
+        ValueError: A malformed line, or a path leaving the root, naming the file and line number.
     """
     list_file = Path(list_file)
     if not list_file.is_file():
@@ -179,50 +247,68 @@ def read_annotations(
     records: list[VideoRecord] = []
     for lineno, rel, label, frames in rows:
         at = f"{where}:{lineno}"
-        if not _is_int(label) or int(label) < 0:
+        if not _is_int(label):
             raise ValueError(f"{at}: label {label!r} is not a non-negative integer")
-        if frames is not None and (not _is_int(frames) or int(frames) < 0):
+        if frames is not None and not _is_int(frames):
             raise ValueError(f"{at}: frame count {frames!r} is not a non-negative integer")
         if not rel:
             raise ValueError(f"{at}: empty path")
         path = resolve_path(rel, root_path, allow_outside_root=allow_outside_root, where=at)
+        if root_path is not None and not allow_outside_root and TAR_SEPARATOR not in rel and path.is_dir():
+            _check_frame_folder(path, root_path, rel, at)
         records.append(VideoRecord(path, int(label), len(records), int(frames) if frames is not None else None))
+    _warn_duplicates(records, [row[0] for row in rows], where)
     return records
 
 
 def read_class_names(path: str | Path) -> list[str]:
     """Read class names from an ``id,name`` CSV (header optional) or a file with one name per line.
 
-    Ids must be 0..C-1 (any order); the result is ordered by id.
+    Ids must be 0..C-1 (any order); the result is ordered by id. A CSV name may be quoted; an unquoted name keeps
+    its commas (the name is everything after the id). The file is a CSV when its first line, or the line after a
+    header, reads ``<digits>,<name>``. Names must be distinct and non-empty.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: Duplicate or missing ids, or a malformed row (naming file and line).
+        ValueError: Duplicate or missing ids, a repeated or empty name, or a malformed row (naming file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"class-name file {path} does not exist")
-    lines = [(n, ln.strip()) for n, ln in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1)]
-    lines = [(n, ln) for n, ln in lines if ln]
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     if not lines:
         raise ValueError(f"{path}: no class names")
-    rows = [(n, next(csv.reader([ln]))) for n, ln in lines]
-    if not all(len(r) >= 2 and _is_int(r[0].strip()) for _, r in rows[1:] or rows):
-        return [ln for _, ln in lines]  # one name per line
-    if not _is_int(rows[0][1][0].strip()):
-        rows = rows[1:]  # header such as "id,name"
-    names: dict[int, str] = {}
-    for n, row in rows:
-        if len(row) < 2 or not _is_int(row[0].strip()):
-            raise ValueError(f"{path}:{n}: expected 'id,name', got {','.join(row)!r}")
-        cid = int(row[0])
-        if cid in names:
-            raise ValueError(f"{path}:{n}: class id {cid} appears twice")
-        names[cid] = ",".join(row[1:]).strip()
-    missing = sorted(set(range(len(names))) - set(names))
-    if missing:
-        raise ValueError(f"{path}: class ids must be 0..{len(names) - 1}; missing {missing[:5]}")
-    return [names[i] for i in range(len(names))]
+    rows = [(n, next(csv.reader([ln]))) for n, ln in lines]  # line by line: a quote never swallows lines
+
+    def is_id_row(row: list[str]) -> bool:
+        return len(row) >= 2 and _is_int(row[0].strip())
+
+    header = len(rows[0][1]) >= 2 and not is_id_row(rows[0][1])  # such as "id,name"
+    if not (is_id_row(rows[0][1]) or (header and len(rows) > 1 and is_id_row(rows[1][1]))):
+        entries = lines  # one name per line
+    else:
+        by_id: dict[int, tuple[int, str]] = {}
+        for n, row in rows[1:] if header else rows:
+            if not is_id_row(row):
+                raise ValueError(f"{path}:{n}: expected 'id,name', got {','.join(row)!r}")
+            cid = int(row[0])
+            if cid in by_id:
+                raise ValueError(f"{path}:{n}: class id {cid} appears twice (first on line {by_id[cid][0]})")
+            by_id[cid] = (n, ",".join(row[1:]).strip())  # an unquoted name keeps its commas
+        missing = sorted(set(range(len(by_id))) - set(by_id))
+        if missing:
+            read_as = f"an 'id,name' CSV with header line {rows[0][0]}" if header else "an 'id,name' CSV"
+            raise ValueError(f"{path}: read as {read_as}: class ids must be 0..{len(by_id) - 1}; missing {missing[:5]}")
+        entries = [by_id[i] for i in range(len(by_id))]
+    seen: dict[str, int] = {}
+    for n, name in entries:
+        if not name:
+            raise ValueError(f"{path}:{n}: empty class name")
+        if name in seen:
+            raise ValueError(f"{path}:{n}: class name {name!r} repeats line {seen[name]}")
+        seen[name] = n
+    return [name for _, name in entries]
 
 
 def write_list(records: list[VideoRecord], path: str | Path, root: str | Path | None = None) -> Path:
