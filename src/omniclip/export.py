@@ -174,17 +174,6 @@ def export_meta(
     }
 
 
-def _eager_forward(encoder: nn.Module, example: torch.Tensor) -> torch.Tensor:
-    """One eager forward before any export.
-
-    ``torch.export`` (also under ``torch.onnx.export``) runs the model's Python on fake tensors, and a module-level
-    cache filled during that run (e.g. SPG's region-pooling matrices) would keep a fake tensor and break every later
-    eager call of the model in this process. Filled eagerly first, it holds a real constant.
-    """
-    with torch.no_grad():
-        return encoder(example)
-
-
 def _dynamic_batch() -> dict[str, dict[int, Any]]:
     """``dynamic_shapes`` for the encoder's one input: the batch dimension runs from 1 to ``MAX_BATCH``."""
     return {"video": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
@@ -198,8 +187,8 @@ def _check_against_eager(err: float, what: str) -> None:
 
 def _export_program(encoder: nn.Module, example: torch.Tensor, path: Path) -> None:
     """``torch.export`` with a dynamic batch, checked against the eager model before it is saved."""
-    eager = _eager_forward(encoder, example)
     with torch.no_grad():
+        eager = encoder(example)
         program = torch.export.export(encoder, (example,), dynamic_shapes=_dynamic_batch())
         _check_against_eager((program.module()(example) - eager).abs().max().item(), "exported")
     torch.export.save(program, str(path))
@@ -215,7 +204,8 @@ def _export_onnx(encoder: nn.Module, example: torch.Tensor, out: Path) -> None:
     """
     import onnx
 
-    eager = _eager_forward(encoder, example)
+    with torch.no_grad():
+        eager = encoder(example)
     weight_bytes = sum(p.numel() * p.element_size() for p in encoder.parameters())
     with tempfile.TemporaryDirectory(dir=out, prefix=".onnx-") as tmp:
         path = Path(tmp) / ENCODER_FILES["onnx"]

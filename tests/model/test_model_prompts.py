@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from omniclip.clip import FrameLayout
-from omniclip.model.prompts import SelfPromptGenerator, neighbour_prompts, pool_regions
+from omniclip.model.prompts import SelfPromptGenerator, neighbour_prompts, pool_regions, region_pool_matrix
 from omniclip.model.temporal import frame_embedding
 
 
@@ -103,15 +103,61 @@ def test_spg_errors() -> None:
         SelfPromptGenerator(32, window=-1)
 
 
-def test_export_tracing_leaves_the_pool_cache_real() -> None:
-    """Tracing with torch.export makes fake tensors; none may stay cached for later eager calls."""
+def test_pool_matrix_is_a_buffer_outside_the_state_dict() -> None:
+    """The built model keeps its pooling matrix as a non-persistent buffer: checkpoints keep their keys."""
     from omniclip.clip import build_clip
-    from omniclip.model import build_model, prompts
+    from omniclip.model import build_model
+
+    clip = build_clip("tiny")
+    keys = {f"clip.{k}" for k in clip.state_dict()}
+    model = build_model(clip, 4, variant="spg")
+    spgs = [b.spg for b in model.clip.visual.transformer.resblocks if b.spg is not None]
+    assert spgs and all(s.grid == (4, 4) and s.pool is not None and s.pool.shape == (21, 16) for s in spgs)
+    added = set(model.state_dict()) - keys
+    assert added and all(".spg." in k for k in added) and not any(k.endswith("pool") for k in added)
+    torch.testing.assert_close(spgs[0].pool, region_pool_matrix((4, 4), (1, 2, 4)), rtol=0, atol=0)
+    assert model.double().clip.visual.transformer.resblocks[-1].spg.pool.dtype == torch.float64  # follows .to()
+
+
+def test_other_grids_pool_their_own_regions() -> None:
+    """Frames of another size than the SPG was built for pool on their own grid (same numbers as an SPG without one)."""
+    built = SelfPromptGenerator(32, dim=8, heads=2, max_frames=2, grid=(4, 4))
+    torch.nn.init.normal_(built.gate)
+    plain = SelfPromptGenerator(32, dim=8, heads=2, max_frames=2)
+    plain.load_state_dict(built.state_dict())
+    for grid in ((4, 4), (3, 5)):
+        h = torch.randn(2 * 2, 1 + grid[0] * grid[1], 32)
+        layout = FrameLayout(2, grid)
+        torch.testing.assert_close(built(h, layout), plain(h, layout), rtol=0, atol=0)
+        torch.testing.assert_close(built(h, layout), looped_spg(built, h, 2, grid), atol=1e-5, rtol=1e-5)
+
+
+def test_model_modules_hold_no_mutable_state() -> None:
+    """Caches live on the modules that use them, never in a module global that tracing could fill with fake tensors."""
+    import importlib
+    import pkgutil
+
+    import omniclip.model
+
+    found = []
+    for info in pkgutil.iter_modules(omniclip.model.__path__):
+        module = importlib.import_module(f"omniclip.model.{info.name}")
+        found += [
+            f"{info.name}.{k}"
+            for k, v in vars(module).items()
+            if not k.startswith("__") and isinstance(v, (dict, list, set, torch.Tensor))
+        ]
+    assert found == []
+
+
+def test_export_tracing_leaves_the_model_real() -> None:
+    """Tracing with torch.export makes fake tensors; none may stay in the model for later eager calls."""
+    from omniclip.clip import build_clip
+    from omniclip.model import build_model
 
     model = build_model(build_clip("tiny"), 4, variant="spg").eval()
     for p in model.trainable_parameters():
         torch.nn.init.normal_(p, std=0.05)
-    prompts._POOL_MATRICES.clear()
     video = torch.randn(1, 4, 3, 32, 32)
 
     class Encoder(torch.nn.Module):
@@ -126,4 +172,4 @@ def test_export_tracing_leaves_the_pool_cache_real() -> None:
     with torch.no_grad():
         eager = model.encode_video(video)
         torch.testing.assert_close(exported.module()(video), eager, rtol=1e-5, atol=1e-5)
-    assert all(type(t) is torch.Tensor for t in prompts._POOL_MATRICES.values())
+    assert all(type(t) is torch.Tensor for t in model.buffers())

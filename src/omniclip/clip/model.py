@@ -80,32 +80,27 @@ class MLP(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-norm transformer block; optional injected branches leave pretrained keys where they are.
+    """Pre-norm transformer block; branches assigned to ``pta``/``spg`` leave pretrained keys where they are.
 
     With ``pta_mode="parallel"`` (OmniCLIP): ``x = x + attn(h) + pta(h) + spg(h)`` with ``h = ln_1(x)``.
     With ``pta_mode="serial"`` (AIM-like ablation): ``x = x + pta(ln_1(x))`` first, then ``x = x + attn(h) + spg(h)``.
-    Then ``x = x + mlp(ln_2(x))``. Without branches the block is exactly CLIP's.
+    Then ``x = x + mlp(ln_2(x))``. Without branches (as built) the block is exactly CLIP's;
+    ``omniclip.model.build_model`` assigns them.
     """
 
-    def __init__(
-        self,
-        width: int,
-        heads: int,
-        mlp_ratio: float = 4.0,
-        activation: Activation = "quick_gelu",
-        *,
-        pta: nn.Module | None = None,
-        spg: nn.Module | None = None,
-        pta_mode: Literal["parallel", "serial"] = "parallel",
-    ) -> None:
+    pta: nn.Module | None
+    spg: nn.Module | None
+    pta_mode: Literal["parallel", "serial"]
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, activation: Activation = "quick_gelu") -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = MLP(width, round(width * mlp_ratio), activation)
-        self.pta = pta
-        self.spg = spg
-        self.pta_mode = pta_mode
+        self.pta = None
+        self.spg = None
+        self.pta_mode = "parallel"
 
     def forward(self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False) -> torch.Tensor:
         layout = layout or FrameLayout()

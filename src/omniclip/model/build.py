@@ -68,6 +68,7 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
                 config.spg_window,
                 num_frames,
                 config.pta_interpolate,
+                grid=(clip.visual.cfg.grid, clip.visual.cfg.grid),
             )
     return pta_layers, spg_layers
 

@@ -38,12 +38,15 @@ def pool_regions(patches: torch.Tensor, scales: tuple[int, ...]) -> torch.Tensor
     return torch.cat(pooled, dim=2).transpose(1, 2)  # (B*T, R, d)
 
 
-_POOL_MATRICES: dict[tuple[object, ...], torch.Tensor] = {}
+def _cells(n: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``adaptive_avg_pool``'s s cells over n positions: ``(s, n)`` membership and ``(s,)`` sizes.
 
-
-def _bins(n: int, s: int) -> list[tuple[int, int]]:
-    """``adaptive_avg_pool``'s cells: cell i of s covers ``[floor(i*n/s), ceil((i+1)*n/s))`` (overlap unless s | n)."""
-    return [((i * n) // s, -(-(i + 1) * n // s)) for i in range(s)]
+    Cell i covers ``[floor(i*n/s), ceil((i+1)*n/s))``; cells overlap unless s divides n.
+    """
+    i = torch.arange(s)
+    start, end = (i * n) // s, -(-(i + 1) * n // s)
+    pos = torch.arange(n)
+    return (pos >= start[:, None]) & (pos < end[:, None]), end - start
 
 
 def region_pool_matrix(
@@ -51,24 +54,16 @@ def region_pool_matrix(
 ) -> torch.Tensor:
     """``(R, h*w)`` averaging weights: row r of ``P @ patches`` equals region r of ``pool_regions`` (row-major patches).
 
-    Built once per grid, scales, device and dtype and cached (one small tensor per input size).
+    Row ``(s, i, j)`` is ``1 / |cell|`` on the patches of cell (i, j) of the s x s grid and 0 elsewhere.
     """
-    key = (tuple(grid), tuple(scales), device, dtype)
-    if key in _POOL_MATRICES:
-        return _POOL_MATRICES[key]
     gh, gw = grid
     rows = []
     for s in scales:
-        for r0, r1 in _bins(gh, s):
-            for c0, c1 in _bins(gw, s):
-                cell = torch.zeros(gh, gw, dtype=torch.float64)  # exact weights, rounded once below
-                cell[r0:r1, c0:c1] = 1.0 / ((r1 - r0) * (c1 - c0))
-                rows.append(cell.flatten())
-    matrix = torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())  # (R, h*w)
-    # While torch.export / torch.compile trace, tensors made here are fake: a cached one would poison eager calls.
-    if type(matrix) is torch.Tensor and not torch.compiler.is_compiling():
-        _POOL_MATRICES[key] = matrix
-    return matrix
+        (in_row, n_row), (in_col, n_col) = _cells(gh, s), _cells(gw, s)
+        inside = in_row[:, None, :, None] & in_col[None, :, None, :]  # (s, s, h, w)
+        size = (n_row[:, None] * n_col[None, :]).double()  # (s, s) patches per cell
+        rows.append((inside.double() / size[:, :, None, None]).reshape(s * s, gh * gw))  # exact, rounded once below
+    return torch.cat(rows).to(device=device, dtype=dtype or torch.get_default_dtype())  # (R, h*w)
 
 
 def neighbour_prompts(p: torch.Tensor, window: int) -> torch.Tensor:
@@ -92,7 +87,11 @@ class SelfPromptGenerator(nn.Module):
         mixing: how prompts are mixed over time (see the module docstring).
         window: neighbouring frames each side whose prompts a frame attends to (0: its own only).
         max_frames: frames the temporal embedding is built for; other counts interpolate unless ``interpolate`` is off.
+        grid: the (h, w) patch grid the region-pooling matrix is built for, kept as the non-persistent buffer ``pool``
+            (state dicts do not change); frames of another grid get a matrix built for them on each call.
     """
+
+    pool: torch.Tensor | None  # (R, h*w) region-pooling weights for ``grid``
 
     def __init__(
         self,
@@ -104,6 +103,7 @@ class SelfPromptGenerator(nn.Module):
         window: int = 0,
         max_frames: int = 8,
         interpolate: bool = True,
+        grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if mixing not in MIXING_MODES:
@@ -128,6 +128,8 @@ class SelfPromptGenerator(nn.Module):
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, width)
         self.gate = nn.Parameter(torch.zeros(width))  # per-channel, zero: a fresh model computes exactly CLIP
+        self.grid = tuple(grid) if grid is not None else None
+        self.register_buffer("pool", region_pool_matrix(grid, self.scales) if grid else None, persistent=False)
 
     @property
     def num_regions(self) -> int:
@@ -141,9 +143,14 @@ class SelfPromptGenerator(nn.Module):
             raise ValueError(f"SPG got {N} tokens per frame but the layout grid {layout.grid} implies {1 + gh * gw}")
         if T < 1 or BT % T:
             raise ValueError(f"{BT} frames in the batch are not a whole number of {T}-frame clips")
-        # Pooling is one product on the token layout: no (B*T, d, h, w) copy, and r comes out contiguous.
-        pool = region_pool_matrix((gh, gw), self.scales, z.device, z.dtype)  # (R, h*w)
-        r = torch.matmul(pool, z[:, 1:]).view(BT // T, T, -1, d)  # (B, T, R, d)
+        # r = pool_regions(z[:, 1:].transpose(1, 2).reshape(BT, d, gh, gw), scales) as one product on the token
+        # layout: no (B*T, d, h, w) copy, and r comes out contiguous (docs/benchmarks.md measures it).
+        if self.pool is not None and self.grid == (gh, gw):
+            pool = self.pool.to(z.dtype)  # (R, h*w)
+        else:  # frames of another size than the model was built for
+            pool = region_pool_matrix((gh, gw), self.scales, z.device, z.dtype)  # (R, h*w)
+        r = torch.matmul(pool, z[:, 1:])  # (B*T, R, d)
+        r = r.view(BT // T, T, -1, d)  # (B, T, R, d)
         p = r + self.region_embedding
         if self.mixing in ("attention", "both"):
             e = frame_embedding(self.temporal_embedding, T, self.interpolate)  # (T, d)
@@ -162,5 +169,5 @@ class SelfPromptGenerator(nn.Module):
         k, v = self.kv(p).view(BT, K, 2, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B*T, H, K, hd)
         q = self.q(z).view(BT, N, H, d // H).transpose(1, 2)  # (B*T, H, N, hd)
         o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(BT, N, d)  # (B*T, N, d)
-        # out(o) * gate with the gate folded into out's weights: no extra pass over the (B*T, N, D) residual.
+        # out(o) * gate, with the gate folded into out's weights: no extra pass over the (B*T, N, D) residual.
         return F.linear(o, self.out.weight * self.gate[:, None], self.out.bias * self.gate).to(h.dtype)  # (B*T, N, D)

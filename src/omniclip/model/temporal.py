@@ -4,10 +4,11 @@ Follows OmniCLIP (arXiv 2408.06158) as specified in METHOD.md section 2: ``PTA(z
 the tokens of one spatial position attending to each other over the T frames, ``up`` zero-initialised so that a fresh
 adapter adds exactly zero. The same ``TemporalAttention`` mixes the self-prompts of ``prompts.py`` over time.
 
-Layout: the block hands us ``h`` as ``(B*T, N, D)`` rows (frame-major). Instead of copying tokens into a
-``(B*N, T, d)`` tensor and back, the fused QKV projection writes ``(3, B, T, N, d)`` and attention reads strided
-``(B, N*H, T, hd)`` views of it; SDPA returns its output already laid out as ``(B, T, N*H, hd)``, so the adapter makes
-no copy of its own (``benchmarks/pta_layout.py`` measures this against the copying layouts).
+Shapes use METHOD.md's letters: B clips, T frames, N tokens per frame, D the block's width, d the bottleneck width,
+H heads of hd = d / H channels. The block hands the adapter ``(B*T, N, D)`` rows (frame-major); the attention over
+frames runs on ``(B*N, T, d)`` sequences, one per token position, as nanoGPT's ``CausalSelfAttention`` runs on
+``(B, T, C)``. The tokens are laid out again only after ``down``, in the bottleneck width d (docs/model.md, "PTA
+layout", measures it against the earlier copy-free version).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def frame_embedding(pos: torch.Tensor, num_frames: int, interpolate: bool = True
 
 
 class TemporalAttention(nn.Module):
-    """Multi-head self-attention over the T axis of a ``(B, T, M, d)`` tensor, independently for each of M positions."""
+    """Multi-head self-attention over the T axis of a ``(B, T, N, d)`` tensor, separately at each of the N positions.
+
+    The positions are the PTA's tokens or the SPG's regions. ``qkv`` holds q, k and v stacked (d rows each).
+    """
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -62,16 +66,17 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.qkv.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        B, T, M, d = z.shape
+        B, T, N, d = z.shape
         H = self.heads
-        w = self.qkv.weight.view(3, d, d).transpose(1, 2)  # (3, d_in, d_out)
-        b = self.qkv.bias.view(3, 1, d)
-        # One batched GEMM writes q, k and v as separate contiguous planes, so each is a strided view below.
-        qkv = torch.baddbmm(b, z.reshape(1, B * T * M, d).expand(3, -1, -1), w)  # (3, B*T*M, d)
-        q, k, v = qkv.view(3, B, T, M * H, d // H).transpose(2, 3).unbind(0)  # 3 x (B, M*H, T, hd), no copy
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, M*H, T, hd)
-        out = out.transpose(1, 2).reshape(B, T, M, d)  # (B, T, M, d); a view when SDPA returns (B, T, M*H, hd)
-        return self.proj(out)
+        x = z.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the T frames of one position are a sequence
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B*N, T, d)
+        q = q.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
+        k = k.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
+        v = v.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B*N, H, T, hd)
+        y = y.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the heads side by side again
+        y = self.proj(y)  # (B*N, T, d)
+        return y.view(B, N, T, d).transpose(1, 2)  # (B, T, N, d), a view
 
 
 class ParallelTemporalAdapter(nn.Module):
@@ -107,9 +112,11 @@ class ParallelTemporalAdapter(nn.Module):
         T = layout.num_frames
         if T < 1 or BT % T:
             raise ValueError(f"{BT} frames in the batch are not a whole number of {T}-frame clips")
+        B = BT // T
         z = self.down(h.to(self.down.weight.dtype))  # (B*T, N, d)
         d = z.shape[-1]
-        e = frame_embedding(self.temporal_embedding, T, self.interpolate)  # (T, d)
-        z = z.view(BT // T, T, N, d) + e.view(1, T, 1, d)  # (B, T, N, d)
-        z = self.attn(z)  # (B, T, N, d)
-        return self.up(z.view(BT, N, d)).to(h.dtype)  # (B*T, N, D)
+        e = frame_embedding(self.temporal_embedding, T, self.interpolate)  # (T, d), e_t
+        z = z.view(B, T, N, d) + e.view(1, T, 1, d)  # (B, T, N, d)
+        z = self.attn(z)  # (B, T, N, d), each of the N positions attended over its T frames
+        z = z.reshape(B * T, N, d)  # (B*T, N, d)
+        return self.up(z).to(h.dtype)  # (B*T, N, D)
