@@ -5,18 +5,24 @@ overrides such as ``train.lr=1e-4`` come last. Unknown keys and wrong types fail
 lists the valid keys. String values expand ``${VAR}`` and ``${VAR:-default}`` from the environment, so dataset
 locations come from one place (``data.root: ${OMNICLIP_DATA:-data}/hmdb51``) and no file is edited per machine.
 The resolved config is written to the run directory and into every checkpoint.
+
+Every numeric key carries its valid range in its annotation (``PosInt`` is an int >= 1, ``Beta`` a float in
+[0, 1)) and every choice-valued key its choices (a ``Literal``, or a ``Pattern``); each section checks its fields
+in ``__post_init__`` with ``check_fields``, so a value outside fails at load, with one line naming the key, the
+value and what is valid, before any output folder exists. A new field gets its range the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -25,12 +31,61 @@ from omniclip.files import write_text
 from omniclip.model.config import ModelConfig
 
 ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
+Decoder = Literal["pyav", "opencv", "decord"]  # omniclip.data.decode.DECODERS
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric key: ``lo <= x <= hi`` (``<`` where open; ``None`` = unbounded); always finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        above = self.lo is None or (x > self.lo if self.lo_open else x >= self.lo)
+        below = self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}" if self.lo is not None else "finite"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {self.hi}"
+        return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Valid values of a string key: a full match of ``regex``; ``choices`` says them in words for the message."""
+
+    regex: str
+    choices: str
+
+    def __contains__(self, x: str) -> bool:
+        return re.fullmatch(self.regex, x) is not None
+
+
+# The ranges used most often; others are written in place as Annotated[type, Range(...)].
+PosInt = Annotated[int, Range(1)]
+NonNegInt = Annotated[int, Range(0)]  # 0 usually means "off" or "the default", as the field's comment says
+PosFloat = Annotated[float, Range(0, lo_open=True)]
+NonNegFloat = Annotated[float, Range(0)]
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's legacy seeding takes 32 bits
+Beta = Annotated[float, Range(0, 1, hi_open=True)]
+Device = Annotated[str, Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")]
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
     source: str = "ViT-B/16"  # CLIP weights: a file, a Hugging Face dir, or a name resolved in $OMNICLIP_CACHE
     activation: Literal["", "quick_gelu", "gelu"] = ""  # force the MLP activation ("" = what the weights imply)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "clip")
 
 
 @dataclass(frozen=True)
@@ -41,12 +96,22 @@ class DataConfig:
     test_lists: tuple[str, ...] = ("test.txt",)  # evaluation annotations; several lists are splits (mean ± std)
     class_names: str = "classes.csv"  # `id,name` CSV or one name per line (relative to root, or absolute)
     list_format: ListFormat = "auto"  # annotation format given to read_annotations ("auto" detects it)
-    num_frames: int = 8  # T, frames sampled per clip
-    image_size: int = 224  # S, crop side in pixels
-    short_side: int = 0  # resize the short side to this before cropping (0 = the dataset's default)
-    decoder: str = "pyav"  # video decoder backend
-    workers: int = 4  # DataLoader worker processes per rank (0 = decode in the main process)
+    num_frames: PosInt = 8  # T, frames sampled per clip
+    image_size: PosInt = 224  # S, crop side in pixels
+    short_side: NonNegInt = 0  # resize the short side to this before cropping (0 = the dataset's default)
+    decoder: Decoder = "pyav"  # video decoder backend
+    workers: NonNegInt = 4  # DataLoader worker processes per rank (0 = decode in the main process)
     flip: bool = True  # random horizontal flips during training
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+        if not self.test_lists:
+            raise ValueError("data.test_lists must name at least one list, got []")
+        if 0 < self.short_side < self.image_size:
+            raise ValueError(
+                f"data.short_side must be 0 (the default) or >= data.image_size={self.image_size}, "
+                f"got {self.short_side}"
+            )
 
     def path(self, name: str) -> Path:
         """A list or class-name file: ``name`` itself when absolute, else relative to ``root``."""
@@ -56,45 +121,65 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30  # passes over the training list; the LR schedule spans all of them
-    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs); the schedule is unchanged
-    batch_size: int = 8  # clips per process per forward pass
-    global_batch_size: int = 0  # clips per optimizer step over all processes (0 = batch_size x processes)
-    lr: float = 2e-4  # peak learning rate after warmup
-    min_lr: float = 0.0  # learning rate at the end of the cosine decay
-    warmup_epochs: float = 1.0  # linear warmup length in epochs
-    weight_decay: float = 0.05  # AdamW decay on parameters with ndim >= 2, minus model.no_weight_decay()
-    betas: tuple[float, ...] = (0.9, 0.98)  # AdamW (beta1, beta2)
-    eps: float = 1e-8  # AdamW epsilon
-    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = no clipping)
+    epochs: PosInt = 30  # passes over the training list; the LR schedule spans all of them
+    max_steps: NonNegInt = 0  # stop after this many optimizer steps (0 = run all epochs); the schedule is unchanged
+    batch_size: PosInt = 8  # clips per process per forward pass
+    global_batch_size: NonNegInt = 0  # clips per optimizer step over all processes (0 = batch_size x processes)
+    lr: PosFloat = 2e-4  # peak learning rate after warmup
+    min_lr: NonNegFloat = 0.0  # learning rate at the end of the cosine decay (at most train.lr)
+    warmup_epochs: NonNegFloat = 1.0  # linear warmup length in epochs
+    weight_decay: NonNegFloat = 0.05  # AdamW decay on parameters with ndim >= 2, minus model.no_weight_decay()
+    betas: tuple[Beta, Beta] = (0.9, 0.98)  # AdamW (beta1, beta2)
+    eps: PosFloat = 1e-8  # AdamW epsilon
+    grad_clip: NonNegFloat = 1.0  # clip the global gradient norm to this (0 = no clipping)
     amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast: "auto" = on GPUs, off on the CPU
-    device: str = "auto"  # "auto" (GPU when available), "cpu" or "cuda"
-    seed: int = 0  # seeds model init, data order and augmentation
-    log_every: int = 10  # optimizer steps between metrics lines
-    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0 = only at the end of each epoch)
-    keep_checkpoints: int = 2  # checkpoints kept on disk (the newest ones)
+    device: Device = "auto"  # "auto" (GPU when available), "cpu", "cuda" or "cuda:N"
+    seed: Seed = 0  # seeds model init, data order and augmentation
+    log_every: PosInt = 10  # optimizer steps between metrics lines
+    checkpoint_every: NonNegInt = 0  # also checkpoint every N optimizer steps (0 = only at the end of each epoch)
+    keep_checkpoints: PosInt = 2  # checkpoints kept on disk (the newest ones)
     tensorboard: bool = False  # also write TensorBoard scalars when tensorboard is installed
+
+    def __post_init__(self) -> None:
+        check_fields(self, "train")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr must be <= train.lr={self.lr}, got {self.min_lr}")
+        if self.global_batch_size % self.batch_size:
+            raise ValueError(
+                f"train.global_batch_size must be 0 or a multiple of train.batch_size={self.batch_size}, "
+                f"got {self.global_batch_size}"
+            )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    clips: int = 1  # temporal views per video
-    crops: int = 1  # spatial views per clip (1 = centre crop, 3 = left/centre/right)
-    batch_size: int = 8  # videos per process per forward pass
-    workers: int = -1  # DataLoader workers for evaluation (-1 = data.workers)
+    clips: PosInt = 1  # temporal views per video
+    crops: Literal[1, 3] = 1  # spatial views per clip (1 = centre crop, 3 = left/centre/right)
+    batch_size: PosInt = 8  # videos per process per forward pass
+    workers: Annotated[int, Range(-1)] = -1  # DataLoader workers for evaluation (-1 = data.workers)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "eval")
 
 
 @dataclass(frozen=True)
 class ProtocolConfig:
     name: ProtocolName = "supervised"  # how runs are trained and evaluated (docs/protocols.md)
-    shots: int = 16  # K training videos per class (few_shot, base_to_novel)
-    seeds: tuple[int, ...] = (0,)  # one training run per seed (base_to_novel uses 3), splits drawn with it
+    shots: PosInt = 16  # K training videos per class (few_shot, base_to_novel)
+    seeds: tuple[Seed, ...] = (0,)  # one training run per seed (base_to_novel uses 3), splits drawn with it
     shot_lists: tuple[str, ...] = ()  # few_shot / base_to_novel: given K-shot training lists, one per seed (no draw)
-    class_subset: int = 0  # zero_shot: evaluate on random subsets of this many classes (0 = all classes)
-    num_subsets: int = 3  # zero_shot: how many class subsets to draw when class_subset > 0
+    class_subset: NonNegInt = 0  # zero_shot: evaluate on random subsets of this many classes (0 = all classes)
+    num_subsets: PosInt = 3  # zero_shot: how many class subsets to draw when class_subset > 0
     subset_class_files: tuple[str, ...] = ()  # zero_shot: class files naming each subset (instead of random draws)
-    base_classes: int = 0  # base_to_novel: number of base classes (0 = the first half, rounded up)
+    base_classes: NonNegInt = 0  # base_to_novel: number of base classes (0 = the first half, rounded up)
     base_class_file: str = ""  # base_to_novel: class file naming the base classes (instead of the first ids)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "protocol")
+        if not self.seeds:
+            raise ValueError("protocol.seeds must hold at least one seed, got []")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"protocol.seeds has duplicates: {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +190,50 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation
     eval: EvalConfig = field(default_factory=EvalConfig)  # evaluation views
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # supervised, few-shot, zero-shot, base-to-novel
+
+
+def check_fields(section: Any, name: str) -> None:
+    """Check every field of the dataclass ``section`` against its annotation's ``Range``, ``Pattern`` or ``Literal``.
+
+    Raises:
+        ValueError: one line naming the key (``name.field``), the value and what is valid.
+    """
+    for key, hint in _hints_with_ranges(type(section)).items():
+        _check_value(getattr(section, key), hint, f"{name}.{key}")
+
+
+_HINTS: dict[type, dict[str, Any]] = {}  # per section class: its annotations, ranges included
+
+
+def _hints_with_ranges(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
+
+
+def _check_value(value: Any, hint: Any, key: str) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        for rule in args[1:]:
+            if isinstance(rule, Range):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in rule:
+                    raise ValueError(f"{key} must be {rule}, got {value!r}")
+            elif isinstance(rule, Pattern) and (not isinstance(value, str) or value not in rule):
+                raise ValueError(f"{key} must be {rule.choices}, got {value!r}")
+        _check_value(value, args[0], key)
+    elif origin is Literal:
+        if value not in args or isinstance(value, bool):
+            raise ValueError(f"{key} must be one of {_choices(args)}, got {value!r}")
+    elif origin is tuple and isinstance(value, tuple):
+        hints = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(hints) != len(value):
+            raise ValueError(f"{key} must hold {len(hints)} values, got {list(value)}")
+        for i, (v, h) in enumerate(zip(value, hints, strict=True)):
+            _check_value(v, h, f"{key}[{i}]")
+
+
+def _choices(args: tuple[Any, ...]) -> str:
+    return "|".join(str(a) if a != "" else '""' for a in args)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -135,7 +264,7 @@ def _type_name(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return "a section (a mapping of keys)"
     if typing.get_origin(tp) is Literal:
-        return "one of " + "|".join(str(a) if a != "" else '""' for a in typing.get_args(tp))
+        return "one of " + _choices(typing.get_args(tp))
     return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
 
 
@@ -149,6 +278,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return _build(tp, value, key)
     if origin is Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            value = {False: "off", True: "on"}[value]  # YAML 1.1 reads off/no/false as False, on/yes/true as True
         if value not in args:
             raise bad
         return value
@@ -217,11 +348,22 @@ def _join(prefix: str, key: str) -> str:
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """Split ``"train.lr=1e-4"`` into ``(["train", "lr"], 1e-4)``; the value is read as YAML."""
+    """Split ``"train.lr=1e-4"`` into ``(["train", "lr"], 1e-4)``; the value is read as YAML.
+
+    Raises:
+        ValueError: not ``key=value``, or the value is not valid YAML (quote strings that start with ``@``, ``[`` ...).
+    """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=1e-4)")
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(
+            f"override {item!r}: the value is not valid YAML ({problem}); write lists as [a, b] and quote strings "
+            f"for YAML: '{key.strip()}=\"{text}\"'"
+        ) from None
     return key.strip().split("."), value
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -9,10 +13,12 @@ import pytest
 from omniclip import cli
 from omniclip.config import (
     RunConfig,
+    TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
     parse_override,
+    replace_sections,
     save_config,
     valid_keys,
 )
@@ -137,3 +143,143 @@ def test_missing_weights_or_checkpoint_fail_with_one_line(smoke_args, tmp_path, 
     assert f"no checkpoint at {tmp_path / 'nothing'}" in capsys.readouterr().err
     assert cli.main(["train", "--resume", "--output", str(tmp_path / "fresh"), *smoke_args]) == 2
     assert f"no checkpoint at {tmp_path / 'fresh'}" in capsys.readouterr().err
+
+
+# ---- every numeric and choice-valued key is checked at load -------------------------------------------------------
+
+# Values outside each numeric key's valid range, as written on the command line (YAML). A new numeric key needs an
+# entry here (test_every_numeric_key_has_bad_values), so its range is written and checked.
+BAD_NUMBERS: dict[str, list[str]] = {
+    "model.pta_layers": ["[]", "[0, 0]"],
+    "model.pta_ratio": ["0", "1.5", ".nan"],
+    "model.pta_heads": ["0"],
+    "model.spg_layers": ["[]", "[1, 1]"],
+    "model.spg_ratio": ["0", "2"],
+    "model.spg_heads": ["0", "-1"],
+    "model.spg_scales": ["[]", "[0]", "[1, 1]"],
+    "model.spg_window": ["-1"],
+    "model.text_context": ["-1"],
+    "data.num_frames": ["0", "-1"],
+    "data.image_size": ["0"],
+    "data.short_side": ["-1", "16"],  # 16 < data.image_size (32 in smoke.yaml): the crop would not fit
+    "data.workers": ["-1"],
+    "train.epochs": ["0", "-1"],
+    "train.max_steps": ["-5"],
+    "train.batch_size": ["0", "-4"],
+    "train.global_batch_size": ["-1", "6"],  # 6 is not a multiple of train.batch_size (4 in smoke.yaml)
+    "train.lr": ["0", "-1e-4", ".inf", ".nan"],
+    "train.min_lr": ["-1e-6", "1"],  # 1 > train.lr
+    "train.warmup_epochs": ["-1"],
+    "train.weight_decay": ["-0.1"],
+    "train.betas": ["[0.9]", "[0.9, 1.0]", "[-0.1, 0.9]"],
+    "train.eps": ["0"],
+    "train.grad_clip": ["-1"],
+    "train.seed": ["-1", str(2**32)],
+    "train.log_every": ["0"],
+    "train.checkpoint_every": ["-1"],
+    "train.keep_checkpoints": ["0"],
+    "eval.clips": ["0"],
+    "eval.crops": ["0", "2"],
+    "eval.batch_size": ["0"],
+    "eval.workers": ["-2"],
+    "protocol.shots": ["0"],
+    "protocol.seeds": ["[]", "[-1]", "[0, 0]"],
+    "protocol.class_subset": ["-1"],
+    "protocol.num_subsets": ["0"],
+    "protocol.base_classes": ["-1"],
+}
+BAD_CHOICES: dict[str, list[str]] = {
+    "clip.activation": ["relu"],
+    "model.variant": ["big"],
+    "model.spg_mixing": ["sum"],
+    "data.list_format": ["json"],
+    "data.decoder": ["ffmpeg"],
+    "train.amp": ["fp16", "yes"],
+    "train.device": ["gpu", "cuda:x", "mps"],
+    "protocol.name": ["linear_probe"],
+}
+BAD = [(key, value) for table in (BAD_NUMBERS, BAD_CHOICES) for key, values in table.items() for value in values]
+
+
+def _is_numeric(tp) -> bool:
+    if tp in (int, float):
+        return True
+    if typing.get_origin(tp) is typing.Literal:
+        return all(isinstance(a, int) for a in typing.get_args(tp))  # numeric choices: eval.crops
+    if typing.get_origin(tp) not in (tuple, typing.Union, types.UnionType):
+        return False
+    args = [a for a in typing.get_args(tp) if a not in (type(None), Ellipsis)]
+    return bool(args) and all(map(_is_numeric, args))
+
+
+def _leaf_types(cls: type = RunConfig, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        key = f"{prefix}{name}"
+        out |= _leaf_types(tp, f"{key}.") if dataclasses.is_dataclass(tp) else {key: tp}
+    return out
+
+
+def test_every_numeric_key_has_bad_values() -> None:
+    numeric = {k for k, tp in _leaf_types().items() if _is_numeric(tp)}
+    assert numeric == set(BAD_NUMBERS), "add the new numeric key to BAD_NUMBERS with values outside its range"
+    literal = {k for k, tp in _leaf_types().items() if typing.get_origin(tp) is typing.Literal and not _is_numeric(tp)}
+    assert literal | {"train.device"} == set(BAD_CHOICES), "add the new choice-valued key to BAD_CHOICES"
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={v}" for k, v in BAD])
+def test_values_outside_their_range_fail_at_load_naming_the_key(key: str, value: str) -> None:
+    with pytest.raises(ValueError) as err:
+        load_config(CONFIGS / "smoke.yaml", [f"{key}={value}"])
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg, msg
+    assert "got" in msg or "duplicates" in msg, msg  # the value given, beside what is valid
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={v}" for k, v in BAD])
+def test_train_refuses_bad_values_before_creating_the_run_folder(key: str, value: str, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(CONFIGS / "smoke.yaml"), "--output", str(run), f"{key}={value}"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("omniclip train: error: ") and key in err[0], err
+    assert captured.out == "" and not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=0", "train.epochs must be >= 1, got 0"),
+        ("train.max_steps=-5", "train.max_steps must be >= 0, got -5"),
+        ("train.grad_clip=-1", "train.grad_clip must be >= 0, got -1.0"),
+        ("train.log_every=0", "train.log_every must be >= 1, got 0"),
+        ("eval.batch_size=0", "eval.batch_size must be >= 1, got 0"),
+        ("train.lr=.inf", "train.lr must be > 0, got inf"),
+        ("train.betas=[0.9, 1]", "train.betas[1] must be in [0, 1), got 1.0"),
+        ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("data.decoder=ffmpeg", "config key data.decoder expects one of pyav|opencv|decord, got 'ffmpeg'"),
+        ("eval.crops=2", "config key eval.crops expects one of 1|3, got 2"),
+        ("protocol.seeds=[0, -3]", "protocol.seeds[1] must be in [0, 4294967295], got -3"),
+    ],
+)
+def test_range_errors_name_key_value_and_range(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_sections_check_their_ranges_when_built_directly() -> None:
+    with pytest.raises(ValueError, match=re.escape("train.epochs must be >= 1, got 0")):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=re.escape("eval.workers must be >= -1, got -3")):
+        replace_sections(RunConfig(), eval={"workers": -3})
+    assert load_config(None, ["train.amp=off", "train.device=cuda:1"]).train.amp == "off"  # YAML reads off as False
+
+
+@pytest.mark.parametrize("override", ["data.dataset=@x", "data.test_lists=[1,", "train.lr={"])
+def test_overrides_that_are_not_yaml_fail_with_one_line(override: str, capsys) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"override {override!r}: the value is not valid YAML")):
+        load_config(None, [override])
+    assert cli.main(["train", "--config", str(CONFIGS / "smoke.yaml"), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and override in err[0] and "Traceback" not in err[0], err
+    assert load_config(None, ["data.dataset='@x'"]).data.dataset == "@x"  # quoted, as the message says
