@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from torch import nn
 from omniclip.clip import build_clip, get_preset, load_clip, save_clip
 from omniclip.clip import weights as weights_mod
 from omniclip.clip.formats import config_from_state_dict, hf_to_openai, mapped_key
+from omniclip.clip.torchscript import read_torchscript
 from omniclip.clip.weights import OPENAI_URLS, cache_dir, resolve_source
 
 
@@ -161,6 +165,149 @@ def test_hf_converter_table() -> None:
                 "text_model.encoder.layers.0.self_attn.k_proj.weight": k,
             }
         )
+
+
+# ---- TorchScript archives (OpenAI's release format), read without torch.jit.load ----
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.proj = nn.Linear(4, 4, bias=False)  # a None parameter: absent from the state dict
+        self.register_buffer("table", torch.arange(6.0).view(2, 3).half())  # fp16 storage
+        self.register_buffer("steps", torch.tensor(7))  # int64 scalar
+        self.cache = torch.zeros(3)  # a plain tensor attribute: not a parameter or buffer, not in the state dict
+        self.name = "block"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x)) + self.cache.sum()
+
+
+class _Nested(nn.Module):
+    """Nested submodules, a ModuleList, parameters, buffers, views of one storage and a tied weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones([]))
+        self.blocks = nn.ModuleList([_Block(), _Block()])
+        self.head = nn.Linear(4, 4)
+        self.tail = nn.Linear(4, 4)
+        self.tail.weight = self.head.weight
+        whole = torch.randn(5, 6)
+        self.register_buffer("whole", whole)
+        self.register_buffer("part", whole.t()[1:3])  # a strided view sharing whole's storage
+        self.register_buffer("mask", torch.ones(2, 2, dtype=torch.bool), persistent=False)
+        self.sizes = [1, 2]  # a typed list attribute (torch.jit._pickle.build_intlist in data.pkl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.tail(self.head(x)) * self.scale
+
+
+def _jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dict(torch.jit.load(str(path)).state_dict())
+
+
+def _assert_same_tensors(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> None:
+    assert list(ours) == list(ref)
+    for key, value in ref.items():
+        assert ours[key].dtype == value.dtype and ours[key].stride() == value.stride(), key
+        assert ours[key].storage_offset() == value.storage_offset() and torch.equal(ours[key], value), key
+        assert not ours[key].requires_grad and ours[key].device.type == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_reader_equals_jit_load(tmp_path: Path) -> None:
+    torch.jit.save(torch.jit.script(_Nested()), str(tmp_path / "nested.pt"))
+    ours, ref = read_torchscript(tmp_path / "nested.pt"), _jit_state_dict(tmp_path / "nested.pt")
+    _assert_same_tensors(ours, ref)
+    assert "blocks.1.table" in ours and "blocks.0.cache" not in ours and "blocks.0.proj.bias" not in ours
+    assert ours["blocks.0.table"].dtype == torch.float16 and ours["mask"].dtype == torch.bool
+    assert ours["part"].untyped_storage().data_ptr() == ours["whole"].untyped_storage().data_ptr()
+    assert not ours["part"].is_contiguous()
+    assert ours["tail.weight"].data_ptr() == ours["head.weight"].data_ptr()
+
+
+class _OpenAIArchive(nn.Module):
+    """A module laid out as OpenAI's released TorchScript archives are (their state dict, scalar buffers)."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        for name, child in clip.named_children():
+            setattr(self, name, child)
+        for name in ("positional_embedding", "text_projection", "logit_scale"):
+            setattr(self, name, getattr(clip, name))
+        self.clip = [clip]  # a plain list: not registered, so no duplicate keys
+        self.register_buffer("input_resolution", torch.tensor(clip.cfg.vision.image_size))
+        self.register_buffer("context_length", torch.tensor(clip.cfg.text.context_length))
+        self.register_buffer("vocab_size", torch.tensor(clip.cfg.text.vocab_size))
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip[0](pixels, tokens)[0]
+
+
+def openai_archive(clip: nn.Module, path: Path) -> Path:
+    """``clip`` traced and saved as an fp16 TorchScript archive, as OpenAI released ViT-B-16.pt."""
+    size = clip.cfg.vision.image_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inputs = (torch.randn(1, 3, size, size), torch.ones(1, 77).long())
+        archive = torch.jit.trace(_OpenAIArchive(copy.deepcopy(clip)), inputs)
+    archive.half().save(str(path))
+    return path
+
+
+def test_openai_torchscript_archive(tmp_path: Path, tiny_clip, monkeypatch) -> None:
+    path = openai_archive(tiny_clip, tmp_path / "ViT-T-8.pt")
+    ours = read_torchscript(path)
+    _assert_same_tensors(ours, _jit_state_dict(path))
+    assert ours["visual.conv1.weight"].dtype == torch.float16 and ours["input_resolution"].item() == 32
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.jit.load must not be used to read weights")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    model = load_clip(path)
+    assert model.load_report.format == "openai-torchscript" and model.cfg.activation == "quick_gelu"
+    assert (model.cfg.vision.heads, model.cfg.text.heads) == (1, 1)  # width // 64, as for every OpenAI file
+    expected = {k: v.half().float() for k, v in tiny_clip.state_dict().items()}
+    got = model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def _rewrite_zip(src: Path, dst: Path, change: dict[str, bytes | None]) -> Path:
+    """A copy of the zip ``src`` with entries ending in a key of ``change`` replaced (or dropped for None)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            hit = next((v for k, v in change.items() if info.filename.endswith(k)), b"")
+            if hit is None:
+                continue
+            zout.writestr(info, hit or zin.read(info))
+    return dst
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_corrupt_torchscript_archives(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.script(_Nested()), str(good))
+    short = _rewrite_zip(good, tmp_path / "short.pt", {"/data/0": b"\0\0"})  # entries keep the prefix good/
+    with pytest.raises(ValueError, match=r"short\.pt: TorchScript storage good/data/0 holds 2 bytes, data\.pkl says 4"):
+        load_clip(short)
+    gone = _rewrite_zip(good, tmp_path / "gone.pt", {"/data/0": None})
+    with pytest.raises(ValueError, match=r"gone\.pt: TorchScript archive lacks good/data/0 \(truncated\?\)$"):
+        load_clip(gone)
+    nopkl = _rewrite_zip(good, tmp_path / "nopkl.pt", {"/data.pkl": None})
+    with pytest.raises(ValueError, match=r"nopkl\.pt: TorchScript archive has no <name>/data\.pkl"):
+        load_clip(nopkl)
+    with zipfile.ZipFile(good) as z:
+        source = next(n for n in z.namelist() if n.endswith(".py") and b"class _Nested(" in z.read(n))
+    nocode = _rewrite_zip(good, tmp_path / "nocode.pt", {source: b"class Other(Module):\n  pass\n"})
+    with pytest.raises(ValueError, match=r"nocode\.pt: TorchScript archive has no source for class \S*_Nested \("):
+        load_clip(nocode)
 
 
 # ---- bad inputs: one clear error naming the file and what is wrong ----

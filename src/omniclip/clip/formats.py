@@ -1,7 +1,8 @@
 """Read CLIP checkpoint files and convert each foreign layout to OpenAI's parameter names (pure dict -> dict).
 
 Follows timm's ``_convert_openai_clip`` and torchtune's ``clip/_convert_weights.py`` (a key table with ``{}`` layer
-slots that raises on an unknown key). Formats: OpenAI's TorchScript ``.pt`` archives and plain state dicts, OpenCLIP
+slots that raises on an unknown key). Formats: OpenAI's TorchScript ``.pt`` archives (read by
+``omniclip.clip.torchscript``, which runs nothing from them) and plain state dicts, OpenCLIP
 checkpoints (``state_dict`` wrapper, ``module.`` prefix, ``text.`` custom-text tower), Hugging Face ``CLIPModel``
 files, and omniclip's own safetensors (architecture in the metadata).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from omniclip.clip.presets import Activation, CLIPConfig, TextConfig, VisionConfig
+from omniclip.clip.torchscript import ArchiveError, read_torchscript
 
 Tensors = dict[str, torch.Tensor]
 
@@ -158,10 +159,11 @@ class RawCheckpoint(NamedTuple):
 
 
 def read_tensors(path: Path) -> RawCheckpoint:
-    """Read one checkpoint file without running pickled code.
+    """Read one checkpoint file without running anything from it.
 
     safetensors via ``safe_open``; TorchScript archives (OpenAI's ``.pt``; ``torch.load(weights_only=True)`` refuses
-    them) via ``torch.jit.load``, which compiles the archive's TorchScript but never runs it; anything else via
+    them) via :func:`omniclip.clip.torchscript.read_torchscript`, a restricted unpickler that rebuilds only tensors
+    (``torch.jit.load`` would run the archive's ``__setstate__`` methods); anything else via
     ``torch.load(weights_only=True)``.
     """
     metadata: dict[str, str] = {}
@@ -173,12 +175,12 @@ def read_tensors(path: Path) -> RawCheckpoint:
                 metadata = dict(f.metadata() or {})
         elif is_torchscript(path):
             container = "torchscript"
-            with warnings.catch_warnings():  # torch 2.9+ marks torch.jit as deprecated; it is the only reader
-                warnings.simplefilter("ignore", DeprecationWarning)
-                loaded = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            loaded = read_torchscript(path)
         else:
             container = "torch"
             loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except ArchiveError:  # refused or corrupt TorchScript: its message is already the one line to show
+        raise
     except Exception as err:  # every reader has its own error types; any of them means a bad file
         if "Unsupported global" in str(err):  # weights_only refused a pickled class: more than tensors and dicts
             raise ValueError(
