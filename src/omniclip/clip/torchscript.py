@@ -36,8 +36,8 @@ import torch
 
 __all__ = ["ArchiveError", "read_torchscript"]
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch
+_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 _LOAD_HOOKS = ("__setstate__", "__getstate__")  # methods torch.jit.load runs (or pairs with one it runs)
 # The storage classes TorchScript's pickler names (``torch.<ScalarType>Storage``) and the dtype of their elements.
 STORAGE_DTYPES: dict[str, torch.dtype] = {
@@ -221,9 +221,9 @@ class _Archive:
             found = "no" if not pickles else f"{len(pickles)}"
             raise ArchiveError(f"TorchScript archive has {found} <name>/data.pkl (older than PyTorch 1.4, or corrupt)")
         self.prefix = pickles[0][: -len("data.pkl")]
-        order = self._read_optional("byteorder")
-        if order is not None and order.decode("ascii", "replace").strip() != sys.byteorder:
-            raise ArchiveError(f"TorchScript archive was written {order!r}-endian; this machine is {sys.byteorder}")
+        order = (self._read_optional("byteorder") or b"little").decode("ascii", "replace").strip()  # older: little
+        if order != sys.byteorder:
+            raise ArchiveError(f"TorchScript archive is {order[:20]!r}-endian; this machine is {sys.byteorder}")
         self.classes: dict[str, ClassInfo] = {}
         self.parsed: set[str] = set()
         self.types: dict[str, type[ScriptObject]] = {}
@@ -244,7 +244,7 @@ class _Archive:
         if qualname in self.types:
             return self.types[qualname]
         parts = module.split(".")
-        if not all(_IDENT.match(p) for p in [*parts, name]):
+        if not all(_IDENT.fullmatch(p) for p in [*parts, name]):
             raise ArchiveError(f"data.pkl names the malformed TorchScript class {qualname!r}")
         if module == "__torch__.torch.classes" or module.startswith("__torch__.torch.classes."):
             raise ArchiveError(
@@ -332,7 +332,7 @@ class _Unpickler(pickle.Unpickler):
             and pid[0] == "storage"
             and isinstance(pid[1], _StorageType)
             and isinstance(pid[2], str)
-            and _KEY.match(pid[2])
+            and _KEY.fullmatch(pid[2])
             and _is_int(pid[4])
             and pid[4] >= 0
         ):
