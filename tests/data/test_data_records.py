@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,75 @@ def test_data_class_name_errors(tmp_path: Path) -> None:
         read_class_names(_write(tmp_path, "m.csv", "id,name\n0,a\n2,b\n"))
     with pytest.raises(FileNotFoundError):
         read_class_names(tmp_path / "none.csv")
+
+
+def test_data_list_paths_are_kept_exactly_as_written(tmp_path: Path) -> None:
+    text = "my  clips/a  b.mp4 2\ntabbed dir/x y.mp4\t3\n"
+    records = read_annotations(_write(tmp_path, "sp.txt", text), tmp_path, fmt="video")
+    assert [(r.path, r.label) for r in records] == [
+        (tmp_path / "my  clips/a  b.mp4", 2),
+        (tmp_path / "tabbed dir/x y.mp4", 3),
+    ]
+    commas = read_annotations(_write(tmp_path, "c.txt", "a, b.mp4,1\nc,d.mp4,0\n"), tmp_path)
+    assert [r.path.name for r in commas] == ["a, b.mp4", "c,d.mp4"]
+    raw = read_annotations(_write(tmp_path, "r.txt", "frames/v  1 12 4\n"), tmp_path, fmt="rawframes")
+    assert (raw[0].path.name, raw[0].num_frames, raw[0].label) == ("v  1", 12, 4)
+    quoted = read_annotations(_write(tmp_path, "q.csv", 'path,label\n"x, y.mp4",5\n'), tmp_path)
+    assert (quoted[0].path.name, quoted[0].label) == ("x, y.mp4", 5)
+
+
+@pytest.mark.parametrize("label", ["1_0", "+3", "\u0663", "1.0"])
+def test_data_labels_are_plain_digits(tmp_path: Path, label: str) -> None:
+    with pytest.raises(ValueError, match=rf"l\.txt:2: label '{re.escape(label)}' is not a non-negative integer"):
+        read_annotations(_write(tmp_path, "l.txt", f"a.mp4 0\nb.mp4 {label}\n"), tmp_path, fmt="video")
+    with pytest.raises(ValueError, match=r"f\.txt:1: frame count '1_2'"):
+        read_annotations(_write(tmp_path, "f.txt", "d 1_2 3\n"), tmp_path, fmt="rawframes")
+
+
+def test_data_repeated_videos_are_kept_with_a_warning_naming_the_lines(tmp_path: Path, caplog) -> None:
+    text = "a.mp4 1\nb.mp4 2\n\na.mp4 1\nb.mp4 3\nc.mp4 0\n"
+    with caplog.at_level("WARNING", logger="omniclip.data.records"):
+        records = read_annotations(_write(tmp_path, "dup.txt", text), tmp_path)
+    assert len(records) == 5  # each line is still a video to read and score
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "dup.txt: 2 lines repeat" in message
+    assert "line 4 repeats line 1" in message and "line 5 repeats line 2" in message
+
+
+def test_data_csv_comma_errors_name_file_and_line(tmp_path: Path) -> None:
+    text = "path,label,name\na.mp4,1,archery\nb.mp4,2,juggling, balls\n"
+    with pytest.raises(ValueError, match=r"n\.csv:3: expected 3 CSV fields \(path, label, name\), got 4.*quote"):
+        read_annotations(_write(tmp_path, "n.csv", text), tmp_path)
+    quoted = read_annotations(_write(tmp_path, "ok.csv", text.replace("juggling, balls", '"juggling, balls"')))
+    assert [r.label for r in quoted] == [1, 2]
+    with pytest.raises(ValueError, match=r"u\.csv:3: a quoted CSV field runs over lines 3-4"):
+        read_annotations(_write(tmp_path, "u.csv", 'path,label\na.mp4,1\n"b.mp4,2\nc.mp4,3\n'))
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('id,name\n0,"juggling, balls"\n1,surfing\n', ["juggling, balls", "surfing"]),
+        ("id,name\n0,juggling, balls\n1,surfing\n", ["juggling, balls", "surfing"]),
+        ("archery, field\n1, 2, 3 go\n", None),  # first line has no id: read as a header
+        ("archery\n1,2,3 go\n", ["archery", "1,2,3 go"]),  # one name per line: no header, first line has no id
+    ],
+)
+def test_data_class_names_with_commas(tmp_path: Path, text: str, names: list[str] | None) -> None:
+    path = _write(tmp_path, "c.csv", text)
+    if names is None:
+        with pytest.raises(ValueError, match=r"c\.csv: read as an 'id,name' CSV with header line 1: .*missing \[0\]"):
+            read_class_names(path)
+    else:
+        assert read_class_names(path) == names
+
+
+def test_data_class_names_must_be_distinct(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"d\.csv:4: class name 'archery' repeats line 2"):
+        read_class_names(_write(tmp_path, "d.csv", "id,name\n0,archery\n1,surfing\n2, archery\n"))
+    with pytest.raises(ValueError, match=r"p\.txt:3: class name 'surfing' repeats line 2"):
+        read_class_names(_write(tmp_path, "p.txt", "archery\nsurfing\nsurfing\n"))
+    with pytest.raises(ValueError, match=r"i\.csv:3: expected 'id,name', got '1_0,b'"):
+        read_class_names(_write(tmp_path, "i.csv", "id,name\n0,a\n1_0,b\n"))
+    with pytest.raises(ValueError, match=r"e\.csv:2: empty class name"):
+        read_class_names(_write(tmp_path, "e.csv", "0,a\n1,\n"))
