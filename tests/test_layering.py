@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "cli",  # the demo ends by running `omniclip predict` as a user would
     }
     | PLUMBING,
-    "cli": set(),  # loads the command modules by name (COMMAND_MODULES)
+    "cli": set(PLUMBING),  # loads the command modules by name (COMMAND_MODULES)
     "__init__": {"config", "predict"},
     "__main__": {"cli"},
 }
