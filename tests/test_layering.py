@@ -13,13 +13,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "omniclip"
 
-PLUMBING = {"files", "dist", "precision"}
+PLUMBING = {"assets", "files", "dist", "precision"}
 ALLOWED: dict[str, set[str]] = {
+    "assets": set(),
     "files": set(),
     "dist": set(),
     "precision": set(),
     "runlog": {"files"},
-    "clip": {"files"},
+    "clip": {"assets", "files"},
     "data": {"files"},
     "model": {"clip", "files"},
     "config": {"data", "model", "files"},

@@ -19,9 +19,10 @@ from pathlib import Path
 import regex
 import torch
 
+from omniclip.assets import ASSETS
+
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_BPE = ASSETS / "bpe_simple_vocab_16e6.txt.gz"
 START, END = "<|startoftext|>", "<|endoftext|>"
 NUM_MERGES = 49152 - 256 - 2  # OpenAI keeps this many merge lines of the 16e6 file: vocabulary 49408

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from omniclip.assets import ASSETS
 from omniclip.clip import formats
 from omniclip.clip.formats import Tensors
 from omniclip.clip.model import CLIP
@@ -25,7 +26,6 @@ from omniclip.files import save_safetensors
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CACHE_ENV = "OMNICLIP_CACHE"
 DEFAULT_CACHE = "~/.cache/omniclip"
 CONFIG_METADATA = "omniclip.clip_config"  # safetensors metadata key holding CLIPConfig.to_dict() as JSON

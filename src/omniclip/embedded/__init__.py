@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omniclip.assets import ASSETS
+
 EMBEDDED_CLIP = "omniclip-tiny"
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def embedded_path(name: str = EMBEDDED_CLIP) -> Path:
