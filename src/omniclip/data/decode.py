@@ -259,7 +259,7 @@ def _refusal(source: Path | io.BytesIO) -> str | None:
             _open_container(source).close()
         except av.error.ArgumentError as err:
             log_line = getattr(err, "log", None)
-        except Exception:  # noqa: S110 - any other failure: no refusal to explain
+        except Exception:  # any other failure: no refusal to explain
             pass
         finally:
             if level is None:
