@@ -142,7 +142,7 @@ def test_missing_weights_or_checkpoint_fail_with_one_line(smoke_args, tmp_path, 
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "nothing"), *smoke_args]) == 2
     assert f"no checkpoint at {tmp_path / 'nothing'}" in capsys.readouterr().err
     assert cli.main(["train", "--resume", "--output", str(tmp_path / "fresh"), *smoke_args]) == 2
-    assert f"no checkpoint at {tmp_path / 'fresh'}" in capsys.readouterr().err
+    assert f"--resume: run folder {tmp_path / 'fresh'} does not exist" in capsys.readouterr().err
 
 
 # ---- every numeric and choice-valued key is checked at load -------------------------------------------------------

@@ -344,14 +344,24 @@ def test_a_damaged_model_file_is_one_line_naming_it(smoke_args, tmp_path, capsys
         assert str(file) in line and "not a readable safetensors file" in line, argv
 
 
-def test_eval_output_that_is_a_file_fails_before_evaluating(smoke_args, tmp_path, capsys) -> None:
+def test_eval_output_that_is_a_file_fails_before_evaluating(smoke_args, tmp_path, capsys, monkeypatch) -> None:
+    run = tmp_path / "run"
+    assert _train(run, smoke_args, "train.max_steps=1") == 0
     a_file = tmp_path / "report.txt"
     a_file.write_text("not a folder")
-    base = ["eval", "--config", smoke_args[1], *smoke_args[2:], "--checkpoint", str(tmp_path / "no-such-run")]
+    loaded: list[str] = []
+    monkeypatch.setattr(ckpt, "load_clip", lambda *a, **k: loaded.append("clip"))
+    base = ["eval", "--config", smoke_args[1], *smoke_args[2:], "--checkpoint", str(run)]
+    capsys.readouterr()
     assert cli.main([*base, "--output", str(a_file)]) == 2
-    assert f"{a_file} is an existing file" in _error_line(capsys)  # checked before the checkpoint is looked up
+    assert f"{a_file} is an existing file" in _error_line(capsys)
     assert cli.main([*base, "--output", str(a_file / "eval")]) == 2
     assert "lies under a file" in _error_line(capsys)
+    assert loaded == []  # refused before the model was loaded
+
+    missing = ["eval", "--config", smoke_args[1], *smoke_args[2:], "--checkpoint", str(tmp_path / "typo" / "run")]
+    assert cli.main(missing) == 2
+    assert "no checkpoint at" in _error_line(capsys) and not (tmp_path / "typo").exists()
 
 
 def test_train_output_under_a_file_fails_before_any_work(smoke_args, tmp_path, capsys) -> None:
@@ -361,3 +371,10 @@ def test_train_output_under_a_file_fails_before_any_work(smoke_args, tmp_path, c
     assert "--output" in (line := _error_line(capsys)) and "lies under a file" in line
     assert _train(a_file, smoke_args) == 2
     assert "is an existing file" in _error_line(capsys)
+
+
+def test_resume_into_a_missing_folder_creates_nothing(smoke_args, tmp_path, capsys) -> None:
+    run = tmp_path / "typo"
+    assert cli.main(["train", "--output", str(run), "--resume", *smoke_args]) == 2
+    assert f"run folder {run} does not exist" in _error_line(capsys)
+    assert not run.exists()

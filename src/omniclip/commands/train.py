@@ -25,7 +25,7 @@ from omniclip.files import writable_dir
 from omniclip.precision import amp_dtype
 from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.runlog import default_run_dir, empty_run_dir, run_contents, run_lock
-from omniclip.train.checkpoint import load_trained_model
+from omniclip.train.checkpoint import find_checkpoint, load_trained_model
 from omniclip.train.loop import NonFiniteLossError, build_train_model, on_main, train
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,10 @@ def _claim_run_dir(args: argparse.Namespace, cfg: RunConfig, held: ExitStack) ->
         ValueError: the folder cannot be written, another run holds its lock, or it holds a run and neither
             --resume nor --overwrite was given.
     """
-    run_dir = writable_dir(_train_dir(args, cfg), "--output")
+    run_dir = _train_dir(args, cfg)
+    if args.resume and not run_dir.exists():
+        raise FileNotFoundError(f"--resume: run folder {run_dir} does not exist; drop --resume to start a run there")
+    writable_dir(run_dir, "--output")
     held.enter_context(run_lock(run_dir))
     if run_contents(run_dir) and not args.resume:
         if not args.overwrite:
@@ -135,6 +138,8 @@ def run_eval(args: argparse.Namespace) -> int:
         else:
             base = Path("runs") / "eval" / cfg.data.dataset
         out = Path(args.output) if args.output else base / f"eval-{Path(args.config).stem}"
+        if args.checkpoint:
+            find_checkpoint(args.checkpoint)  # a mistyped path fails before an output folder is made
         on_main(dist, lambda: writable_dir(out, "--output"))  # before any model is loaded or clip decoded
         if args.checkpoint:
             model, meta = load_trained_model(
