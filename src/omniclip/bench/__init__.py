@@ -2,30 +2,18 @@
 
 Compares against the compute figures of PROTOCOLS.md: inference and training clips/s, peak memory, model FLOPs per
 clip and the achieved share of the device's matmul rate; ``docs/benchmarks.md`` holds the measured tables.
+``subjects`` holds the configuration and builds what is measured and its timed steps, ``measurements`` measures,
+``run`` runs a configuration and ``report`` turns the results into ratios, a table and a JSON file.
 """
 
-from omniclip.bench.config import SUBJECTS, BenchConfig
-from omniclip.bench.flops import count_flops
+from omniclip.bench.measurements import MaxBatch, Timing, find_max_batch, is_oom, measure, measure_interleaved
 from omniclip.bench.report import compute_ratios, format_table, write_report
-from omniclip.bench.runner import run_bench
-from omniclip.bench.search import MaxBatch, find_max_batch, is_oom
-from omniclip.bench.timing import Timing, measure, measure_interleaved
+from omniclip.bench.run import run_bench
+from omniclip.bench.subjects import SUBJECTS, BenchConfig
+from omniclip.model.flops import count_flops
 from omniclip.precision import autocast, cast_frozen_
 
 __all__ = [
-    "SUBJECTS",
-    "BenchConfig",
-    "MaxBatch",
-    "Timing",
-    "autocast",
-    "cast_frozen_",
-    "compute_ratios",
-    "count_flops",
-    "find_max_batch",
-    "format_table",
-    "is_oom",
-    "measure",
-    "measure_interleaved",
-    "run_bench",
-    "write_report",
-]
+    "SUBJECTS", "BenchConfig", "MaxBatch", "Timing", "autocast", "cast_frozen_", "compute_ratios", "count_flops",
+    "find_max_batch", "format_table", "is_oom", "measure", "measure_interleaved", "run_bench", "write_report",
+]  # fmt: skip

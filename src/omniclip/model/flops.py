@@ -3,8 +3,9 @@
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-accumulate of the
 matrix products and convolutions (element-wise ops, softmax, norms and pooling are not counted). The model is built
 on the ``meta`` device, so counting a ViT-B/16 at 32 frames takes about 0.3 s on a CPU and allocates nothing.
-On the meta device SDPA runs its math path (two counted matmuls); on a CPU it runs a flash kernel that PyTorch's
-counter does not know, so the same formula is registered for it: meta, CPU and CUDA counts agree.
+On the meta device SDPA runs its math path (two counted matmuls); on a CPU it runs a flash kernel (forward and
+backward) that PyTorch's counter does not know, so the same formulas are registered for it: meta, CPU and CUDA counts
+agree. ``count_flops`` counts any call this way (``omniclip bench`` counts training steps with it).
 Attribution is by module: whatever runs inside a block's ``pta`` or ``spg`` branch counts as PTA or SPG; all the
 rest (patchify, spatial attention, MLPs, projection) is the backbone.
 """
@@ -12,6 +13,7 @@ rest (patchify, spatial attention, MLPs, projection) is the backbone.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +53,28 @@ def _cpu_sdpa_flops(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_sh
     return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
+def _cpu_sdpa_backward_flops(
+    grad_shape: Any, q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, out_shape: Any = None, **kw: Any
+) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape)
+
+
 def flop_counter_mode() -> FlopCounterMode:
-    """A silent ``FlopCounterMode`` that also counts the CPU flash-attention kernel."""
-    extra = {}
-    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+    """A silent ``FlopCounterMode`` that also counts the CPU flash-attention kernels, forward and backward."""
+    aten = torch.ops.aten
+    extra: dict[Any, Callable[..., int]] = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        extra[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward_flops
     return FlopCounterMode(display=False, custom_mapping=extra)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations (a multiply-add counts 2) that ``fn()`` executes, backward passes included."""
+    with flop_counter_mode() as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def _module_flops(counts: dict[str, dict[Any, int]], suffix: str) -> int:
@@ -77,9 +95,8 @@ def video_flops(model: OmniCLIP, num_frames: int, image_size: int) -> dict[str, 
 def image_flops(clip: CLIP, image_size: int) -> int:
     """FLOPs of ``clip.encode_image`` on one ``(1, 3, S, S)`` image."""
     pixels = torch.zeros(1, 3, image_size, image_size, device=clip.logit_scale.device)
-    with torch.no_grad(), flop_counter_mode() as counter:
-        clip.encode_image(pixels)
-    return counter.get_total_flops()
+    with torch.no_grad():
+        return count_flops(lambda: clip.encode_image(pixels))
 
 
 def describe_model(

@@ -1,4 +1,5 @@
-"""``omniclip bench`` end to end on the CPU: the JSON report's keys, its own arithmetic, the table and the switches."""
+"""``omniclip bench`` end to end on the CPU (``bench.run``, ``bench.report``): the JSON report's keys, its own
+arithmetic, the table, the switches, and benchmarks/gpu_bench.sh's stages."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import omniclip.bench.run as bench_run
 from omniclip.bench import SUBJECTS, BenchConfig, compute_ratios, format_table, run_bench
 from omniclip.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 TIMING_KEYS = {
     "batch", "step_s", "clips_per_s", "step_s_repeats", "peak_memory_bytes", "memory_kind",
@@ -43,22 +50,25 @@ def test_cli_report_has_every_subject_with_its_keys(cli_report: tuple[dict, str]
     report, _ = cli_report
     assert set(report) >= {"schema", "config", "machine", "results", "ratios", "notes"}
     assert report["config"]["batch"] == 2 and report["config"]["frames"] == 4 and report["config"]["size"] == 32
-    assert report["machine"]["device"] == "cpu" and report["machine"]["matmul_tflops"] > 0
+    assert report["config"]["variants"] == list(SUBJECTS) and report["config"]["classes"] == 16
+    machine = report["machine"]
+    assert machine["device"] == "cpu" and machine["matmul_dtype"] == "fp32"
     assert list(report["results"]) == list(SUBJECTS)
     for name in expected_subjects():
         entry = report["results"][name]
         assert "error" not in entry, entry
         assert ENTRY_KEYS <= set(entry), (name, set(entry))
+        assert entry["weights_bytes"] == 4 * entry["params_total"]  # every weight fp32
         for mode in ("infer", "train"):
             t = entry[mode]
             assert TIMING_KEYS <= set(t), (name, mode, set(t))
             assert t["batch"] == 2 and len(t["step_s_repeats"]) == 2
-            assert t["step_s"] > 0 and t["gflops_per_clip"] > 0
+            assert t["step_s"] == statistics.median(t["step_s_repeats"])
             assert math.isclose(t["clips_per_s"], 2 / t["step_s"], rel_tol=1e-9)
             assert math.isclose(t["tflops_per_s"], t["gflops_per_clip"] * t["clips_per_s"] / 1e3, rel_tol=1e-9)
+            assert math.isclose(t["matmul_fraction"], t["tflops_per_s"] / machine["matmul_tflops"], rel_tol=1e-9)
             assert t["memory_kind"] in ("cpu_rss_peak_delta", "n/a")
         assert entry["frozen_params_with_grad"] == 0, f"{name}: frozen weights got gradient buffers"
-        assert entry["train"]["saved_activation_bytes"] >= 0
     if not HAS_TRANSFORMERS:
         assert "skipped" in report["results"]["xclip"]
 
@@ -124,7 +134,7 @@ def test_cli_flops_are_those_of_the_architecture(cli_report: tuple[dict, str]) -
 def test_cli_saved_activations_follow_what_trains(cli_report: tuple[dict, str]) -> None:
     """Backward through the frozen backbone keeps its activations; bare CLIP's frozen encoder keeps none."""
     saved = {n: e["train"]["saved_activation_bytes"] for n, e in cli_report[0]["results"].items() if "train" in e}
-    assert saved["frame_average"] < 2**12  # a few logits, no encoder activations
+    assert 0 < saved["frame_average"] < 2**12  # a few logits, no encoder activations
     assert saved["vificlip"] > saved["omniclip"] > saved["spg"] > saved["frame_average"]
     assert saved["omniclip"] > saved["pta"]
 
@@ -136,6 +146,70 @@ def test_cli_prints_one_row_per_subject(cli_report: tuple[dict, str]) -> None:
     assert "tiny 4x32px batch 2 fp32" in lines[0]
     for name in SUBJECTS:
         assert sum(line.startswith(name + " ") for line in lines) == 1, name
+
+
+def phase(step_s: float, cpu_step_s: float, peak: int | None, **extra: object) -> dict:
+    return {"step_s": step_s, "cpu_step_s": cpu_step_s, "peak_memory_bytes": peak, **extra}
+
+
+def test_ratios_divide_the_given_timings() -> None:
+    results = {
+        "frame_average": {"infer": phase(0.5, 1.0, 2**20), "train": phase(1.0, 2.0, 2**21)},
+        "omniclip": {"infer": phase(0.75, 1.5, 3 * 2**20), "train": phase(4.0, 3.0, None)},
+        "spg": {"error": "RuntimeError: out of memory"},
+        "pta": {"infer": phase(1.0, 0.5, 2**20), "train": {"skipped": "no trainable parameters"}},
+    }
+    ratios = compute_ratios(results)
+    assert ratios == {"vs_frame_average": {
+        "frame_average": {"infer_time": 1.0, "infer_cpu_time": 1.0, "infer_peak_memory": 1.0,
+                          "train_time": 1.0, "train_cpu_time": 1.0, "train_peak_memory": 1.0},
+        "omniclip": {"infer_time": 1.5, "infer_cpu_time": 1.5, "infer_peak_memory": 3.0,
+                     "train_time": 4.0, "train_cpu_time": 1.5},  # no peak memory measured: no ratio
+        "pta": {"infer_time": 2.0, "infer_cpu_time": 0.5, "infer_peak_memory": 1.0},
+    }}  # fmt: skip
+    assert compute_ratios({"omniclip": results["omniclip"]}) == {}  # no baseline, no ratios
+
+
+def test_table_shows_the_given_numbers() -> None:
+    measured = {
+        "clips_per_s": 12.345,
+        "gflops_per_clip": 1.5,
+        "tflops_per_s": 0.0184,
+        "memory_kind": "cuda_max_allocated",
+    }
+    report = {
+        "config": {"arch": "tiny", "frames": 4, "size": 32, "batch": 2, "dtype": "bf16", "bf16_weights": True,
+                   "compile": False, "grad_checkpointing": True, "cuda_graphs": False},
+        "machine": {"device": "cuda:0", "device_name": "GPU", "date": "2026-01-01"},
+        "results": {
+            "frame_average": {"params_trainable": 1, "infer": phase(0.5, 1.0, 3 * 2**20, **measured),
+                              "train": phase(1.0, 1.0, 5 * 2**20, saved_activation_bytes=2**19, **measured)},
+            "xclip": {"kind": "xclip", "skipped": "transformers is not installed"},
+            "omniclip": {"params_trainable": 11329, "infer": phase(1.0, 1.0, 2**20, **measured),
+                         "train": {"skipped": "no trainable parameters"},
+                         "max_batch": {"plain": {"max_batch": 48, "capped": False},
+                                       "checkpointed": {"max_batch": 1024, "capped": True}}},
+            "spg": {"max_batch": {"error": "RuntimeError: boom"}, "error": "RuntimeError: boom"},
+        },
+        "notes": ["cuda_graphs skipped"],
+    }  # fmt: skip
+    report["ratios"] = compute_ratios(report["results"])
+    lines = format_table(report).splitlines()
+    assert (
+        lines[0] == "tiny 4x32px batch 2 bf16 bf16-weights ckpt on GPU (cuda:0), 2026-01-01; memory: cuda_max_allocated"
+    )
+    assert "cpu/FA" not in lines[1]  # CPU-time ratios only on a CPU
+    assert lines[2].split() == ["frame_average", "1", "12.3", "1.50", "0.018", "3", "12.3", "1.50", "0.018", "5", "0.5",
+                                "1.00", "1.00", "-", "-"]  # fmt: skip
+    assert re.fullmatch(r"xclip +transformers is not installed", lines[3])
+    assert lines[4].split() == ["omniclip", "11,329", "12.3", "1.50", "0.018", "1", "-", "-", "-", "-", "-",
+                                "2.00", "-", "-", "-"]  # fmt: skip
+    assert re.fullmatch(r"spg +RuntimeError: boom", lines[5])
+    assert lines[6:] == [
+        "max training batch omniclip: plain 48, checkpointed >= 1024 (limit)",
+        "max training batch spg: error RuntimeError: boom",
+        "note: cuda_graphs skipped",
+    ]
 
 
 def test_cuda_graphs_skip_cleanly_on_the_cpu(tmp_path: Path) -> None:
@@ -156,15 +230,44 @@ def test_cuda_graphs_skip_cleanly_on_the_cpu(tmp_path: Path) -> None:
         (["--variants", "frame_average,clip4clip"], "--variants: unknown ['clip4clip']"),
         (["--modes", "speed"], "--modes"),
         (["--arch", "ViT-X-1"], "unknown CLIP architecture 'ViT-X-1'"),
-        (["--batch", "0"], "--batch must be >= 1"),
         (["--size", "4"], "smaller than one 8-pixel patch"),
-        (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--repeats", "0"], "--"),
+        (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "tpu:x"], "--device"),
     ],
 )
 def test_bad_options_end_with_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--arch", "tiny", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("omniclip bench: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch", 0, "--batch must be >= 1, got 0"),
+        ("max_batch_limit", 0, "--max-batch-limit must be >= 1, got 0"),
+        ("warmup", -1, "--warmup must be >= 0, got -1"),
+        ("max_batch_tolerance", -0.5, "--max-batch-tolerance must be >= 0, got -0.5"),
+        ("dtype", "fp16", "--dtype: unknown 'fp16'"),
+        ("variants", (), "--variants: unknown empty list"),
+    ],
+)
+def test_config_names_the_bad_option(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BenchConfig(**{"arch": "tiny", "device": "cpu", field: value}).resolved()  # type: ignore[arg-type]
+
+
+def test_config_fills_device_defaults() -> None:
+    cfg = BenchConfig(arch="tiny", device="cpu", cuda_graphs=True).resolved()
+    assert (cfg.size, cfg.batch, cfg.dtype, cfg.classes, cfg.max_batch_limit, cfg.cuda_graphs) == (
+        32,
+        4,
+        "fp32",
+        16,
+        16,
+        False,
+    )
+    assert cfg.clip_config().vision.image_size == 32
+    assert BenchConfig(arch="tiny", device="cpu", size=48, batch=3).resolved().clip_config().vision.image_size == 48
 
 
 def test_interleaved_run_times_every_subject_without_memory() -> None:
@@ -197,27 +300,52 @@ def test_compile_switch_runs_the_compiled_encoder() -> None:
                       variants=("omniclip",), compile=True, compile_backend="eager")  # fmt: skip
     report = run_bench(cfg)
     entry = report["results"]["omniclip"]
-    assert "error" not in entry and entry["train"]["step_s"] > 0
+    assert "error" not in entry and len(entry["train"]["step_s_repeats"]) == 1
     assert report["config"]["compile"] is True
 
 
 def test_progress_sees_each_subject_and_a_failure_spares_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    import omniclip.bench.phases as phases
+    real = bench_run.build_subject
 
-    real = phases.build_omniclip_subject
-
-    def build(variant: str, *args, **kwargs):
-        if variant == "spg":
+    def build(name: str, *args, **kwargs):
+        if name == "spg":
             raise RuntimeError("simulated failure while building spg")
-        return real(variant, *args, **kwargs)
+        return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(phases, "build_omniclip_subject", build)
+    monkeypatch.setattr(bench_run, "build_subject", build)
     snapshots: list[list[str]] = []
     cfg = BenchConfig(arch="tiny", frames=2, size=16, batch=1, repeats=1, warmup=0, batches=1, classes=3,
                       variants=("frame_average", "spg", "pta"), modes=("infer",))  # fmt: skip
     report = run_bench(cfg, progress=lambda r: snapshots.append(list(r["results"])))
     assert snapshots == [["frame_average"], ["frame_average", "spg"], ["frame_average", "spg", "pta"]]
     assert report["results"]["spg"] == {"error": "RuntimeError: simulated failure while building spg"}
-    assert report["results"]["pta"]["infer"]["step_s"] > 0
+    assert len(report["results"]["pta"]["infer"]["step_s_repeats"]) == 1
     assert "spg" not in report["ratios"]["vs_frame_average"] and "pta" in report["ratios"]["vs_frame_average"]
     assert re.search(r"^spg +RuntimeError: simulated failure while building spg$", format_table(report), re.M)
+
+
+@pytest.mark.slow
+def test_gpu_script_stages_on_a_tiny_cpu_model(tmp_path: Path) -> None:
+    """benchmarks/gpu_bench.sh runs its stages in order and leaves one JSON report per stage (smoke run on the CPU)."""
+    env = dict(
+        os.environ,
+        OUT=str(tmp_path),
+        PYTHON=sys.executable,
+        STAGES="xclip_b16 graphs",
+        STAGE_LIMIT_SCALE="20",  # a loaded CI machine must not hit the GPU-sized stage limits
+        BENCH_BASE="--arch tiny --frames 2 --size 16 --device cpu --threads 1 --repeats 1 --warmup 0 --batches 1",
+    )
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["env.txt", "graphs.json", "log.txt", "xclip_b16.json"]  # unselected stages did not run
+    log = (tmp_path / "log.txt").read_text()
+    assert "== xclip_b16: exit 0" in log and "== graphs: exit 0" in log and "== eager" not in log
+    xclip = json.loads((tmp_path / "xclip_b16.json").read_text())
+    assert xclip["config"]["batch"] == 16 and xclip["config"]["classes"] == 400  # the stage's own arguments apply
+    assert list(xclip["results"]) == ["xclip"] and len(xclip["results"]["xclip"]["train"]["step_s_repeats"]) == 10
+    graphs = json.loads((tmp_path / "graphs.json").read_text())
+    assert list(graphs["results"]) == ["frame_average", "omniclip"]
+    assert graphs["config"]["bf16_weights"] is True and any("cuda_graphs skipped" in n for n in graphs["notes"])

@@ -1,20 +1,25 @@
-"""The bench's parts: max-batch search with a fake OOM, timing rotation, bf16 frozen weights, steps, X-CLIP sizing."""
+"""What the bench measures and how (``bench.subjects``, ``bench.measurements``): values checked against hand counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from omniclip.bench import cast_frozen_, find_max_batch, is_oom, measure, measure_interleaved
-from omniclip.bench.steps import TrainStep
-from omniclip.bench.subjects import build_omniclip_subject, class_tokens, make_batch
+from omniclip.bench import BenchConfig, cast_frozen_, count_flops, find_max_batch, is_oom, measure, measure_interleaved
+from omniclip.bench.measurements import saved_activation_bytes
+from omniclip.bench.subjects import build_subject, class_tokens, make_batch, make_step, xclip_config
 from omniclip.clip import build_clip, get_preset
 from omniclip.model import build_model
 
 CPU = torch.device("cpu")
+
+
+def tiny_config(**kw: object) -> BenchConfig:
+    return BenchConfig(**{"arch": "tiny", "frames": 2, "size": 32, "classes": 3, "device": "cpu", **kw}).resolved()  # type: ignore[arg-type]
 
 
 def fake_oom_above(limit: int, calls: list[int]):
@@ -37,18 +42,32 @@ def test_max_batch_doubles_then_bisects_to_the_exact_size(fits: int) -> None:
     assert len(calls) <= 2 * fits.bit_length() + 1  # logarithmic, not linear
 
 
-def test_max_batch_trace_for_37() -> None:
+def test_max_batch_traces() -> None:
     calls: list[int] = []
     assert find_max_batch(fake_oom_above(37, calls), start=4, limit=4096).max_batch == 37
     assert calls == [4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
+    below: list[int] = []  # the starting size does not fit: the search continues below it
+    found = find_max_batch(fake_oom_above(5, below), start=32, limit=64)
+    assert (found.max_batch, found.capped, below) == (5, False, [32, 16, 8, 4, 6, 5])
 
 
 def test_max_batch_edges() -> None:
     assert find_max_batch(fake_oom_above(0, []), start=1, limit=8).max_batch == 0
+    assert find_max_batch(fake_oom_above(0, calls := []), start=8, limit=8).max_batch == 0 and calls == [8, 4, 2, 1]
     capped = find_max_batch(fake_oom_above(10**6, calls := []), start=3, limit=20)
     assert capped.max_batch == 20 and capped.capped and calls == [3, 6, 12, 20]
     with pytest.raises(ValueError, match="1 <= start <= limit"):
         find_max_batch(fake_oom_above(1, []), start=5, limit=4)
+    with pytest.raises(ValueError, match="tolerance"):
+        find_max_batch(fake_oom_above(1, []), tolerance=-0.5)
+
+
+def test_max_batch_tolerance_stops_bisecting_early() -> None:
+    exact: list[int] = []
+    loose: list[int] = []
+    assert find_max_batch(fake_oom_above(1000, exact), start=64, limit=4096).max_batch == 1000
+    found = find_max_batch(fake_oom_above(1000, loose), start=64, limit=4096, tolerance=1 / 16)
+    assert 1000 - 1000 // 16 <= found.max_batch <= 1000 and len(loose) < len(exact)
 
 
 def test_max_batch_lets_other_errors_through() -> None:
@@ -74,6 +93,8 @@ def test_measure_rotates_batches_and_reports_medians() -> None:
     assert len(timing.step_s_repeats) == 3 and timing.batch == 4
     assert timing.step_s == sorted(timing.step_s_repeats)[1]
     assert timing.clips_per_s == 4 / timing.step_s
+    with pytest.raises(ValueError, match="input batches"):
+        measure([].append, [], batch_size=1, device=CPU)
 
 
 def test_measure_interleaved_takes_turns() -> None:
@@ -81,9 +102,62 @@ def test_measure_interleaved_takes_turns() -> None:
     steps = {n: (lambda b, n=n: seen.append((n, b))) for n in ("a", "b")}
     out = measure_interleaved(steps, [0, 1], batch_size=1, device=CPU, warmup=1, repeats=2)
     assert seen == [("a", 0), ("b", 0)] + [("a", 0), ("a", 1), ("b", 0), ("b", 1)] * 2
-    assert set(out) == {"a", "b"} and all(t.peak_memory_bytes is None for t in out.values())
-    with pytest.raises(ValueError):
-        measure([].append, [], batch_size=1, device=CPU)
+    assert set(out) == {"a", "b"}
+    assert all(t.peak_memory_bytes is None and t.memory_kind == "n/a (interleaved)" for t in out.values())
+
+
+def test_measure_reports_the_peak_memory_of_a_known_tensor() -> None:
+    """A step that fills a fresh 64 MiB tensor raises the process's peak RSS by about 64 MiB."""
+
+    def fill(_: object) -> torch.Tensor:
+        return torch.ones(16 * 2**20)
+
+    measure(fill, [None], batch_size=1, device=CPU, warmup=0, repeats=1)  # first-call allocations happen here
+    timing = measure(fill, [None], batch_size=1, device=CPU, warmup=1, repeats=2)
+    if timing.memory_kind == "n/a":
+        pytest.skip("peak RSS cannot be reset on this system")
+    assert timing.memory_kind == "cpu_rss_peak_delta"
+    assert 0.95 * 2**26 <= timing.peak_memory_bytes <= 1.05 * 2**26, timing.peak_memory_bytes
+
+
+def test_flops_of_a_tiny_matmul_model_are_hand_counted() -> None:
+    """(16, 8) @ (8, 4): 2 * 16 * 8 * 4 = 1024 FLOPs forward; backward to the weight alone is one more such product."""
+    linear = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(16, 8)
+    assert count_flops(lambda: linear(x)) == 1024
+    assert count_flops(lambda: linear(x).sum().backward()) == 2 * 1024
+    assert count_flops(lambda: linear(x.requires_grad_()).sum().backward()) == 3 * 1024  # and the input's gradient
+
+
+def test_cpu_attention_flops_count_forward_and_backward() -> None:
+    """CPU SDPA: forward is 2 products (scores, values), backward 5 (scores recomputed, dV, dP, dQ, dK)."""
+    B, H, Lq, Lk, E = 2, 3, 10, 12, 16
+    q = torch.randn(B, H, Lq, E, requires_grad=True)
+    k, v = torch.randn(B, H, Lk, E, requires_grad=True), torch.randn(B, H, Lk, E, requires_grad=True)
+    product = 2 * B * H * Lq * Lk * E
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == 2 * product
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()) == 7 * product
+
+
+def test_saved_activations_of_a_known_model() -> None:
+    """``linear(x).square()`` saves x for the weight's gradient (16 x 8 fp32) and the linear output for the square
+    (16 x 4 fp32); the weight is a parameter and is not counted."""
+    linear = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(16, 8)
+    assert saved_activation_bytes(linear, lambda: linear(x).square().sum()) == 16 * 8 * 4 + 16 * 4 * 4
+    assert linear.weight.grad is not None  # backward ran
+
+
+def test_activation_checkpointing_shrinks_saved_activations() -> None:
+    subject = build_subject("omniclip", tiny_config(frames=4), CPU)
+    batch = make_batch(2, 4, 32, 3, device=CPU)
+    subject.model.train()
+    plain = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
+    subject.set_checkpointing(True)
+    checkpointed = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
+    BT, N, D = 2 * 4, 17, 64
+    assert plain > 2 * BT * N * D * 4 * 2  # at least a few (B*T, N, D) fp32 tensors per block
+    assert 0 < checkpointed < plain / 4
 
 
 def branchy_model(frames: int = 4):
@@ -130,12 +204,10 @@ def test_bf16_frozen_weights_train_only_fp32_parameters() -> None:
 
 @pytest.mark.parametrize("full_finetune", [False, True])
 def test_train_step_allocates_gradients_only_for_trainable_weights(full_finetune: bool) -> None:
-    subject = build_omniclip_subject(
-        "omniclip", get_preset("tiny"), 2, device=CPU, dtype="fp32", num_classes=3, full_finetune=full_finetune
-    )
-    batch = make_batch(2, 2, 32, 3, device=CPU)
+    subject = build_subject("omniclip", tiny_config(full_finetune=full_finetune), CPU)
     before = {id(p): p.detach().clone() for p in subject.trainable}
-    TrainStep(subject, CPU)(batch)
+    make_step(subject, "train", CPU)(make_batch(2, 2, 32, 3, device=CPU))
+    assert subject.model.training
     for p in subject.model.parameters():
         assert (p.grad is not None) == p.requires_grad
     assert any(not torch.equal(before[id(p)], p) for p in subject.trainable)  # the optimiser stepped
@@ -143,14 +215,31 @@ def test_train_step_allocates_gradients_only_for_trainable_weights(full_finetune
     assert (len(frozen) == 0) == full_finetune
 
 
+def test_subjects_bf16_weights_vificlip_and_errors() -> None:
+    cast = build_subject("omniclip", tiny_config(bf16_weights=True), CPU)
+    assert cast.info["params_cast_to_bf16"] == sum(1 for p in cast.model.parameters() if p.dtype == torch.bfloat16) > 0
+    vifi = build_subject("vificlip", tiny_config(), CPU)
+    assert (vifi.name, vifi.info["kind"], vifi.info["variant"]) == ("vificlip", "vificlip", "frame_average")
+    assert all(p.requires_grad for p in vifi.model.parameters())
+    frame_average = build_subject("frame_average", tiny_config(), CPU)
+    assert [p.numel() for p in frame_average.trainable] == [1]  # the logit scale
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        make_step(dataclasses.replace(frame_average, trainable=[]), "train", CPU)
+    with pytest.raises(ValueError, match="unknown bench subject 'clip4clip'"):
+        build_subject("clip4clip", tiny_config(), CPU)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+            make_step(frame_average, "infer", CPU, graph_example=make_batch(1, 2, 32, 3, device=CPU))
+
+
 def test_class_texts_are_encoded_once_when_the_text_tower_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    subject = build_omniclip_subject("omniclip", get_preset("tiny"), 2, device=CPU, dtype="fp32", num_classes=3)
+    subject = build_subject("omniclip", tiny_config(), CPU)
     calls = []
     original = subject.model.clip.encode_text
     monkeypatch.setattr(subject.model.clip, "encode_text", lambda t: calls.append(t) or original(t))
     batch = make_batch(2, 2, 32, 3, device=CPU)
     subject.infer(batch)
-    TrainStep(subject, CPU)(batch)
+    make_step(subject, "train", CPU)(batch)
     assert calls == []
     names = ["archery", "juggling"]  # and the model's own cache returns the very same tensor
     assert subject.model.encode_classes(names) is subject.model.encode_classes(names)
@@ -167,41 +256,15 @@ def test_class_tokens_look_like_clip_tokens() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
 def test_xclip_is_sized_like_the_clip_preset() -> None:
-    from omniclip.bench.xclip import build_xclip_subject, xclip_config
-
     cfg = get_preset("ViT-B-16")
-    x = xclip_config(cfg, 8, 224)
+    x = xclip_config(cfg, 8)
     assert x.vision_config.mit_hidden_size == x.projection_dim == 512
     assert (x.vision_config.hidden_size, x.vision_config.num_hidden_layers, x.vision_config.patch_size) == (768, 12, 16)
     assert (x.vision_config.num_frames, x.vision_config.image_size) == (8, 224)
     assert x.text_config.eos_token_id == x.text_config.vocab_size - 1
-    subject = build_xclip_subject(get_preset("tiny"), 2, 32, device=CPU, dtype="fp32", num_classes=3)
+    subject = build_subject("xclip", tiny_config(), CPU)
     batch = make_batch(2, 2, 32, 3, device=CPU)
     assert subject.infer(batch).shape == (2, 32)
     subject.set_checkpointing(True)
-    TrainStep(subject, CPU)(batch)
+    make_step(subject, "train", CPU)(batch)
     assert all(p.grad is not None for p in subject.trainable)
-
-
-def test_max_batch_tolerance_stops_bisecting_early() -> None:
-    exact: list[int] = []
-    loose: list[int] = []
-    assert find_max_batch(fake_oom_above(1000, exact), start=64, limit=4096).max_batch == 1000
-    found = find_max_batch(fake_oom_above(1000, loose), start=64, limit=4096, tolerance=1 / 16)
-    assert 1000 - 1000 // 16 <= found.max_batch <= 1000 and len(loose) < len(exact)
-    with pytest.raises(ValueError, match="tolerance"):
-        find_max_batch(fake_oom_above(1, []), tolerance=-0.5)
-
-
-def test_activation_checkpointing_shrinks_saved_activations() -> None:
-    from omniclip.bench.memory import saved_activation_bytes
-
-    subject = build_omniclip_subject("omniclip", get_preset("tiny"), 4, device=CPU, dtype="fp32", num_classes=3)
-    batch = make_batch(2, 4, 32, 3, device=CPU)
-    subject.model.train()
-    plain = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
-    subject.set_checkpointing(True)
-    checkpointed = saved_activation_bytes(subject.model, lambda: subject.loss(batch))
-    BT, N, D = 2 * 4, 17, 64
-    assert plain > 2 * BT * N * D * 4 * 2  # at least a few (B*T, N, D) fp32 tensors per block
-    assert 0 < checkpointed < plain / 4
