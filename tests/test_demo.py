@@ -1,4 +1,4 @@
-"""The demo's parts: benchmark caching and determinism, run configs, group metrics, table, CLI errors."""
+"""The demo's parts: dataset caching and determinism, run configs, group metrics, table, CLI errors."""
 
 from __future__ import annotations
 
@@ -11,25 +11,25 @@ import pytest
 
 from omniclip import cli
 from omniclip.config import RunConfig, config_from_dict, config_to_dict
-from omniclip.demo.benchmark import CLASSES, GROUPS, TWINS, BenchmarkSpec, ensure_benchmark, num_videos
+from omniclip.demo.dataset import CLASSES, GROUPS, TWINS, DatasetSpec, ensure_dataset, num_videos
 from omniclip.demo.recipes import BUDGETS, RUNS, epochs_for, run_config, training_videos
 from omniclip.demo.report import RunResult, format_table, group_metrics, read_confusion, read_curve
 
-SMALL = BenchmarkSpec(classes=("moving left", "moving right"), train=1, val=1, test=1, num_frames=4, size=32)
+SMALL = DatasetSpec(classes=("moving left", "moving right"), train=1, val=1, test=1, num_frames=4, size=32)
 
 
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.mp4"))}
 
 
-def test_benchmark_bytes_repeat_and_the_folder_is_reused(tmp_path: Path) -> None:
-    a = ensure_benchmark(tmp_path / "a", SMALL)
-    b = ensure_benchmark(tmp_path / "b", SMALL)
+def test_dataset_bytes_repeat_and_the_folder_is_reused(tmp_path: Path) -> None:
+    a = ensure_dataset(tmp_path / "a", SMALL)
+    b = ensure_dataset(tmp_path / "b", SMALL)
     assert a.created and b.created
     assert len(_digest(a.root)) == num_videos(SMALL) == 6
     assert _digest(a.root) == _digest(b.root)  # mpeg4 writes the same bytes every time
     before = {p: p.stat().st_mtime_ns for p in a.root.rglob("*.mp4")}
-    again = ensure_benchmark(tmp_path / "a", SMALL)
+    again = ensure_dataset(tmp_path / "a", SMALL)
     assert not again.created and {p: p.stat().st_mtime_ns for p in a.root.rglob("*.mp4")} == before
     assert a.list_file("train").read_text().splitlines() == [
         "videos/train/moving_left_0000.mp4 0",
@@ -38,11 +38,11 @@ def test_benchmark_bytes_repeat_and_the_folder_is_reused(tmp_path: Path) -> None
     assert a.classes_file.read_text() == "id,name\n0,moving left\n1,moving right\n"
 
 
-def test_a_changed_spec_or_a_missing_list_rewrites_the_benchmark(tmp_path: Path) -> None:
-    ensure_benchmark(tmp_path, SMALL)
-    assert ensure_benchmark(tmp_path, dataclasses.replace(SMALL, test=2)).created
+def test_a_changed_spec_or_a_missing_list_rewrites_the_dataset(tmp_path: Path) -> None:
+    ensure_dataset(tmp_path, SMALL)
+    assert ensure_dataset(tmp_path, dataclasses.replace(SMALL, test=2)).created
     (tmp_path / "val.txt").unlink()
-    assert ensure_benchmark(tmp_path, dataclasses.replace(SMALL, test=2)).created
+    assert ensure_dataset(tmp_path, dataclasses.replace(SMALL, test=2)).created
 
 
 def test_classes_groups_and_twins_cover_each_other() -> None:
@@ -101,7 +101,7 @@ def test_run_configs_are_valid_and_compare_like_with_like(budget: str) -> None:
     for cfg in cfgs.values():
         assert isinstance(cfg, RunConfig) and config_from_dict(config_to_dict(cfg)) == cfg
         assert cfg.data.flip is False, "a mirrored 'moving left' is 'moving right'"
-        assert cfg.data.image_size == b.benchmark.size and cfg.data.num_frames == b.num_frames
+        assert cfg.data.image_size == b.dataset.size and cfg.data.num_frames == b.num_frames
         assert cfg.clip.source == "omniclip-tiny" and cfg.train.seed == 3 and cfg.protocol.seeds == (3,)
     for protocol in ("few_shot", "supervised"):
         fa, oc = cfgs[f"{protocol}/frame_average"], cfgs[f"{protocol}/omniclip"]
@@ -179,7 +179,7 @@ def test_reduced_demo_runs_end_to_end_and_omniclip_tells_twins_apart(tmp_path: P
     out = tmp_path / "demo"
     assert cli.main(["demo", "--budget", "test", "--out", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    for name in ("results.md", "results.json", "demo.png", "data/benchmark.json"):
+    for name in ("results.md", "results.json", "demo.png", "data/dataset.json"):
         assert (out / name).is_file(), name
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for run in RUNS:

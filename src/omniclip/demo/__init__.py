@@ -4,7 +4,7 @@
 ``omniclip train`` / ``eval`` / ``predict`` commands for real CLIP weights and a real dataset.
 """
 
-from omniclip.demo.benchmark import CLASSES, GROUPS, TWINS, BenchmarkSpec, ensure_benchmark
+from omniclip.demo.dataset import CLASSES, GROUPS, TWINS, DatasetSpec, ensure_dataset
 from omniclip.demo.recipes import BUDGETS, RUNS, Budget, RunSpec, run_config
 from omniclip.demo.run import DemoOptions, DemoResult, run_demo
 
@@ -14,12 +14,12 @@ __all__ = [
     "GROUPS",
     "RUNS",
     "TWINS",
-    "BenchmarkSpec",
+    "DatasetSpec",
     "Budget",
     "DemoOptions",
     "DemoResult",
     "RunSpec",
-    "ensure_benchmark",
+    "ensure_dataset",
     "run_config",
     "run_demo",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omniclip.config import RunConfig, config_from_dict
-from omniclip.demo.benchmark import BenchmarkSpec
+from omniclip.demo.dataset import DatasetSpec
 
 Protocol = Literal["zero_shot", "few_shot", "supervised"]
 TEMPLATES = ("a video of a shape {}.",)  # the class names are motions ("moving left"); the tiny CLIP saw "a video of"
@@ -22,10 +22,10 @@ TEMPLATES = ("a video of a shape {}.",)  # the class names are motions ("moving 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much the demo computes: benchmark size, clip length, batch and optimizer steps per run."""
+    """How much the demo computes: dataset size, clip length, batch and optimizer steps per run."""
 
     name: str
-    benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
     num_frames: int = 4  # T, frames per clip
     batch_size: int = 8  # clips per optimizer step
     shots: int = 4  # K, training videos per class in the few-shot runs
@@ -41,7 +41,7 @@ BUDGETS: dict[str, Budget] = {
     # `make demo`: at most five minutes on two CPU cores, data generation included.
     "quick": Budget("quick"),
     # Longer runs on more data for better numbers.
-    "full": Budget("full", BenchmarkSpec(train=64, val=8, test=32), shots=8, few_shot_steps=640, supervised_steps=1536),
+    "full": Budget("full", DatasetSpec(train=64, val=8, test=32), shots=8, few_shot_steps=640, supervised_steps=1536),
 }
 
 
@@ -66,10 +66,8 @@ RUNS: tuple[RunSpec, ...] = (
 
 def training_videos(budget: Budget, protocol: Protocol) -> int:
     """Videos a run trains on: K per class (few-shot), the whole training list (supervised), none (zero-shot)."""
-    classes = len(budget.benchmark.classes)
-    return {"zero_shot": 0, "few_shot": budget.shots * classes, "supervised": budget.benchmark.train * classes}[
-        protocol
-    ]
+    classes = len(budget.dataset.classes)
+    return {"zero_shot": 0, "few_shot": budget.shots * classes, "supervised": budget.dataset.train * classes}[protocol]
 
 
 def epochs_for(budget: Budget, protocol: Protocol, steps: int) -> int:
@@ -93,7 +91,7 @@ def run_overrides(
             "root": data_root,
             "test_lists": ["test.txt"],
             "num_frames": budget.num_frames,
-            "image_size": budget.benchmark.size,
+            "image_size": budget.dataset.size,
             "workers": 0,  # 64-px clips decode in ~2 ms: worker processes would cost more than they save
             "flip": False,  # a mirrored "moving left" is "moving right"
         },

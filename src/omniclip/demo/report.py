@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from omniclip.demo.benchmark import GROUPS, TWINS
+from omniclip.demo.dataset import GROUPS, TWINS
 from omniclip.files import pyplot, save_figure
 
 COLUMNS = ("all", *GROUPS, "pair", "within pair")

@@ -1,6 +1,6 @@
-"""``run_demo``: benchmark, zero-shot evaluation, few-shot and supervised training of OmniCLIP and frame averaging.
+"""``run_demo``: the dataset, zero-shot evaluation, few-shot and supervised training of OmniCLIP and frame averaging.
 
-Every step goes through the engine: the benchmark is written by ``omniclip.data.synthetic``, training runs are
+Every step goes through the engine: the dataset is written by ``omniclip.data.synthetic``, training runs are
 ``omniclip.protocols.runners.run_protocol`` around ``omniclip.train.loop.train`` (what ``omniclip train`` runs), the
 zero-shot row is ``evaluate_protocol`` (what ``omniclip eval`` runs without a checkpoint). The demo reads the
 confusion matrices those write, and adds the table, the figure and ``results.json``.
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from omniclip.clip.weights import resolve_source
 from omniclip.config import RunConfig
-from omniclip.demo.benchmark import Benchmark, ensure_benchmark, num_videos
+from omniclip.demo.dataset import DemoDataset, ensure_dataset, num_videos
 from omniclip.demo.recipes import BUDGETS, RUNS, Budget, RunSpec, run_config, training_videos
 from omniclip.demo.report import (
     RunResult,
@@ -89,12 +89,12 @@ def get_budget(name: str) -> Budget:
     return BUDGETS[name]
 
 
-def write_benchmark(out: Path, budget: Budget, say: Callable[[str], None]) -> Benchmark:
-    """The benchmark under ``out/data`` (written at first use, with a progress bar)."""
-    total = num_videos(budget.benchmark)
+def write_dataset(out: Path, budget: Budget, say: Callable[[str], None]) -> DemoDataset:
+    """The dataset under ``out/data`` (written at first use, with a progress bar)."""
+    total = num_videos(budget.dataset)
     with tqdm(total=total, unit="video", dynamic_ncols=True, leave=False) as bar:
-        bench = ensure_benchmark(out / "data", budget.benchmark, progress=bar.update)
-    spec = budget.benchmark
+        bench = ensure_dataset(out / "data", budget.dataset, progress=bar.update)
+    spec = budget.dataset
     verb = "wrote" if bench.created else "reusing"
     say(
         f"{verb} {total} videos in {bench.root} ({len(spec.classes)} classes, {spec.train}/{spec.val}/{spec.test} "
@@ -153,8 +153,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
     resolve_source(options.clip)  # a missing CLIP fails before any work
     start, out = time.perf_counter(), Path(options.out)
     result = DemoResult(out=out, budget=budget)
-    say(f"[1/{len(RUNS) + 2}] benchmark")
-    bench = write_benchmark(out, budget, say)
+    say(f"[1/{len(RUNS) + 2}] dataset")
+    bench = write_dataset(out, budget, say)
     dist = init_distributed("auto")
     for i, run in enumerate(RUNS, start=2):
         cfg = run_config(
@@ -174,7 +174,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
     return result
 
 
-def write_outputs(result: DemoResult, options: DemoOptions, bench: Benchmark) -> None:
+def write_outputs(result: DemoResult, options: DemoOptions, bench: DemoDataset) -> None:
     """``results.md`` (the table), ``results.json`` (everything) and ``demo.png`` (bars and curves)."""
     out, budget = result.out, result.budget
     result.table = format_table(result.runs, budget.shots)
@@ -203,7 +203,7 @@ def _summary(result: DemoResult, options: DemoOptions) -> dict[str, Any]:
         "batch_size": budget.batch_size,
         "shots": budget.shots,
         "lr": budget.lr,
-        "benchmark": budget.benchmark.to_dict(),
+        "dataset": budget.dataset.to_dict(),
         "runs": [r.to_dict() for r in result.runs],
         "seconds": result.seconds,
         "threads": torch.get_num_threads(),

@@ -1,11 +1,11 @@
-"""The demo's embedded video benchmark: seeded synthetic clips whose classes differ only in motion, order or scale.
+"""The demo's embedded video dataset: seeded synthetic clips whose classes differ only in motion, order or scale.
 
 Eight classes in three groups, written by ``omniclip.data.synthetic.write_synthetic_dataset`` at the embedded CLIP's
 image size (64 px). Each class has a twin that shows the same frames in the opposite order (moving left / moving
 right, growing / shrinking, appearing / disappearing), so CLIP's frame average, which is permutation-invariant over
 frames (METHOD.md), can at best find the twin pair and must guess within it. The files are encoded with ``mpeg4``,
-which writes identical bytes on every run (libx264 does not here), so results reproduce exactly. The benchmark is
-generated into a folder at first use (a few seconds) and reused while its ``benchmark.json`` matches.
+which writes identical bytes on every run (libx264 does not here), so results reproduce exactly. The dataset is
+generated into a folder at first use (a few seconds) and reused while its ``dataset.json`` matches.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ TWINS: tuple[tuple[str, str], ...] = (
     ("growing", "shrinking"),
     ("appearing", "disappearing"),
 )
-SPEC_FILE = "benchmark.json"
+SPEC_FILE = "dataset.json"
 
 
 @dataclass(frozen=True)
-class BenchmarkSpec:
-    """What the benchmark holds; the same spec writes the same bytes."""
+class DatasetSpec:
+    """What the dataset holds; the same spec writes the same bytes."""
 
     classes: tuple[str, ...] = CLASSES  # class names in label order
     train: int = 32  # training videos per class
@@ -63,11 +63,11 @@ class BenchmarkSpec:
 
 
 @dataclass(frozen=True)
-class Benchmark:
-    """A written benchmark: its folder, list files and class names."""
+class DemoDataset:
+    """A written dataset: its folder, list files and class names."""
 
     root: Path  # dataset root; list paths are relative to it
-    spec: BenchmarkSpec
+    spec: DatasetSpec
     class_names: list[str] = field(default_factory=list)
     created: bool = False  # written now (False: found in place and reused)
 
@@ -79,7 +79,7 @@ class Benchmark:
         return self.root / "classes.csv"
 
 
-def _matches(root: Path, spec: BenchmarkSpec) -> bool:
+def _matches(root: Path, spec: DatasetSpec) -> bool:
     path = root / SPEC_FILE
     if not path.is_file():
         return False
@@ -91,20 +91,20 @@ def _matches(root: Path, spec: BenchmarkSpec) -> bool:
     return saved == spec.to_dict() and all(f.is_file() for f in files)
 
 
-def ensure_benchmark(
-    root: str | Path, spec: BenchmarkSpec | None = None, *, progress: Callable[[int], None] | None = None
-) -> Benchmark:
-    """Write the benchmark into ``root``, or reuse it when ``root/benchmark.json`` already describes ``spec``.
+def ensure_dataset(
+    root: str | Path, spec: DatasetSpec | None = None, *, progress: Callable[[int], None] | None = None
+) -> DemoDataset:
+    """Write the dataset into ``root``, or reuse it when ``root/dataset.json`` already describes ``spec``.
 
     Args:
-        root: Folder of the benchmark (created).
-        spec: What to write (default ``BenchmarkSpec()``).
+        root: Folder of the dataset (created).
+        spec: What to write (default ``DatasetSpec()``).
         progress: Called with 1 after each video written.
     """
-    root, spec = Path(root), spec or BenchmarkSpec()
+    root, spec = Path(root), spec or DatasetSpec()
     if _matches(root, spec):
-        log.debug("benchmark in %s is up to date", root)
-        return Benchmark(root, spec, list(spec.classes), created=False)
+        log.debug("dataset in %s is up to date", root)
+        return DemoDataset(root, spec, list(spec.classes), created=False)
     (root / SPEC_FILE).unlink(missing_ok=True)  # a half-written folder must not look complete
     data = write_synthetic_dataset(
         root,
@@ -119,9 +119,9 @@ def ensure_benchmark(
         progress=progress,
     )
     write_text(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
-    return Benchmark(root, spec, list(data.class_names), created=True)
+    return DemoDataset(root, spec, list(data.class_names), created=True)
 
 
-def num_videos(spec: BenchmarkSpec) -> int:
+def num_videos(spec: DatasetSpec) -> int:
     """Videos the spec writes over all splits."""
     return len(spec.classes) * sum(spec.splits.values())
