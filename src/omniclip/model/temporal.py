@@ -7,8 +7,8 @@ adapter adds exactly zero. The same ``TemporalAttention`` mixes the self-prompts
 Shapes use METHOD.md's letters: B clips, T frames, N tokens per frame, D the block's width, d the bottleneck width,
 H heads of hd = d / H channels. The block hands the adapter ``(B*T, N, D)`` rows (frame-major); the attention over
 frames runs on ``(B*N, T, d)`` sequences, one per token position, as nanoGPT's ``CausalSelfAttention`` runs on
-``(B, T, C)``. The tokens are laid out again only after ``down``, in the bottleneck width d (docs/model.md, "PTA
-layout", measures it against the earlier copy-free version).
+``(B, T, C)``. The tokens are laid out again only after ``down``, in the bottleneck width d (docs/model.md's
+"Layout" paragraph times it against the earlier copy-free version).
 """
 
 from __future__ import annotations
