@@ -149,3 +149,31 @@ def test_parser_errors_are_one_line(capsys) -> None:
     assert line == (
         "omniclip predict: error: argument --frames: expects an integer, got 'eight' (see omniclip predict --help)"
     )
+
+
+def test_overrides_may_follow_flags(tmp_path, monkeypatch) -> None:
+    seen: dict[str, object] = {}
+
+    def load_config(path, overrides):
+        seen["o"] = overrides
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("omniclip.commands.train.load_config", load_config)
+    argv = ["train", "--config", "c.yaml", "train.lr=0.1", "--output", str(tmp_path / "r"), "train.seed=3"]
+    assert cli.main(argv) == 2
+    assert seen["o"] == ["train.lr=0.1", "train.seed=3"]
+
+
+def test_unknown_arguments_are_still_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--config", "c.yaml", "--no-such-flag"])
+    assert stop.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "v.mp4", "--clip", "x", "a=1"])
+
+
+def test_help_opens_with_a_sentence_for_users(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "Recognise actions in videos" in out and "command line: one short function" not in out

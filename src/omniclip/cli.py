@@ -76,8 +76,14 @@ def writable_file(path: str | Path, what: str = "output file") -> Path:
     return path
 
 
+DESCRIPTION = (
+    "Recognise actions in videos with CLIP adapted to time (OmniCLIP): classify your videos with any class names, "
+    "train and evaluate under the field's protocols. Start with `omniclip demo`; every command has --help."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="omniclip", description=__doc__.split("\n")[0])
+    parser = Parser(prog="omniclip", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -89,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `key=value` overrides may come after flags: `omniclip train --config c.yaml a=1 --resume b=2`
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
