@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"data", "model", "predict"} | PLUMBING,
     "bench": {"clip", "model"} | PLUMBING,
     "demo": {"clip", "config", "data", "embedded", "model", "protocols", "train"} | PLUMBING,
+    "timeline": {"data", "predict"} | PLUMBING,
     "commands": {
         "bench",
         "clip",
@@ -43,12 +44,13 @@ ALLOWED: dict[str, set[str]] = {
         "predict",
         "protocols",
         "runlog",
+        "timeline",
         "train",
         "cli",  # the demo ends by running `omniclip predict` as a user would
     }
     | PLUMBING,
     "cli": set(PLUMBING),  # loads the command modules by name (COMMAND_MODULES)
-    "__init__": {"config", "predict"},
+    "__init__": {"config", "predict", "timeline"},
     "__main__": {"cli"},
 }
 

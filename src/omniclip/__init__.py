@@ -8,3 +8,4 @@ from omniclip.config import RunConfig, load_config  # noqa: E402, F401
 # The two-line API (docs/predict.md). Imported eagerly on purpose: the submodule ``omniclip.predict`` would
 # otherwise shadow a lazily provided function of the same name once anything imports the submodule.
 from omniclip.predict import load_model, predict  # noqa: E402, F401
+from omniclip.timeline import timeline  # noqa: E402, F401  (segments of a long video, docs/timeline.md)
