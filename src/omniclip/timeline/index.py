@@ -158,6 +158,8 @@ def shard_meta(path: Path) -> dict[str, Any] | None:
     """A shard's metadata, or None when the file is unreadable (then it is embedded again)."""
     from safetensors import safe_open
 
+    if not path.is_file():
+        return None
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -295,7 +297,6 @@ def build_index(
                 result.embedded += 1
             except (DecodeError, OSError) as err:
                 result.failed.append((str(video), str(err)))
-                bar.write(f"unreadable: {video}: {err}")
             bar.total = max(bar.total, bar.n)
     finally:
         bar.close()
