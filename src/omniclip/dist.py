@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as tdist
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,25 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     tdist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only; its result, or the user error it raised, reaches every rank (none waits forever).
+
+    Raises:
+        ValueError / FileNotFoundError: what ``fn`` raised on rank 0, raised again on every rank.
+    """
+    result: Any = None
+    error: tuple[bool, str] | None = None
+    if dist.is_main:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError) as err:
+            error = (isinstance(err, FileNotFoundError), str(err))
+    result, error = broadcast_object((result, error))  # type: ignore[misc]
+    if error is not None:
+        raise (FileNotFoundError if error[0] else ValueError)(error[1])
+    return result
 
 
 def shutdown(*, wait_for_all: bool) -> None:

@@ -110,8 +110,9 @@ def writable_dir(path: str | Path, what: str = "output folder") -> Path:
         path.mkdir(parents=True, exist_ok=True)
         probe, _ = _create_beside(path / "write-check")
         probe.unlink()
-    except (NotADirectoryError, FileExistsError) as err:
-        raise ValueError(f"{what} {path} lies under a file ({err.filename})") from None
+    except (NotADirectoryError, FileExistsError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
+        raise ValueError(f"{what} {path} lies under a file ({blocker})") from None
     except OSError as err:
         raise ValueError(f"{what} {path} cannot be written: {err.strerror}") from None
     return path

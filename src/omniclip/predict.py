@@ -86,6 +86,7 @@ def load_model(
     num_frames: int | None = None,
     variant: str | None = None,
     kind: SourceKind = "auto",
+    allow_other_backbone: bool = False,
 ) -> VideoClassifier:
     """Load a trained omniclip checkpoint or plain CLIP weights as a ``VideoClassifier``.
 
@@ -97,6 +98,8 @@ def load_model(
         variant: model variant for CLIP weights (default ``"frame_average"``: zero-shot CLIP); a fresh
             ``"omniclip"`` computes the same scores, since its new branches start at zero.
         kind: ``"checkpoint"`` or ``"clip"`` to say what ``source`` is; ``"auto"`` detects it.
+        allow_other_backbone: load a checkpoint onto a CLIP whose weights differ from the ones it was trained on
+            (its fingerprint is checked; a mismatch is refused unless this is set, and then warned).
 
     Raises:
         FileNotFoundError: ``source`` is neither a file, a folder nor a known name.
@@ -105,7 +108,9 @@ def load_model(
     if kind not in ("auto", "checkpoint", "clip"):
         raise ValueError(f"kind must be 'auto', 'checkpoint' or 'clip', got {kind!r}")
     if kind == "checkpoint" or (kind == "auto" and is_trained_checkpoint(source)):
-        return _load_checkpoint(source, device=device, num_frames=num_frames, variant=variant)
+        return _load_checkpoint(
+            source, device=device, num_frames=num_frames, variant=variant, allow_other_backbone=allow_other_backbone
+        )
     from omniclip.clip import load_clip
 
     clip = load_clip(str(source), device=device)
@@ -151,13 +156,18 @@ def is_trained_checkpoint(source: str | Path) -> bool:
 
 
 def _load_checkpoint(
-    source: str | Path, *, device: str | torch.device, num_frames: int | None, variant: str | None
+    source: str | Path,
+    *,
+    device: str | torch.device,
+    num_frames: int | None,
+    variant: str | None,
+    allow_other_backbone: bool,
 ) -> VideoClassifier:
     from omniclip.train.checkpoint import load_trained_model
 
     if variant is not None:
         raise ValueError(f"variant={variant!r} applies to CLIP weights only; {source} is a trained checkpoint")
-    model, meta = load_trained_model(source, device=device)
+    model, meta = load_trained_model(source, device=device, allow_other_backbone=allow_other_backbone)
     if num_frames is not None and num_frames != meta.num_frames:
         raise ValueError(f"{source} was trained with {meta.num_frames} frames; drop num_frames={num_frames} (--frames)")
     log.info(

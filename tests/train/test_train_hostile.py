@@ -275,7 +275,7 @@ def _swap_backbone(path: Path) -> None:
 
 
 def test_a_checkpoint_refuses_another_backbone_under_the_same_name(
-    own_clip, smoke_args, tmp_path, capsys, caplog
+    own_clip, smoke_args, synthetic, tmp_path, capsys, caplog
 ) -> None:
     run = tmp_path / "run"
     args = [*smoke_args, f"clip.source={own_clip}"]
@@ -297,9 +297,14 @@ def test_a_checkpoint_refuses_another_backbone_under_the_same_name(
     line = _error_line(capsys)
     assert trained in line and now in line and "--allow-other-backbone" in line
 
+    video = str(next(p for p in sorted((synthetic.root / "videos").rglob("*.mp4")) if p.name != "broken.mp4"))
+    assert cli.main(["predict", video, "--checkpoint", str(run)]) == 2
+    assert trained in _error_line(capsys)
+
     with caplog.at_level(logging.WARNING, logger="omniclip"):
         model, meta = load_trained_model(run, allow_other_backbone=True)
         assert cli.main([*evaluate, "--allow-other-backbone"]) == 0
+        assert cli.main(["predict", video, "--checkpoint", str(run), "--allow-other-backbone"]) == 0
     assert "loading anyway" in caplog.text
 
 

@@ -74,6 +74,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--frames", type=positive_int, default=None, help="frames per clip T (CLIP weights: default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument(
+        "--allow-other-backbone",
+        action="store_true",
+        help="use a checkpoint on CLIP weights other than those it was trained on (refused by default)",
+    )
 
 
 def _classes(args: argparse.Namespace) -> list[str] | None:
@@ -93,7 +98,13 @@ def _load(args: argparse.Namespace):
     from omniclip.predict import SourceKind, load_model
 
     kind: SourceKind = "checkpoint" if args.checkpoint else "clip"
-    return load_model(args.checkpoint or args.clip, device=args.device, num_frames=args.frames, kind=kind)
+    return load_model(
+        args.checkpoint or args.clip,
+        device=args.device,
+        num_frames=args.frames,
+        kind=kind,
+        allow_other_backbone=args.allow_other_backbone,
+    )
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -140,7 +140,8 @@ def _stage_dir(run_dir: Path, seeds: Sequence[int], seed: int) -> Path:
 
 
 def _has_checkpoint(stage: Path) -> bool:
-    return (stage / "checkpoints" / "last").is_file()
+    """A stage to resume: it holds a complete checkpoint (``last`` itself may be missing or damaged)."""
+    return any((stage / "checkpoints").glob("step_*/state.json"))
 
 
 def run_supervised(

@@ -19,11 +19,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import collate_videos
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import normalize
-from omniclip.dist import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
+from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
 from omniclip.model import OmniCLIP
 from omniclip.precision import amp_dtype, autocast
 from omniclip.runlog import RunLog, run_lock
@@ -49,7 +49,6 @@ from omniclip.train.optim import build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # Keys a resumed run may change: they leave the data order, the LR schedule and the model as they were. Every other
 # key (a new one too) is refused on --resume. clip.source may change (the weights moved) only where the checkpoint
@@ -293,25 +292,6 @@ def resume_changes(
             "--output)"
         )
     return changed
-
-
-def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 only; its result, or the user error it raised, reaches every rank (none waits forever).
-
-    Raises:
-        ValueError / FileNotFoundError: what ``fn`` raised on rank 0, raised again on every rank.
-    """
-    result: Any = None
-    error: tuple[bool, str] | None = None
-    if dist.is_main:
-        try:
-            result = fn()
-        except (ValueError, FileNotFoundError) as err:
-            error = (isinstance(err, FileNotFoundError), str(err))
-    result, error = broadcast_object((result, error))  # type: ignore[misc]
-    if error is not None:
-        raise (FileNotFoundError if error[0] else ValueError)(error[1])
-    return result
 
 
 def _claim(run_dir: Path, resume: bool, held: ExitStack) -> None:
