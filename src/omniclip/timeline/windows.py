@@ -10,9 +10,11 @@ Each grid point takes the frame shown at that moment (the last frame whose times
 measured from the first frame. The last window is aligned with the video's end when the regular ones stop short of
 it; a video shorter than one window gives one window over what exists (its grid frames repeated to T).
 
-Frames go through the test pipeline of ``omniclip.data``: swscale shrinks while converting to RGB, the short side
-is resized to ``S * 256 / 224``, then the centre ``S x S`` is cropped. Input is opened by
-``omniclip.data.decode.open_input`` (file protocol and self-contained video demuxers only).
+Frames are prepared as the test pipeline of ``omniclip.data`` prepares them: the short side resized to
+``S * 256 / 224``, then the centre ``S x S`` cropped. Here swscale (bilinear) does every resize while converting to
+RGB, enlarging too, and numpy crops: the decoding thread runs no torch operation, whose threads would compete with
+the model's. Input is opened by ``omniclip.data.decode.open_input`` (file protocol and self-contained video demuxers
+only).
 """
 
 from __future__ import annotations
@@ -130,17 +132,19 @@ class VideoWindows:
         self.threads = threads
         self.duration: float | None = None
 
-    def _convert(self, frame: Any) -> torch.Tensor:
-        """A decoded frame -> uint8 ``(3, S, S)``, as the test pipeline prepares it."""
-        short = self.spec.short_side
+    def _convert(self, frame: Any) -> np.ndarray:
+        """A decoded frame -> uint8 ``(3, S, S)``: swscale resizes the short side while converting to RGB, numpy
+        crops the centre. No torch operation runs here: this is the decoding thread, and torch's intra-op threads
+        would compete with the model's."""
+        short, size = self.spec.short_side, self.spec.size
         h, w = int(frame.height), int(frame.width)
-        if min(h, w) > short:
-            th, tw = (short, max(1, round(w * short / h))) if h <= w else (max(1, round(h * short / w)), short)
-            rgb = frame.reformat(width=tw, height=th, format="rgb24", interpolation="BILINEAR").to_ndarray()
-        else:
+        th, tw = (short, max(1, round(w * short / h))) if h <= w else (max(1, round(h * short / w)), short)
+        if (th, tw) == (h, w):
             rgb = frame.to_ndarray(format="rgb24")
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)  # (3, H, W)
-        return tf.center_crop(tf.resize_short_side(x, short), self.spec.size).contiguous()  # (3, S, S)
+        else:
+            rgb = frame.reformat(width=tw, height=th, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        top, left = (th - size) // 2, (tw - size) // 2
+        return np.ascontiguousarray(rgb[top : top + size, left : left + size].transpose(2, 0, 1))  # (3, S, S)
 
     def __iter__(self) -> Iterator[Window]:
         spec = self.spec
@@ -155,12 +159,12 @@ class VideoWindows:
                 stream.thread_type = "AUTO"  # FFmpeg's own threads: decoding runs beside the model
                 stream.codec_context.thread_count = self.threads
             rate = stream.average_rate or stream.guessed_rate
-            ring: deque[torch.Tensor] = deque(maxlen=T)  # frames of the last T grid points
+            ring: deque[np.ndarray] = deque(maxlen=T)  # frames of the last T grid points
             filled = 0  # grid points filled so far
             next_start = 0  # grid point where the next regular window starts
             last_end = 0  # grid point where the last emitted window ends
             prev: Any = None  # last decoded frame, not yet converted
-            prev_x: torch.Tensor | None = None  # its conversion, once needed
+            prev_x: np.ndarray | None = None  # its conversion, once needed
             t0: float | None = None
             t_prev = 0.0
             gap = 1.0 / float(rate) if rate else 0.04  # frame duration, refined from timestamps
@@ -174,7 +178,7 @@ class VideoWindows:
                     ring.append(prev_x)
                     filled += 1
                     if filled == next_start + T:
-                        yield Window(next_start * g, filled * g, torch.stack(list(ring)))
+                        yield Window(next_start * g, filled * g, _stack(ring))
                         last_end, next_start = filled, next_start + hop
                 if prev is not None and t > t_prev:
                     gap = t - t_prev
@@ -188,14 +192,14 @@ class VideoWindows:
                 ring.append(prev_x)
                 filled += 1
                 if filled == next_start + T:
-                    yield Window(next_start * g, filled * g, torch.stack(list(ring)))
+                    yield Window(next_start * g, filled * g, _stack(ring))
                     last_end, next_start = filled, next_start + hop
             if filled >= T and last_end < filled:  # the regular windows stop short of the end
-                yield Window((filled - T) * g, min(filled * g, self.duration), torch.stack(list(ring)))
+                yield Window((filled - T) * g, min(filled * g, self.duration), _stack(ring))
             elif filled < T:  # shorter than one window: its grid frames (or its last frame) repeated to T
                 frames = list(ring) or [self._convert(prev)]
                 pick = [i * len(frames) // T for i in range(T)]
-                yield Window(0.0, self.duration, torch.stack([frames[i] for i in pick]))
+                yield Window(0.0, self.duration, _stack([frames[i] for i in pick]))
         finally:
             container.close()
 
@@ -216,6 +220,10 @@ class VideoWindows:
             t = frame.time
             yield frame, float(t) if t is not None else count * gap
             count += 1
+
+
+def _stack(frames: Any) -> torch.Tensor:
+    return torch.from_numpy(np.stack(list(frames)))  # (T, 3, S, S)
 
 
 def encode_windows(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
