@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "omniclip.commands.model",
     "omniclip.commands.bench",
     "omniclip.commands.demo",
+    "omniclip.commands.timeline",
 ]
 
 
