@@ -22,13 +22,3 @@ def tiny():
     from omniclip import load_model
 
     return load_model("omniclip-tiny")
-
-
-@pytest.fixture
-def main(monkeypatch):
-    """``omniclip.cli.main`` with the timeline commands registered."""
-    from omniclip import cli
-
-    if "omniclip.commands.timeline" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "omniclip.commands.timeline"])
-    return cli.main

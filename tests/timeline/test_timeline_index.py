@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from timeline_videos import colour_video
 
+from omniclip.cli import main
 from omniclip.clip import build_clip, save_clip
 from omniclip.timeline import index as index_module
 from omniclip.timeline.search import Hit, MomentIndex, rank
@@ -30,11 +31,11 @@ def videos(tmp_path: Path) -> Path:
     return folder
 
 
-def _index(main, out: Path, *videos: Path | str, extra: tuple[str, ...] = ()) -> int:
+def _index(out: Path, *videos: Path | str, extra: tuple[str, ...] = ()) -> int:
     return main(["index", *map(str, videos), "--clip", "omniclip-tiny", "--out", str(out), "--no-progress", *extra])
 
 
-def _search(main, capsys, index: Path, query: str, *extra: str) -> dict:
+def _search(capsys, index: Path, query: str, *extra: str) -> dict:
     capsys.readouterr()
     assert main(["search", str(index), query, "--json", "--templates", "a {} shape.", *extra]) == 0
     return json.loads(capsys.readouterr().out)
@@ -45,26 +46,26 @@ def _contents(index: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
     return load_file(str(index / manifest["embeddings"])), manifest["videos"]
 
 
-def test_search_ranks_the_planted_moment_first(main, videos, tmp_path, capsys) -> None:
+def test_search_ranks_the_planted_moment_first(videos, tmp_path, capsys) -> None:
     index = tmp_path / "index"
-    assert _index(main, index, videos) == 0
-    found = _search(main, capsys, index, "yellow", "--top", "3")
+    assert _index(index, videos) == 0
+    found = _search(capsys, index, "yellow", "--top", "3")
     assert found["videos"] == 3 and found["windows"] == 5 + 6 + 4  # 12 s, 13 s (last window at 9 s) and 10 s
     best = found["hits"][0]
     assert Path(best["video"]).name == "b.mp4"
     assert best["start"] < PLANTED[1] and best["end"] > PLANTED[0]
     assert best["score"] > found["hits"][1]["score"]
-    red = _search(main, capsys, index, "red", "--top", "1")["hits"][0]
+    red = _search(capsys, index, "red", "--top", "1")["hits"][0]
     assert Path(red["video"]).name == "a.mp4" and red["start"] < 6.0
 
 
-def test_rerun_embeds_only_new_or_changed_videos(main, videos, tmp_path, capsys) -> None:
+def test_rerun_embeds_only_new_or_changed_videos(videos, tmp_path, capsys) -> None:
     index = tmp_path / "index"
-    assert _index(main, index, videos / "a.mp4", videos / "b.mp4") == 0
+    assert _index(index, videos / "a.mp4", videos / "b.mp4") == 0
     shards = {p.name: p.stat().st_mtime_ns for p in (index / "shards").iterdir()}
     assert len(shards) == 2
     capsys.readouterr()
-    assert _index(main, index, videos) == 0  # the folder now names c.mp4 too
+    assert _index(index, videos) == 0  # the folder now names c.mp4 too
     assert "(1 embedded now, 2 up to date, 0 unreadable)" in capsys.readouterr().out
     assert all((index / "shards" / name).stat().st_mtime_ns == t for name, t in shards.items())
     tensors, listed = _contents(index)
@@ -73,12 +74,12 @@ def test_rerun_embeds_only_new_or_changed_videos(main, videos, tmp_path, capsys)
     assert tensors["video"].tolist() == [0] * 5 + [1] * 6 + [2] * 4
 
     before = json.loads((index / "manifest.json").read_text())["embeddings"]
-    assert _index(main, index, videos) == 0
+    assert _index(index, videos) == 0
     assert "(0 embedded now, 3 up to date, 0 unreadable)" in capsys.readouterr().out
     assert json.loads((index / "manifest.json").read_text())["embeddings"] == before  # nothing rewritten
 
     colour_video(videos / "c.mp4", [("red", 6.0)])  # changed: embedded again, not added twice
-    assert _index(main, index, videos) == 0
+    assert _index(index, videos) == 0
     assert "(1 embedded now, 2 up to date, 0 unreadable)" in capsys.readouterr().out
     tensors, listed = _contents(index)
     assert len(listed) == 3 and tensors["video"].tolist() == [0] * 5 + [1] * 6 + [2] * 2
@@ -86,9 +87,9 @@ def test_rerun_embeds_only_new_or_changed_videos(main, videos, tmp_path, capsys)
     assert sorted(p.name for p in index.glob("embeddings-*")) == [current]  # the old file is gone
 
 
-def test_a_killed_build_resumes_with_nothing_lost_or_duplicated(main, videos, tmp_path, capsys, monkeypatch) -> None:
+def test_a_killed_build_resumes_with_nothing_lost_or_duplicated(videos, tmp_path, capsys, monkeypatch) -> None:
     whole = tmp_path / "whole"
-    assert _index(main, whole, videos) == 0
+    assert _index(whole, videos) == 0
 
     index = tmp_path / "index"
     real = index_module.embed_to_shard
@@ -103,7 +104,7 @@ def test_a_killed_build_resumes_with_nothing_lost_or_duplicated(main, videos, tm
 
     monkeypatch.setattr(index_module, "embed_to_shard", killed_on_the_second_video)
     capsys.readouterr()
-    assert _index(main, index, videos) == 2
+    assert _index(index, videos) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("omniclip index: error: interrupted;") and "run the same command again" in err[-1]
     assert not (index / "manifest.json").exists()  # not an index anyone may search yet
@@ -111,7 +112,7 @@ def test_a_killed_build_resumes_with_nothing_lost_or_duplicated(main, videos, tm
     assert "is not complete" in capsys.readouterr().err
 
     monkeypatch.setattr(index_module, "embed_to_shard", real)
-    assert _index(main, index, videos) == 0
+    assert _index(index, videos) == 0
     assert "(2 embedded now, 1 up to date, 0 unreadable)" in capsys.readouterr().out
     assert not list((index / "shards").glob(".*"))  # the dead writer's file is gone
     (got, got_videos), (want, want_videos) = _contents(index), _contents(whole)
@@ -120,9 +121,9 @@ def test_a_killed_build_resumes_with_nothing_lost_or_duplicated(main, videos, tm
         assert torch.equal(got[key], want[key]), key
 
 
-def test_another_model_is_refused(main, videos, tmp_path, capsys) -> None:
+def test_another_model_is_refused(videos, tmp_path, capsys) -> None:
     index = tmp_path / "index"
-    assert _index(main, index, videos / "a.mp4") == 0
+    assert _index(index, videos / "a.mp4") == 0
     torch.manual_seed(1)
     other = save_clip(build_clip("tiny").eval(), tmp_path / "other.safetensors")
     capsys.readouterr()
@@ -133,10 +134,10 @@ def test_another_model_is_refused(main, videos, tmp_path, capsys) -> None:
     assert "was built with another model" in capsys.readouterr().err
     assert main(["index", str(videos / "b.mp4"), "--clip", "omniclip-tiny", "--frames", "4", "--out", str(index)]) == 2
     assert "was built with another model" in capsys.readouterr().err  # 4 frames per window is another model too
-    assert _search(main, capsys, index, "red")["videos"] == 1  # the index is untouched
+    assert _search(capsys, index, "red")["videos"] == 1  # the index is untouched
 
 
-def test_folders_that_are_not_indexes_are_refused(main, videos, tmp_path, capsys) -> None:
+def test_folders_that_are_not_indexes_are_refused(videos, tmp_path, capsys) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("x")
@@ -155,11 +156,11 @@ def test_folders_that_are_not_indexes_are_refused(main, videos, tmp_path, capsys
     assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
 
 
-def test_unreadable_videos_are_listed_and_the_rest_indexed(main, videos, tmp_path, capsys) -> None:
+def test_unreadable_videos_are_listed_and_the_rest_indexed(videos, tmp_path, capsys) -> None:
     (videos / "broken.mp4").write_text("not a video")
     index = tmp_path / "index"
     capsys.readouterr()
-    assert _index(main, index, videos) == 1
+    assert _index(index, videos) == 1
     out, err = capsys.readouterr()
     assert "(3 embedded now, 0 up to date, 1 unreadable)" in out
     assert "omniclip index: skipped: cannot read video" in err and "broken.mp4" in err
@@ -187,9 +188,9 @@ def test_ranking_is_exact_and_overlapping_windows_count_once() -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_build_the_index_one_process_builds(main, videos, tmp_path) -> None:
+def test_two_processes_build_the_index_one_process_builds(videos, tmp_path) -> None:
     one = tmp_path / "one"
-    assert _index(main, one, videos) == 0
+    assert _index(one, videos) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "omniclip"]
     cmd += ["index", str(videos), "--clip", "omniclip-tiny", "--out", str(tmp_path / "two"), "--device", "cpu"]

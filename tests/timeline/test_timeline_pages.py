@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 from timeline_videos import CLASSES, MODEL, colour_video
 
+from omniclip.cli import main
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -72,7 +74,7 @@ def _seeks_to(page: Any, player: str, seconds: float) -> None:
     )
 
 
-def test_report_lanes_hold_the_segments_and_a_click_seeks_the_player(page, main, tmp_path) -> None:
+def test_report_lanes_hold_the_segments_and_a_click_seeks_the_player(page, tmp_path) -> None:
     video = colour_video(tmp_path / "videos" / "three.mp4", [("red", 6.0), ("blue", 6.0), ("green", 6.0)])
     out = tmp_path / "reports" / "three"
     assert main(["timeline", str(video), *MODEL, "--classes", ",".join(CLASSES), "--out", str(out)]) == 0
@@ -104,7 +106,7 @@ def test_report_lanes_hold_the_segments_and_a_click_seeks_the_player(page, main,
     assert page.errors == []
 
 
-def test_search_page_plays_each_hit_from_its_start(page, main, tmp_path, capsys) -> None:
+def test_search_page_plays_each_hit_from_its_start(page, tmp_path, capsys) -> None:
     videos = tmp_path / "videos"
     colour_video(videos / "a.mp4", [("red", 6.0), ("blue", 6.0)])
     colour_video(videos / "b b.mp4", [("green", 5.0), ("yellow", 3.0), ("green", 5.0)])  # a space in the name

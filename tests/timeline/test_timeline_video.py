@@ -12,6 +12,7 @@ import torch
 from timeline_videos import CLASSES, MODEL, TEMPLATES
 
 import omniclip
+from omniclip.cli import main
 from omniclip.data.encode import write_video
 from omniclip.timeline.segments import SegmentConfig, find_segments, smooth_probabilities
 from omniclip.timeline.windows import VideoWindows, WindowSpec
@@ -24,7 +25,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_timeline_finds_the_coloured_segments(main, make_video, tiny, tmp_path, capsys) -> None:
+def test_timeline_finds_the_coloured_segments(make_video, tiny, tmp_path, capsys) -> None:
     video = make_video("three.mp4", PLAN)
     out = tmp_path / "out"
     assert main(["timeline", str(video), *MODEL, "--classes", ",".join(CLASSES), "--out", str(out)]) == 0
@@ -54,7 +55,7 @@ def test_timeline_finds_the_coloured_segments(main, make_video, tiny, tmp_path, 
     ]
 
 
-def test_top_k_keeps_the_best_classes_per_window(main, make_video, tmp_path) -> None:
+def test_top_k_keeps_the_best_classes_per_window(make_video, tmp_path) -> None:
     video = make_video("two.mp4", [("red", 3.0), ("green", 3.0)])
     argv = ["timeline", str(video), *MODEL, "--classes", ",".join(CLASSES), "--out", str(tmp_path / "o")]
     assert main([*argv, "--top-k", "2", "--window", "2", "--stride", "1"]) == 0
@@ -91,7 +92,7 @@ def test_windows_read_the_frame_shown_at_each_grid_time(tmp_path) -> None:
     assert got[-1][2] == [37, 42, 47, 52]
 
 
-def test_a_video_shorter_than_one_window_gives_one_window(main, make_video, tmp_path) -> None:
+def test_a_video_shorter_than_one_window_gives_one_window(make_video, tmp_path) -> None:
     got = _windows(_grey_video(tmp_path / "short.mp4", 12))  # 1.2 s: grid points at 0.25 and 0.75 s
     assert got == [(0.0, pytest.approx(1.2), [2, 2, 7, 7])]
     one = _windows(_grey_video(tmp_path / "one.mp4", 1))  # a single frame
@@ -136,7 +137,7 @@ def test_segments_are_smoothed_thresholded_and_short_runs_removed() -> None:
         ("out-under-file", "lies under a file"),
     ],
 )
-def test_bad_input_ends_with_one_line_and_writes_nothing(main, make_video, tmp_path, capsys, case, expected) -> None:
+def test_bad_input_ends_with_one_line_and_writes_nothing(make_video, tmp_path, capsys, case, expected) -> None:
     video = make_video("ok.mp4", [("red", 2.0)])
     out = tmp_path / "out"
     args = ["--classes", ",".join(CLASSES), "--out", str(out)]
