@@ -1,9 +1,9 @@
-"""Time three memory layouts of the PTA's attention over frames (results in docs/model.md, "PTA layout").
+"""Time the PTA's attention over frames three ways (results in docs/model.md, "PTA layout").
 
 - ``naive``: copy the D-wide tokens to ``(B*N, T, D)``, run the adapter there, copy back (the usual temporal adapter).
 - ``copy_d``: down-project first, then copy the d-wide tokens to ``(B*N, T, d)`` and back.
-- ``strided`` (what ``omniclip.model.temporal`` does): one batched GEMM writes q, k, v planes, attention reads
-  strided ``(B, N*H, T, hd)`` views, and SDPA's output is already ``(B, T, N*H, hd)``: no copy at all.
+- ``module``: the adapter itself (``omniclip.model.temporal``), ``copy_d``'s layout in its plain form: down-projection,
+  attention over T on ``(B*N, T, d)`` sequences, up-projection.
 
     .venv/bin/python benchmarks/model_pta_layout.py                 # ViT-B/16 shapes, 2 clips x 8 frames, CPU
     .venv/bin/python benchmarks/model_pta_layout.py --device cuda --batch 32 --dtype bfloat16
@@ -46,7 +46,7 @@ def copy_d(pta: ParallelTemporalAdapter, h: torch.Tensor, T: int) -> torch.Tenso
     return pta.up(pta.attn.proj(o))
 
 
-def strided(pta: ParallelTemporalAdapter, h: torch.Tensor, T: int) -> torch.Tensor:
+def module(pta: ParallelTemporalAdapter, h: torch.Tensor, T: int) -> torch.Tensor:
     return pta(h, FrameLayout(T, (14, 14)))
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     pta = ParallelTemporalAdapter(D, max_frames=T).to(device, dtype)
     torch.nn.init.normal_(pta.up.weight, std=0.02)
     h = torch.randn(args.batch * T, N, D, device=device, dtype=dtype)
-    fns = {"naive": naive, "copy_d": copy_d, "strided": strided}
+    fns = {"naive": naive, "copy_d": copy_d, "module": module}
     ref = naive(pta, h, T)
     for name, fn in fns.items():
         err = (fn(pta, h, T) - ref).abs().max().item()

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from omniclip.data.records import ListFormat
+from omniclip.data.sampling import Sampling
 from omniclip.files import write_text
 from omniclip.model.config import ModelConfig
 
@@ -102,6 +103,12 @@ class DataConfig:
     decoder: Decoder = "pyav"  # video decoder backend
     workers: NonNegInt = 4  # DataLoader worker processes per rank (0 = decode in the main process)
     flip: bool = True  # random horizontal flips during training
+    sampling: Sampling = "segment"  # a clip's frames: one per equal segment (TSN, X-CLIP) or "dense" (Kinetics style)
+    frame_interval: PosInt = 2  # dense sampling: T frames this many apart (training and evaluation)
+    rand_augment_ops: NonNegInt = 0  # RandAugment colour operations per training clip (0 = off; "m9-n2" = 2)
+    rand_augment_magnitude: Annotated[int, Range(0, 10)] = 9  # their strength ("m9" = 9)
+    mixup_alpha: NonNegFloat = 0.0  # mix training clips and targets with Beta(a, a) weights (0 = off; X-CLIP 0.8)
+    label_smoothing: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # smooth the training targets (X-CLIP 0.1)
 
     def __post_init__(self) -> None:
         check_fields(self, "data")

@@ -113,19 +113,57 @@ def test_data_shard_sampler_covers_every_index_once(n: int, world: int) -> None:
         ShardSampler(n, world, world)
 
 
-def test_data_train_sampler_epochs_padding_and_resume() -> None:
-    samplers = [TrainSampler(10, r, 3, seed=7, with_epoch=False) for r in range(3)]
-    first = [list(s) for s in samplers]
-    assert all(len(f) == 4 for f in first) and set().union(*map(set, first)) == set(range(10))
+def test_data_train_sampler_gives_each_step_one_block_of_the_epoch_permutation() -> None:
+    """Rank r takes perm[r::world] of the epoch's permutation cut to ``length``: the first clip of every rank together
+    is the permutation's first block, the clips one process would see first."""
+    samplers = [TrainSampler(10, r, 3, seed=7, length=9) for r in range(3)]
     for s in samplers:
         s.set_epoch(1)
-    assert [list(s) for s in samplers] != first
-    s = TrainSampler(10, 1, 3, seed=7)
-    s.set_epoch(1)
-    full = list(s)
-    assert all(epoch == 1 for _, epoch in full)
-    s.set_epoch(1, skip=2)
-    assert list(s) == full[2:] and len(s) == 2
+    shards = [[i for i, epoch in s if epoch == 1] for s in samplers]
+    one = TrainSampler(10, seed=7, length=9)
+    one.set_epoch(1)
+    order = [i for i, _ in one]
+    assert all(len(shard) == len(s) == 3 for shard, s in zip(shards, samplers, strict=True))
+    assert [shard[k] for k in range(3) for shard in shards] == order and len(set(order)) == 9
+    one.set_epoch(2)
+    assert [i for i, _ in one] != order
+    samplers[1].set_epoch(1, skip=2)
+    assert [i for i, _ in samplers[1]] == shards[1][2:] and len(samplers[1]) == 1
+    assert len(TrainSampler(10, 0, 4)) == 2  # the default length leaves out the 10 % 4 remainder
+    with pytest.raises(ValueError, match="multiple of world_size=3"):
+        TrainSampler(10, 0, 3, length=8)
+    with pytest.raises(ValueError, match="rank"):
+        TrainSampler(10, 3, 3)
+
+
+def _gray_levels(tmp_path: Path, n: int) -> VideoRecord:
+    """A frame folder whose frame i is uniformly grey at level 8 i: crops and resizes keep the level."""
+    from PIL import Image
+
+    for i in range(n):
+        Image.fromarray(np.full((40, 48, 3), 8 * i, dtype=np.uint8)).save(tmp_path / f"img_{i + 1:05d}.png")
+    return VideoRecord(tmp_path, 0, 0)
+
+
+def test_data_dense_sampling_reads_frames_an_interval_apart(tmp_path: Path) -> None:
+    rec = _gray_levels(tmp_path, 30)
+    kw: dict = dict(num_frames=4, size=24, short_side=28, sampling="dense", frame_interval=3)
+    train = VideoDataset([rec], mode="train", **kw)
+    for epoch in range(6):
+        frames = (train[(0, epoch)]["video"][0].float().mean(dim=(1, 2, 3)) / 8).round().long()
+        assert torch.all(frames.diff() == 3) and 0 <= frames[0] <= 30 - 10
+    test = VideoDataset([rec], mode="test", clips=2, **kw)
+    levels = (test[0]["video"].float().mean(dim=(2, 3, 4)) / 8).round().long()
+    np.testing.assert_array_equal(levels.numpy(), multiview_indices(30, 4, 2, "dense", 3))
+
+
+def test_data_rand_augment_changes_training_clips_reproducibly(records) -> None:
+    kw: dict = dict(num_frames=4, mode="train", size=24, short_side=28, seed=0)
+    plain = VideoDataset(records, **kw)
+    augmented = VideoDataset(records, rand_augment_ops=2, rand_augment_magnitude=9, **kw)
+    changed = sum(not torch.equal(plain[i]["video"], augmented[i]["video"]) for i in range(len(records)))
+    assert changed >= len(records) // 2
+    torch.testing.assert_close(augmented[3]["video"], VideoDataset(records, rand_augment_ops=2, **kw)[3]["video"])
 
 
 def test_data_loader_workers_see_the_epoch(records) -> None:
@@ -153,7 +191,7 @@ def test_data_rawframe_lists_read_frame_folders(tmp_path: Path) -> None:
         Image.fromarray(index_frame(i, 32)).save(folder / f"img_{i + 1:05d}.png")
     (tmp_path / "raw.txt").write_text("frames/v1 20 3\n")
     records = read_annotations(tmp_path / "raw.txt", tmp_path)
-    ds = VideoDataset(records, num_frames=4, mode="test", size=32, short_side=32, clips=2, decoder_threads=0)
+    ds = VideoDataset(records, num_frames=4, mode="test", size=32, short_side=32, clips=2)
     video = ds[0]["video"]
     assert video.shape == (2, 4, 3, 32, 32) and ds[0]["label"] == 3
     got = [[frame_index(f.permute(1, 2, 0).numpy()) for f in clip] for clip in video]

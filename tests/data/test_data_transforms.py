@@ -55,10 +55,8 @@ def test_data_resize_and_crops_shapes() -> None:
     assert three.shape == (3, 4, 3, 64, 64)
     torch.testing.assert_close(three[0], short[..., :, :64])
     torch.testing.assert_close(three[2], short[..., :, -64:])
-    torch.testing.assert_close(tf.hflip(tf.hflip(video)), video)
     g = torch.Generator().manual_seed(0)
-    assert tf.multi_scale_crop(video, 56, g).shape == (4, 3, 56, 56)
-    assert tf.random_resized_crop(video, 48, g).shape == (4, 3, 48, 48)
+    assert tf.resize(tf.crop(video, *tf.multi_scale_box(120, 160, g)), 56).shape == (4, 3, 56, 56)
     with pytest.raises(ValueError, match="resize"):
         tf.center_crop(video, 200)
 
@@ -76,8 +74,6 @@ def test_data_multi_scale_boxes_stay_inside() -> None:
         top, left, h, w = tf.multi_scale_box(256, 341, g)
         assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 341
         assert min(h, w) >= int(256 * 0.66)
-        top, left, h, w = tf.random_resized_box(256, 341, g)
-        assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 341
 
 
 def test_data_normalize_uses_clip_constants_on_any_leading_dims() -> None:

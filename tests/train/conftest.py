@@ -1,9 +1,11 @@
-"""Fixtures for the training tests: a tiny CLIP saved to a file and a small synthetic video dataset, written once."""
+"""Fixtures for the training tests: a tiny CLIP saved to a file, a small synthetic video dataset and the same kind of
+clips as PNG frame folders, written once."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,7 +41,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory):
         num_frames=8,
         size=32,
         seed=0,
-        codec="mpeg4",  # byte-identical on every run (threaded libx264 is not), so the golden losses hold
+        codec="mpeg4",  # byte-identical on every run (threaded libx264 is not), so runs compared with each other agree
     )
     test = ds.test.read_text().splitlines(keepends=True)
     (ds.root / "test1.txt").write_text("".join(test))
@@ -49,6 +51,31 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory):
     train = ds.train.read_text().splitlines(keepends=True)
     (ds.root / "broken_train.txt").write_text("".join(train[:3] + ["videos/broken.mp4 0\n"] + train[3:]))
     return ds
+
+
+@pytest.fixture(scope="session")
+def frame_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training set of PNG frame folders drawn by the synthetic renderer: 4 videos per class of 8 frames, 32 px.
+
+    PNG is lossless and no video encoder is involved, so the frames read back are exactly the rendered ones and the
+    golden losses do not move with an FFmpeg update. Holds ``train.txt`` and ``classes.csv``.
+    """
+    from PIL import Image
+
+    from omniclip.data.synthetic import render_video
+
+    root = tmp_path_factory.mktemp("frames")
+    lines = []
+    for label, name in enumerate(CLASSES):
+        for k in range(4):
+            frames, _ = render_video(name, num_frames=8, size=32, rng=np.random.default_rng([label, k]))
+            (root / f"{label}_{k}").mkdir()
+            for t, frame in enumerate(frames):
+                Image.fromarray(frame).save(root / f"{label}_{k}" / f"img_{t + 1:05d}.png")
+            lines.append(f"{label}_{k} {label}\n")
+    (root / "train.txt").write_text("".join(lines))
+    (root / "classes.csv").write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(CLASSES)))
+    return root
 
 
 @pytest.fixture

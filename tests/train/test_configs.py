@@ -163,6 +163,11 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "data.image_size": ["0"],
     "data.short_side": ["-1", "16"],  # 16 < data.image_size (32 in smoke.yaml): the crop would not fit
     "data.workers": ["-1"],
+    "data.frame_interval": ["0"],
+    "data.rand_augment_ops": ["-1"],
+    "data.rand_augment_magnitude": ["-1", "11"],
+    "data.mixup_alpha": ["-0.2", ".inf"],
+    "data.label_smoothing": ["-0.1", "1"],
     "train.epochs": ["0", "-1"],
     "train.max_steps": ["-5"],
     "train.batch_size": ["0", "-4"],
@@ -194,6 +199,7 @@ BAD_CHOICES: dict[str, list[str]] = {
     "model.spg_mixing": ["sum"],
     "data.list_format": ["json"],
     "data.decoder": ["ffmpeg"],
+    "data.sampling": ["random"],
     "train.amp": ["fp16", "yes"],
     "train.device": ["gpu", "cuda:x", "mps"],
     "protocol.name": ["linear_probe"],
@@ -283,3 +289,30 @@ def test_overrides_that_are_not_yaml_fail_with_one_line(override: str, capsys) -
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and override in err[0] and "Traceback" not in err[0], err
     assert load_config(None, ["data.dataset='@x'"]).data.dataset == "@x"  # quoted, as the message says
+
+
+def test_data_keys_reach_the_training_and_evaluation_datasets(smoke_args, tmp_path, capsys, monkeypatch) -> None:
+    """Frame sampling goes to both datasets, RandAugment to the training one; mixup and smoothing train on."""
+    from omniclip.data.dataset import VideoDataset
+    from omniclip.protocols import runners
+    from omniclip.train import loop
+
+    made: list[dict] = []
+
+    class Recorded(VideoDataset):
+        def __init__(self, records, **kw) -> None:
+            made.append(kw)
+            super().__init__(records, **kw)
+
+    monkeypatch.setattr(loop, "VideoDataset", Recorded)
+    monkeypatch.setattr(runners, "VideoDataset", Recorded)
+    keys = ["data.sampling=dense", "data.frame_interval=3", "data.rand_augment_ops=2", "data.rand_augment_magnitude=5"]
+    keys += ["data.mixup_alpha=0.8", "data.label_smoothing=0.1", "train.max_steps=2", "data.test_lists=[test1.txt]"]
+    assert cli.main(["train", "--output", str(tmp_path / "run"), *smoke_args, *keys]) == 0
+    trained, tested = made
+    assert (trained["mode"], trained["sampling"], trained["frame_interval"]) == ("train", "dense", 3)
+    assert (trained["rand_augment_ops"], trained["rand_augment_magnitude"]) == (2, 5)
+    assert (tested["mode"], tested["sampling"], tested["frame_interval"]) == ("test", "dense", 3)
+    assert "rand_augment_ops" not in tested
+    saved = load_config(tmp_path / "run" / "config.yaml").data
+    assert (saved.mixup_alpha, saved.label_smoothing) == (0.8, 0.1)

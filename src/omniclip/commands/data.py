@@ -75,7 +75,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from omniclip.data.benchmark import results_json, results_table, run_data_benchmark
+    from omniclip.data.throughput import results_json, results_table, run_data_benchmark
 
     if args.json:
         writable_file(args.json, "--json")

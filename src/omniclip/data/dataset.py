@@ -37,9 +37,9 @@ class VideoItem(TypedDict):
     error: str | None
 
 
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The RNG for one training item, a pure function of (seed, epoch, index)."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+def item_generator(*key: int) -> torch.Generator:
+    """An RNG that is a pure function of ``key``: a training item's is (seed, epoch, index)."""
+    state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -57,12 +57,10 @@ class VideoDataset(Dataset):
         flip: Random horizontal flip in training (turn off for direction classes, e.g. SSv2).
         decoder: ``pyav``, ``opencv`` or ``decord`` (frame folders are detected by path).
         seed: Base seed of the training randomness.
-        sampling: ``segment`` (TSN, one frame per segment) or ``dense`` (T frames ``interval`` apart).
-        interval: Frame interval for dense sampling.
-        train_crop: ``multiscale`` (TSN scales, X-CLIP) or ``random_resized`` (Inception style).
-        rand_augment: Apply ``rand_augment`` (colour only) in training.
-        decoder_threads: PyAV decoding threads per video (1 suits loader workers; 0 lets FFmpeg choose, which
-            helps a single process reading large videos).
+        sampling: ``segment`` (TSN, one frame per segment) or ``dense`` (T frames ``frame_interval`` apart).
+        frame_interval: Frames between the sampled ones in dense sampling.
+        rand_augment_ops: Colour operations of ``transforms.rand_augment`` per training clip (0: none).
+        rand_augment_magnitude: Their strength, 0..10.
     """
 
     def __init__(
@@ -79,10 +77,9 @@ class VideoDataset(Dataset):
         decoder: str = "pyav",
         seed: int = 0,
         sampling: Sampling = "segment",
-        interval: int = 2,
-        train_crop: Literal["multiscale", "random_resized"] = "multiscale",
-        rand_augment: bool = False,
-        decoder_threads: int = 1,
+        frame_interval: int = 2,
+        rand_augment_ops: int = 0,
+        rand_augment_magnitude: int = 9,
     ) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -92,8 +89,6 @@ class VideoDataset(Dataset):
             raise ValueError(f"crops must be 1 (centre) or 3 (three crops), got {crops}")
         if clips < 1 or num_frames < 1:
             raise ValueError(f"clips and num_frames must be >= 1, got {clips}, {num_frames}")
-        if train_crop not in ("multiscale", "random_resized"):
-            raise ValueError(f"train_crop must be 'multiscale' or 'random_resized', got {train_crop!r}")
         self.records = list(records)
         self.num_frames, self.mode, self.size = num_frames, mode, size
         default_short = size if crops == 3 else round(size * 256 / 224)
@@ -102,9 +97,8 @@ class VideoDataset(Dataset):
             raise ValueError(f"short_side {self.short_side} is smaller than the crop size {size}")
         self.clips, self.crops, self.flip = clips, crops, flip
         self.decoder, self.seed, self.epoch = decoder, seed, 0
-        self.sampling, self.interval = sampling, interval
-        self.train_crop, self.rand_augment = train_crop, rand_augment
-        self.decoder_options = {"threads": decoder_threads} if decoder == "pyav" else {}
+        self.sampling, self.frame_interval = sampling, frame_interval
+        self.rand_augment_ops, self.rand_augment_magnitude = rand_augment_ops, rand_augment_magnitude
 
     @property
     def views(self) -> int:
@@ -131,13 +125,13 @@ class VideoDataset(Dataset):
 
     def load(self, rec: VideoRecord, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode and transform one video to uint8 (V, T, 3, S, S); raises ``DecodeError`` when unreadable."""
-        with open_video(rec.path, self.decoder, **self.decoder_options) as reader:
+        with open_video(rec.path, self.decoder) as reader:
             n = reader.info.num_frames
             if self.mode == "train":
                 assert generator is not None
-                idx = train_indices(n, self.num_frames, generator, self.sampling, self.interval)[None]
+                idx = train_indices(n, self.num_frames, generator, self.sampling, self.frame_interval)[None]
             else:
-                idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.interval)
+                idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.frame_interval)
             frames = reader.read(idx.reshape(-1).tolist(), short_side=self.short_side)  # (clips*T, H, W, 3)
         video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips*T, 3, H, W)
         video = video.reshape(idx.shape[0], self.num_frames, *video.shape[1:])  # (clips, T, 3, H, W)
@@ -150,8 +144,7 @@ class VideoDataset(Dataset):
         """A training crop box chosen on the short-side-resized frame, mapped back to the decoded frame."""
         H, W = video.shape[-2:]
         h, w = tf.short_side_size(H, W, self.short_side)
-        box_fn = tf.multi_scale_box if self.train_crop == "multiscale" else tf.random_resized_box
-        top, left, ch, cw = box_fn(h, w, generator)
+        top, left, ch, cw = tf.multi_scale_box(h, w, generator)
         ry, rx = H / h, W / w
         return round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
 
@@ -159,9 +152,10 @@ class VideoDataset(Dataset):
         # One resize from the decoded frame straight to S x S (crop first): cheaper than resizing twice.
         video = tf.resize(tf.crop(video, *self._scaled_box(video, generator)), self.size)
         if self.flip and torch.rand(1, generator=generator).item() < 0.5:
-            video = tf.hflip(video)
-        if self.rand_augment:
-            video = tf.rand_augment(video, generator)
+            video = video.flip(-1)
+        if self.rand_augment_ops:
+            strength = self.rand_augment_magnitude
+            video = tf.rand_augment(video, generator, num_ops=self.rand_augment_ops, magnitude=strength)
         return video.contiguous()  # (1, T, 3, S, S)
 
     def _test_views(self, video: torch.Tensor) -> torch.Tensor:

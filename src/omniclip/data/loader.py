@@ -3,9 +3,9 @@
 - ``collate_videos`` stacks readable items and reports unreadable ones in ``failed``; a batch may have B = 0.
 - ``ShardSampler`` gives rank r the indices r, r + world, ...: every index exactly once across ranks, no padding,
   so distributed evaluation scores every video once (never ``drop_last`` at evaluation).
-- ``TrainSampler`` shuffles with a (seed, epoch) permutation, pads to a multiple of the world size (like
-  ``DistributedSampler``) and yields ``(index, epoch)`` so the epoch reaches persistent workers; ``set_epoch(epoch,
-  skip=n)`` resumes an epoch after ``n`` samples of this rank.
+- ``TrainSampler`` cuts one (seed, epoch) permutation to whole global batches and splits it across ranks, so a step
+  on any number of processes trains on the same clips; it yields ``(index, epoch)`` so the epoch reaches persistent
+  workers, and ``set_epoch(epoch, skip=n)`` resumes an epoch after ``n`` clips of this rank.
 """
 
 from __future__ import annotations
@@ -80,55 +80,45 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.n, self.world_size))
 
 
-class TrainSampler(Sampler):
-    """Training sampler: seeded permutation per epoch, padded to a multiple of ``world_size``, strided by rank.
+class TrainSampler(Sampler[tuple[int, int]]):
+    """Training sampler: one seeded permutation per epoch, cut to ``length`` indices, split as ``perm[rank::world]``.
+
+    With ``length`` a whole number of global batches, rank r's i-th batch of b clips holds
+    ``perm[(i*b + j) * world + r]``: the batches of all ranks that make one optimizer step cover one contiguous block
+    of the permutation, the same clips as on one process. Yields ``(index, epoch)`` pairs, so the epoch reaches
+    persistent workers (``VideoDataset`` reads both).
 
     Args:
         n: Dataset length.
         rank: This process's rank.
         world_size: Number of processes.
-        seed: Base seed (epoch ``e`` uses a permutation seeded by ``seed + e``).
-        shuffle: Permute (False: dataset order).
-        with_epoch: Yield ``(index, epoch)`` pairs (understood by ``VideoDataset``) instead of plain indices.
+        seed: Epoch ``e`` uses the permutation seeded by ``seed * 100_003 + e``.
+        length: Indices used per epoch over all ranks, a multiple of ``world_size`` (default: all of them, less the
+            remainder of ``n / world_size``).
     """
 
-    def __init__(
-        self,
-        n: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        *,
-        shuffle: bool = True,
-        with_epoch: bool = True,
-    ) -> None:
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, seed: int = 0, length: int | None = None) -> None:
         _check_rank(rank, world_size)
-        if n < 1:
-            raise ValueError("cannot sample from an empty dataset")
-        self.n, self.rank, self.world_size, self.seed = n, rank, world_size, seed
-        self.shuffle, self.with_epoch = shuffle, with_epoch
+        length = n - n % world_size if length is None else length
+        if not 0 < length <= n or length % world_size:
+            raise ValueError(f"need 0 < length <= n and a multiple of world_size={world_size}; got {length} of {n}")
+        self.n, self.rank, self.world_size, self.seed, self.length = n, rank, world_size, seed, length
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Use epoch ``epoch``; ``skip`` drops this rank's first ``skip`` samples (mid-epoch resume)."""
-        self.epoch, self.skip = int(epoch), int(skip)
+        """Use epoch ``epoch``; drop this rank's first ``skip`` clips (resuming mid-epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def indices(self) -> list[int]:
         """This rank's indices for the current epoch (before ``skip``)."""
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        else:
-            order = list(range(self.n))
-        total = -(-self.n // self.world_size) * self.world_size
-        order = (order * -(-total // self.n))[:total]  # pad by repeating from the start
-        return order[self.rank :: self.world_size]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)[: self.length][self.rank :: self.world_size].tolist()
 
-    def __iter__(self) -> Iterator:
-        idx = self.indices()[self.skip :]
-        return iter([(i, self.epoch) for i in idx] if self.with_epoch else idx)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self.indices()[self.skip :]])
 
     def __len__(self) -> int:
-        return max(-(-self.n // self.world_size) - self.skip, 0)
+        return self.length // self.world_size - self.skip
 
 
 def _worker_init(_: int) -> None:
@@ -145,8 +135,10 @@ def build_loader(
     rank: int = 0,
     world_size: int = 1,
     seed: int = 0,
+    length: int | None = None,
     drop_last: bool = False,
     prefetch_factor: int = 2,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """A ``DataLoader`` with ``collate_videos`` and the right sampler.
 
@@ -158,12 +150,14 @@ def build_loader(
         rank: This process's rank.
         world_size: Number of processes.
         seed: Shuffling seed for training.
+        length: Training indices per epoch over all ranks (see ``TrainSampler``).
         drop_last: Drop the last incomplete training batch (never done at evaluation).
         prefetch_factor: Batches prefetched per worker.
+        pin_memory: Pin batches for copies to a GPU (default: when CUDA is available).
     """
     size = len(cast(Sized, dataset))  # map-style: torch's Dataset type leaves out __len__
     if train:
-        sampler: Sampler = TrainSampler(size, rank, world_size, seed)
+        sampler: Sampler = TrainSampler(size, rank, world_size, seed, length)
     else:
         sampler = ShardSampler(size, rank, world_size)
     extra: dict[str, Any] = {}
@@ -175,7 +169,7 @@ def build_loader(
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_videos,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=drop_last and train,
         **extra,
     )

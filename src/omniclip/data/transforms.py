@@ -9,8 +9,6 @@ along the long side. ``normalize`` turns uint8 into CLIP-normalised floats and r
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,13 +18,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
-def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 def resize(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear, antialiased resize of (..., 3, H, W) to ``size`` (side or (height, width)); keeps the dtype."""
-    h, w = _as_size(size)
+    h, w = (size, size) if isinstance(size, int) else size
     if video.shape[-2:] == (h, w):
         return video
     lead = video.shape[:-3]
@@ -60,7 +54,7 @@ def crop(video: torch.Tensor, top: int, left: int, height: int, width: int) -> t
 
 def center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Centre crop to ``size`` (the video must be at least that large)."""
-    h, w = _as_size(size)
+    h, w = (size, size) if isinstance(size, int) else size
     H, W = video.shape[-2:]
     if h > H or w > W:
         raise ValueError(f"crop {h}x{w} larger than frames {H}x{W}; resize first")
@@ -77,11 +71,6 @@ def three_crop(video: torch.Tensor, size: int) -> torch.Tensor:
     else:
         boxes = [(y, (W - size) // 2) for y in (0, (H - size) // 2, H - size)]
     return torch.stack([crop(video, t, left, size, size) for t, left in boxes])
-
-
-def hflip(video: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right."""
-    return video.flip(-1)
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
@@ -106,40 +95,6 @@ def multi_scale_box(
     spots = [(0, 0), (0, 4 * dx), (4 * dy, 0), (4 * dy, 4 * dx), (2 * dy, 2 * dx)]
     top, left = spots[_randint(len(spots) - 1, generator)]
     return top, left, ch, cw
-
-
-def multi_scale_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
-    """Crop a ``multi_scale_box`` and resize it to (size, size)."""
-    height, width = video.shape[-2:]
-    return resize(crop(video, *multi_scale_box(height, width, generator, **kw)), size)
-
-
-def random_resized_box(
-    height: int,
-    width: int,
-    generator: torch.Generator | None = None,
-    *,
-    scale: tuple[float, float] = (0.25, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> tuple[int, int, int, int]:
-    """Inception-style box (random area fraction and aspect ratio, 10 tries, else the centre square)."""
-    area = height * width
-    for _ in range(10):
-        u = torch.rand(2, generator=generator, dtype=torch.float64)
-        target = area * (scale[0] + (scale[1] - scale[0]) * float(u[0]))
-        log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * float(u[1])
-        w = int(round(math.sqrt(target * math.exp(log_r))))
-        h = int(round(math.sqrt(target / math.exp(log_r))))
-        if 0 < w <= width and 0 < h <= height:
-            return _randint(height - h, generator), _randint(width - w, generator), h, w
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side, side
-
-
-def random_resized_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
-    """Crop a ``random_resized_box`` and resize it to (size, size)."""
-    height, width = video.shape[-2:]
-    return resize(crop(video, *random_resized_box(height, width, generator, **kw)), size)
 
 
 def normalize(
@@ -214,17 +169,15 @@ def mixup(
     num_classes: int,
     *,
     alpha: float = 0.8,
-    smoothing: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix each clip with the batch in reverse order (timm style).
+    """Mix each clip with the batch in reverse order (timm style); label smoothing is the loss's (``label_smoothing``).
 
     Args:
         video: Float (B, ...) batch (normalised).
         labels: (B,) class ids.
         num_classes: C.
         alpha: Beta(alpha, alpha) parameter for the mixing weight.
-        smoothing: Label smoothing of the soft targets.
         generator: RNG.
 
     Returns:
@@ -232,8 +185,6 @@ def mixup(
     """
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
-    off, on = smoothing / num_classes, 1.0 - smoothing + smoothing / num_classes
-    onehot = torch.full((labels.shape[0], num_classes), off, device=labels.device)
-    onehot.scatter_(1, labels.view(-1, 1), on)
+    onehot = F.one_hot(labels, num_classes).float()
     mixed = video * lam + video.flip(0) * (1.0 - lam)
     return mixed, onehot * lam + onehot.flip(0) * (1.0 - lam)

@@ -105,6 +105,8 @@ def evaluate_set(
         clips=e.clips,
         crops=e.crops,
         decoder=d.decoder,
+        sampling=d.sampling,
+        frame_interval=d.frame_interval,
     )
     rank, world = get_rank(), get_world_size()
     workers = d.workers if e.workers < 0 else e.workers

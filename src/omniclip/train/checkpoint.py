@@ -175,19 +175,19 @@ def load_optimizer_tensors(
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as JSON-able values."""
     state: dict[str, Any] = {
-        "python": _b64(repr(random.getstate()).encode()),
-        "numpy": _b64(json.dumps(_np_state()).encode()),
-        "torch": _b64(torch.get_rng_state().numpy().tobytes()),
+        "python": base64.b64encode(repr(random.getstate()).encode()).decode("ascii"),
+        "numpy": base64.b64encode(json.dumps(_np_state()).encode()).decode("ascii"),
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
     }
     if torch.cuda.is_available():
-        state["cuda"] = [_b64(s.numpy().tobytes()) for s in torch.cuda.get_rng_state_all()]
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what ``rng_state`` saved (missing entries are left alone)."""
     if "python" in state:
-        version, internal, gauss = _literal(base64.b64decode(state["python"]).decode())
+        version, internal, gauss = ast.literal_eval(base64.b64decode(state["python"]).decode())
         random.setstate((version, tuple(internal), gauss))
     if "numpy" in state:
         kind, keys, pos, has_gauss, cached = json.loads(base64.b64decode(state["numpy"]))
@@ -199,19 +199,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _np_state() -> list[Any]:
     state = np.random.get_state()
     assert isinstance(state, tuple)  # the global legacy generator is always MT19937
     kind, keys, pos, has_gauss, cached = state
     return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _literal(text: str) -> Any:
-    return ast.literal_eval(text)
 
 
 def save_checkpoint(

@@ -19,27 +19,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omniclip.clip.model import CLIP
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_to_dict, save_config
-from omniclip.data.dataset import VideoDataset
-from omniclip.data.loader import collate_videos
+from omniclip.data.dataset import VideoDataset, item_generator
+from omniclip.data.loader import TrainSampler, build_loader
 from omniclip.data.records import read_annotations, read_class_names
-from omniclip.data.transforms import normalize
+from omniclip.data.transforms import mixup, normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
 from omniclip.model import OmniCLIP
 from omniclip.precision import amp_dtype, autocast
@@ -139,34 +138,6 @@ def plan_steps(num_videos: int, cfg: RunConfig, world_size: int) -> StepPlan:
         )
     total = steps * t.epochs
     return StepPlan(global_batch // per_pass, global_batch, steps, total, round(t.warmup_epochs * steps))
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """One seeded permutation per epoch, cut to whole global batches and split across ranks as ``perm[rank::world]``.
-
-    Rank r's i-th batch of b clips holds ``perm[(i*b + j) * world + r]``, so the ``accum`` batches of all ranks that
-    make one optimizer step cover one contiguous block of the permutation: the same clips as on one process.
-    Yields ``(index, epoch)`` pairs, so the epoch reaches persistent workers (``VideoDataset`` reads both).
-    """
-
-    def __init__(self, n: int, plan: StepPlan, dist: DistInfo, seed: int) -> None:
-        self.n, self.plan, self.dist, self.seed = n, plan, dist, seed
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Use epoch ``epoch``; drop this rank's first ``skip`` clips (resuming mid-epoch)."""
-        self.epoch, self.skip = epoch, skip
-
-    def indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[: self.plan.steps_per_epoch * self.plan.global_batch]
-        return perm[self.dist.rank :: self.dist.world_size].tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self.indices()[self.skip :]])
-
-    def __len__(self) -> int:
-        return self.plan.steps_per_epoch * self.plan.global_batch // self.dist.world_size - self.skip
 
 
 def seed_everything(seed: int) -> None:
@@ -306,11 +277,7 @@ def _claim(run_dir: Path, resume: bool, held: ExitStack) -> None:
         )
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # each worker decodes one video at a time; more threads only fight over the cores
-
-
-def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo) -> tuple[EpochSampler, DataLoader]:
+def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo) -> tuple[TrainSampler, DataLoader]:
     """One loader for the whole run; workers persist across epochs and the sampler is moved between them."""
     d = cfg.data
     dataset = VideoDataset(
@@ -322,21 +289,23 @@ def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo)
         flip=d.flip,
         decoder=d.decoder,
         seed=cfg.train.seed,
+        sampling=d.sampling,
+        frame_interval=d.frame_interval,
+        rand_augment_ops=d.rand_augment_ops,
+        rand_augment_magnitude=d.rand_augment_magnitude,
     )
-    sampler = EpochSampler(len(dataset), plan, dist, cfg.train.seed)
-    extra: dict[str, Any] = {}
-    if d.workers > 0:
-        extra = {"persistent_workers": True, "worker_init_fn": _worker_init}
-    loader = DataLoader(
+    loader = build_loader(
         dataset,
         batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        num_workers=d.workers,
-        collate_fn=collate_videos,
+        train=True,
+        workers=d.workers,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        seed=cfg.train.seed,
+        length=plan.steps_per_epoch * plan.global_batch,
         pin_memory=dist.device.type == "cuda",
-        **extra,
     )
-    return sampler, loader
+    return cast(TrainSampler, loader.sampler), loader
 
 
 def _describe(plan: StepPlan, batch_size: int, world_size: int) -> str:
@@ -346,10 +315,14 @@ def _describe(plan: StepPlan, batch_size: int, world_size: int) -> str:
     )
 
 
-def _batch_loss(step_model: nn.Module, batch: dict, device: torch.device, cfg: RunConfig) -> tuple[torch.Tensor, int]:
+def _batch_loss(
+    step_model: nn.Module, batch: dict, device: torch.device, cfg: RunConfig, num_classes: int, mix: torch.Generator
+) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the clips that decoded, and their count.
 
-    A batch whose clips all failed still runs one zero-weighted forward so that every DDP rank reduces gradients.
+    With ``data.mixup_alpha`` > 0 the clips are mixed (``transforms.mixup``, drawing from ``mix``) and the targets are
+    the mixed one-hot rows; ``data.label_smoothing`` smooths either kind. A batch whose clips all failed still runs one
+    zero-weighted forward so that every DDP rank reduces gradients.
     """
     video = batch["video"]
     if video is None or video.shape[0] == 0:
@@ -358,8 +331,12 @@ def _batch_loss(step_model: nn.Module, batch: dict, device: torch.device, cfg: R
         return step_model(dummy).sum() * 0.0, 0
     x = normalize(video[:, 0].to(device, non_blocking=True))  # (B, T, 3, S, S), the one training view
     labels = batch["label"].to(device)
+    target = labels  # class ids, or (B, C) probabilities once mixed
+    if cfg.data.mixup_alpha > 0:
+        x, target = mixup(x, labels, num_classes, alpha=cfg.data.mixup_alpha, generator=mix)
     logits = step_model(x)
-    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.shape[0])
+    loss = F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=cfg.data.label_smoothing)
+    return loss, int(labels.shape[0])
 
 
 def train(
@@ -444,7 +421,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
             )
             with sync:
                 with autocast(device, amp_dtype(device, t.amp)):
-                    loss_sum, count = _batch_loss(step_model, batch, device, cfg)
+                    # a 4th, non-zero key word keeps the mixing draws apart from the items' (seed, epoch, index)
+                    mix = item_generator(t.seed, state.epoch, state.micro, dist.rank + 1)
+                    loss_sum, count = _batch_loss(step_model, batch, device, cfg, len(names), mix)
                 (loss_sum / (t.batch_size * plan.accum)).backward()
             sums += torch.tensor([loss_sum.item(), count, len(batch["failed"])], dtype=torch.float64)
             for index, err in batch["failed"]:

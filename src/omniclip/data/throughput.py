@@ -65,7 +65,8 @@ def bench_records(
     pool = [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(pool)]
     ds = VideoDataset(pool, num_frames=num_frames, mode=mode, size=size, decoder=decoder)  # type: ignore[arg-type]
     loader = build_loader(ds, batch_size=batch_size, train=mode == "train", workers=workers)
-    decode.set_index_cache(0)
+    cache_size = decode.INDEX_CACHE.size
+    decode.INDEX_CACHE.resize(0)
     done, start, failed = 0, 0.0, 0
     try:
         for b, batch in enumerate(loader):
@@ -75,7 +76,7 @@ def bench_records(
                 continue
             done += batch["video"].shape[0] + len(batch["failed"])
     finally:
-        decode.set_index_cache(512)
+        decode.INDEX_CACHE.resize(cache_size)
     seconds = time.perf_counter() - start
     if failed:
         log.warning("%s: %d clips could not be read", source, failed)
