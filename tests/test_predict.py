@@ -291,3 +291,23 @@ def test_an_overlong_class_name_is_named_without_a_python_only_hint(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is too long" in err[0] and "at most 77" in err[0] and "truncate" not in err[0], err
+
+
+def test_a_checkpoint_is_predicted_with_the_sampling_it_was_trained_with(
+    clip_file: Path, videos: list[Path], tmp_path: Path
+) -> None:
+    from omniclip.clip import load_clip
+    from omniclip.config import config_from_dict, config_to_dict
+    from omniclip.predict import load_video
+    from omniclip.train.checkpoint import TrainedMeta, build_run_model, save_checkpoint
+
+    data = {"num_frames": T, "image_size": 32, "sampling": "dense", "frame_interval": 1}
+    cfg = config_from_dict({"clip": {"source": str(clip_file)}, "data": data})
+    model = build_run_model(cfg, load_clip(clip_file)).eval()
+    meta = TrainedMeta(CLASSES[:3], T, 32, ("a video of {}.",), config_to_dict(cfg), str(clip_file),
+                       clip_arch=model.clip.cfg.to_dict(), step=1)  # fmt: skip
+    save_checkpoint(tmp_path, model=model, optimizer=None, meta=meta, state={"step": 1})
+    loaded = load_model(tmp_path)
+    assert (loaded.sampling, loaded.frame_interval) == ("dense", 1)
+    segment = VideoClassifier(loaded.model, T, 32)
+    assert not torch.equal(load_video(loaded, videos[0]), load_video(segment, videos[0]))

@@ -54,6 +54,8 @@ class VideoClassifier:
     templates: tuple[str, ...] | None = None  # text templates; None uses the model config's
     class_names: list[str] | None = None  # classes a trained checkpoint knows, in label order
     source: str = ""  # where the weights came from
+    sampling: str = "segment"  # frame sampling the model was trained with (data.sampling)
+    frame_interval: int = 2  # frames between samples when sampling is "dense" (data.frame_interval)
     _embeddings: dict[tuple, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -173,6 +175,7 @@ def _load_checkpoint(
     log.info(
         "trained %s from %s: %d classes, T=%d", model.config.variant, source, len(meta.class_names), meta.num_frames
     )
+    data = meta.config.get("data", {})  # sampling as in training
     return VideoClassifier(
         model=model.eval(),
         num_frames=int(meta.num_frames),
@@ -180,6 +183,8 @@ def _load_checkpoint(
         templates=tuple(meta.templates) if meta.templates else None,
         class_names=list(meta.class_names) or None,
         source=str(source),
+        sampling=str(data.get("sampling", "segment")),
+        frame_interval=int(data.get("frame_interval", 2)),
     )
 
 
@@ -324,7 +329,14 @@ def load_video(model: VideoClassifier, path: str | Path, *, clips: int = 1, crop
 
     record = VideoRecord(Path(path), label=0, index=0)
     dataset = VideoDataset(
-        [record], num_frames=model.num_frames, mode="test", size=model.image_size, clips=clips, crops=crops
+        [record],
+        num_frames=model.num_frames,
+        mode="test",
+        size=model.image_size,
+        clips=clips,
+        crops=crops,
+        sampling=model.sampling,  # type: ignore[arg-type]
+        frame_interval=model.frame_interval,
     )
     item = dataset[0]
     if item["video"] is None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from omniclip.cli import main
-from omniclip.data.decode import INDEX_CACHE, LRUCache, PyAVReader, available_decoders, set_index_cache
+from omniclip.data.decode import INDEX_CACHE, LRUCache, PyAVReader, available_decoders
 from omniclip.data.encode import write_video
 from omniclip.data.synthetic import index_frame, write_index_video
 
@@ -184,8 +184,9 @@ def test_data_index_cache_is_an_object_with_an_explicit_size(tmp_path: Path) -> 
     assert len(cache) == 2 and cache.get(0) is None and cache.get(2) == ([2], [0], 1)
     cache.resize(0)
     assert len(cache) == 0
-    set_index_cache(3)  # the module's cache, as the data benchmark sizes it
+    before = INDEX_CACHE.size
+    INDEX_CACHE.resize(3)  # the module's cache, as the throughput measurement sizes it
     try:
         assert INDEX_CACHE.size == 3
     finally:
-        set_index_cache(512)
+        INDEX_CACHE.resize(before)

@@ -486,14 +486,6 @@ class PyAVReader(ReaderBase):
         return got
 
 
-def set_index_cache(size: int) -> None:
-    """Keep the demuxed frame index of up to ``size`` files per process (0 disables it, e.g. for benchmarks).
-
-    Same as ``INDEX_CACHE.resize(size)``.
-    """
-    INDEX_CACHE.resize(size)
-
-
 # ----------------------------------------------------------------------------------------------- entry points
 def available_decoders() -> list[str]:
     """Backends importable here (``pyav`` always)."""
