@@ -179,7 +179,7 @@ def _audio_only(path: Path) -> Path:
 
 
 def test_windows_are_encoded_like_the_model_encodes_a_clip(tiny, make_video) -> None:
-    from omniclip.timeline.windows import encode_windows
+    from omniclip.timeline.embed import encode_windows
 
     video = make_video("clip.mp4", [("yellow", 4.0)])
     window = next(iter(VideoWindows(video, WindowSpec(4.0, 2.0, tiny.num_frames, tiny.image_size))))
@@ -189,3 +189,18 @@ def test_windows_are_encoded_like_the_model_encodes_a_clip(tiny, make_video) -> 
     with torch.no_grad():
         ref = tiny.model.encode_video(normalize(window.frames[None]))
     assert torch.allclose(emb, torch.nn.functional.normalize(ref, dim=-1), atol=1e-6)
+
+
+def test_shared_frame_embeddings_equal_whole_clips(tiny, make_video) -> None:
+    # zero-shot CLIP embeds frames on their own: each grid frame is encoded once and shared by overlapping windows
+    from omniclip.timeline.embed import embed_video, frames_independent
+
+    assert frames_independent(tiny)
+    video = make_video("mixed.mp4", [("red", 3.0), ("green", 4.0), ("blue", 2.3)])  # 9.3 s: a last aligned window
+    for spec in (WindowSpec(4.0, 2.0, 8, 64), WindowSpec(4.0, 1.0, 8, 64), WindowSpec(20.0, 10.0, 8, 64)):
+        got = [b for b in embed_video(tiny, VideoWindows(video, spec), 3, share_frames=True)]
+        want = [b for b in embed_video(tiny, VideoWindows(video, spec), 3, share_frames=False, prefetch=False)]
+        assert sum((b.starts for b in got), []) == sum((b.starts for b in want), [])
+        assert sum((b.ends for b in got), []) == sum((b.ends for b in want), [])
+        got_emb, want_emb = torch.cat([b.embeddings for b in got]), torch.cat([b.embeddings for b in want])
+        assert torch.allclose(got_emb, want_emb, atol=1e-5), (spec, (got_emb - want_emb).abs().max())

@@ -38,7 +38,8 @@ from omniclip import dist
 from omniclip.data.decode import DecodeError, file_source, open_input
 from omniclip.files import save_safetensors, write_json
 from omniclip.predict import VideoClassifier
-from omniclip.timeline.windows import VideoWindows, WindowSpec, embed_video
+from omniclip.timeline.embed import embed_video
+from omniclip.timeline.windows import VideoWindows, WindowSpec
 
 log = logging.getLogger(__name__)
 

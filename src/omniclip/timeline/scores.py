@@ -19,8 +19,9 @@ import torch
 
 from omniclip.data.decode import DecodeError
 from omniclip.predict import VideoClassifier, VideoReadError, check_class_names
+from omniclip.timeline.embed import embed_video
 from omniclip.timeline.segments import Segment, SegmentConfig, find_segments
-from omniclip.timeline.windows import VideoWindows, WindowSpec, check_video_stream, embed_video, window_spec
+from omniclip.timeline.windows import VideoWindows, WindowSpec, check_video_stream, window_spec
 
 log = logging.getLogger(__name__)
 

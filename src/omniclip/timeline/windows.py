@@ -4,7 +4,9 @@ A window of ``window`` seconds holds T frames, one at the middle of each of its 
 segment sampling of ``omniclip.data``). So the frames sit on a global grid of step ``g = window / T`` at times
 ``(j + 0.5) * g``, and a window starting at grid point ``j0`` reads points ``j0 .. j0 + T - 1``. Window starts are
 ``hop = round(stride / g)`` grid points apart: overlapping windows reuse the same decoded, resized and cropped
-frames, kept in a ring buffer of T frames. Memory therefore does not grow with the video's length.
+frames, and only the grid points a later window still needs are kept (at most T). Memory therefore does not grow
+with the video's length. ``VideoWindows.grid`` yields the grid frames, ``WindowCutter`` says which windows they
+complete, and ``embed.py`` turns them into embeddings in batches.
 
 Each grid point takes the frame shown at that moment (the last frame whose timestamp is not after it). Times are
 measured from the first frame. The last window is aligned with the video's end when the regular ones stop short of
@@ -21,9 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from omniclip.data import transforms as tf
 from omniclip.data.decode import DecodeError, file_source, open_input
-from omniclip.precision import amp_dtype, autocast
 from omniclip.predict import VideoClassifier
 
 log = logging.getLogger(__name__)
@@ -119,8 +115,46 @@ class Window(NamedTuple):
     frames: torch.Tensor
 
 
+class Span(NamedTuple):
+    """Which grid points make one window (in order, repeats allowed) and its time span in seconds."""
+
+    points: list[int]
+    start: float
+    end: float
+
+
+class WindowCutter:
+    """Decides, as grid points arrive, which windows are complete (the rules of the module docstring)."""
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.T, self.hop, self.g = spec.num_frames, spec.hop, spec.step
+        self.next_start = 0  # grid point where the next regular window starts
+        self.last_end = 0  # grid point where the last regular window ended
+
+    def arrived(self, filled: int) -> list[Span]:
+        """The window completed by grid point ``filled - 1`` (none or one)."""
+        if filled != self.next_start + self.T:
+            return []
+        start, self.last_end = self.next_start, filled
+        self.next_start += self.hop
+        return [Span(list(range(start, filled)), start * self.g, filled * self.g)]
+
+    def finish(self, filled: int, duration: float) -> list[Span]:
+        """After the last grid point: a window aligned with the end, or the one window of a short video."""
+        if filled >= self.T and self.last_end < filled:  # the regular windows stop short of the end
+            first = filled - self.T
+            return [Span(list(range(first, filled)), first * self.g, min(filled * self.g, duration))]
+        if filled < self.T:  # shorter than one window: its grid points repeated to T
+            return [Span([i * filled // self.T for i in range(self.T)], 0.0, duration)]
+        return []
+
+    def oldest_needed(self, filled: int) -> int:
+        """Grid points before this one are in no future window."""
+        return max(0, min(self.next_start, filled - self.T))
+
+
 class VideoWindows:
-    """Iterate over the windows of one video, decoding it once; ``duration`` is set when the iteration ends.
+    """The grid frames and windows of one video, decoding it once; ``duration`` is set when the decoding ends.
 
     Raises (while iterating):
         DecodeError: the file cannot be opened, has no video stream or no decodable frame.
@@ -131,6 +165,22 @@ class VideoWindows:
         self.spec = spec
         self.threads = threads
         self.duration: float | None = None
+
+    def __iter__(self) -> Iterator[Window]:
+        """Windows in order, each with its T frames (overlapping windows share the same arrays)."""
+        cutter = WindowCutter(self.spec)
+        kept: dict[int, np.ndarray] = {}
+        filled = 0
+        for j, frame in self.grid():
+            kept[j] = frame
+            filled = j + 1
+            for span in cutter.arrived(filled):
+                yield Window(span.start, span.end, stack_frames([kept[i] for i in span.points]))
+            for old in range(min(kept), cutter.oldest_needed(filled)):
+                del kept[old]
+        assert self.duration is not None
+        for span in cutter.finish(filled, self.duration):
+            yield Window(span.start, span.end, stack_frames([kept[i] for i in span.points]))
 
     def _convert(self, frame: Any) -> np.ndarray:
         """A decoded frame -> uint8 ``(3, S, S)``: swscale resizes the short side while converting to RGB, numpy
@@ -146,9 +196,10 @@ class VideoWindows:
         top, left = (th - size) // 2, (tw - size) // 2
         return np.ascontiguousarray(rgb[top : top + size, left : left + size].transpose(2, 0, 1))  # (3, S, S)
 
-    def __iter__(self) -> Iterator[Window]:
-        spec = self.spec
-        T, g, hop = spec.num_frames, spec.step, spec.hop
+    def grid(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(j, frame)`` for every grid point j = 0, 1, ...: the frame shown at ``(j + 0.5) * g``, uint8
+        ``(3, S, S)``; at least one point (a video shorter than half a step gives its last frame)."""
+        g = self.spec.step
         source, _ = file_source(self.path)
         container = open_input(source)
         try:
@@ -159,10 +210,7 @@ class VideoWindows:
                 stream.thread_type = "AUTO"  # FFmpeg's own threads: decoding runs beside the model
                 stream.codec_context.thread_count = self.threads
             rate = stream.average_rate or stream.guessed_rate
-            ring: deque[np.ndarray] = deque(maxlen=T)  # frames of the last T grid points
-            filled = 0  # grid points filled so far
-            next_start = 0  # grid point where the next regular window starts
-            last_end = 0  # grid point where the last emitted window ends
+            filled = 0  # grid points given so far
             prev: Any = None  # last decoded frame, not yet converted
             prev_x: np.ndarray | None = None  # its conversion, once needed
             t0: float | None = None
@@ -172,34 +220,22 @@ class VideoWindows:
                 if t0 is None:
                     t0 = t
                 t -= t0
-                while prev is not None and (filled + 0.5) * g < t:
+                while prev is not None and (filled + 0.5) * g < t:  # grid points shown before this frame
                     if prev_x is None:
                         prev_x = self._convert(prev)
-                    ring.append(prev_x)
+                    yield filled, prev_x
                     filled += 1
-                    if filled == next_start + T:
-                        yield Window(next_start * g, filled * g, _stack(ring))
-                        last_end, next_start = filled, next_start + hop
                 if prev is not None and t > t_prev:
                     gap = t - t_prev
                 prev, prev_x, t_prev = frame, None, t
             if prev is None:
                 raise DecodeError("no frame could be decoded")
             self.duration = t_prev + gap
-            while (filled + 0.5) * g < self.duration:
+            while filled == 0 or (filled + 0.5) * g < self.duration:
                 if prev_x is None:
                     prev_x = self._convert(prev)
-                ring.append(prev_x)
+                yield filled, prev_x
                 filled += 1
-                if filled == next_start + T:
-                    yield Window(next_start * g, filled * g, _stack(ring))
-                    last_end, next_start = filled, next_start + hop
-            if filled >= T and last_end < filled:  # the regular windows stop short of the end
-                yield Window((filled - T) * g, min(filled * g, self.duration), _stack(ring))
-            elif filled < T:  # shorter than one window: its grid frames (or its last frame) repeated to T
-                frames = list(ring) or [self._convert(prev)]
-                pick = [i * len(frames) // T for i in range(T)]
-                yield Window(0.0, self.duration, _stack([frames[i] for i in pick]))
         finally:
             container.close()
 
@@ -222,88 +258,5 @@ class VideoWindows:
             count += 1
 
 
-def _stack(frames: Any) -> torch.Tensor:
-    return torch.from_numpy(np.stack(list(frames)))  # (T, 3, S, S)
-
-
-def encode_windows(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, T, 3, S, S)`` -> ``(B, E)`` float32 L2-normalised video embeddings (bf16 autocast on a GPU)."""
-    device = classifier.device
-    with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
-        emb = classifier.model.encode_video(tf.normalize(frames.to(device, non_blocking=True)))  # (B, E)
-    return F.normalize(emb.float(), dim=-1).cpu()
-
-
-class WindowBatch(NamedTuple):
-    """Embeddings of consecutive windows of one video: ``starts``/``ends`` in seconds, ``embeddings`` ``(B, E)``."""
-
-    starts: list[float]
-    ends: list[float]
-    embeddings: torch.Tensor
-
-
-_DONE = object()
-
-
-def embed_video(
-    classifier: VideoClassifier, windows: VideoWindows, batch_size: int = 16, *, prefetch: bool = True
-) -> Iterator[WindowBatch]:
-    """Embed every window of ``windows`` in batches of ``batch_size``.
-
-    With ``prefetch`` a thread decodes the next windows while the model encodes the current batch (at most two
-    batches wait, so memory stays bounded). Errors of the decoding thread are raised here.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    source: Iterator[Any] = _prefetched(iter(windows), 2 * batch_size) if prefetch else iter(windows)
-    pending: list[Window] = []
-    for item in source:
-        pending.append(item)
-        if len(pending) == batch_size:
-            yield _encode(classifier, pending)
-            pending = []
-    if pending:
-        yield _encode(classifier, pending)
-
-
-def _encode(classifier: VideoClassifier, windows: list[Window]) -> WindowBatch:
-    frames = torch.stack([w.frames for w in windows])  # (B, T, 3, S, S)
-    return WindowBatch([w.start for w in windows], [w.end for w in windows], encode_windows(classifier, frames))
-
-
-def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """``items`` produced by a daemon thread through a bounded queue; the consumer may stop early."""
-    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                box.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as err:  # handed to the consumer, raised there
-            put(err)
-
-    thread = threading.Thread(target=produce, name="omniclip-windows", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = box.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+def stack_frames(frames: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames))  # (T, 3, S, S)

@@ -1,0 +1,208 @@
+"""Window embeddings in batches: each window's T frames as a clip, or each grid frame once when frames are independent.
+
+An OmniCLIP with temporal adapters (PTA) or prompts (SPG) sees a window's frames together, so each window goes
+through the model as one clip of T frames. A model without them (zero-shot CLIP, ``frame_average``) embeds each
+frame on its own and averages (``OmniCLIP.encode_video``): then every grid frame is encoded once and shared by the
+windows that hold it, which with the default half-window stride halves the work. Decoding runs in a thread beside
+the model, through a bounded queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omniclip.data import transforms as tf
+from omniclip.precision import amp_dtype, autocast
+from omniclip.predict import VideoClassifier
+from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter, stack_frames
+
+
+def frames_independent(classifier: VideoClassifier) -> bool:
+    """True when a frame's embedding does not depend on the other frames of its clip (no PTA, no SPG).
+
+    Then a window's embedding is the mean of its frames' embeddings (``OmniCLIP.encode_video``), and overlapping
+    windows can share them: each grid frame goes through the image tower once.
+    """
+    blocks = classifier.model.clip.visual.transformer.resblocks
+    return all(getattr(b, "pta", None) is None and getattr(b, "spg", None) is None for b in blocks)
+
+
+def encode_windows(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, T, 3, S, S)`` -> ``(B, E)`` float32 L2-normalised video embeddings (bf16 autocast on a GPU)."""
+    device = classifier.device
+    with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
+        emb = classifier.model.encode_video(tf.normalize(frames.to(device, non_blocking=True)))  # (B, E)
+    return F.normalize(emb.float(), dim=-1).cpu()
+
+
+def encode_frames(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 3, S, S)`` -> ``(N, E)`` float32 frame embeddings, unnormalised (what ``encode_video`` averages)."""
+    device = classifier.device
+    with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
+        x = tf.normalize(frames.to(device, non_blocking=True))[:, None]  # (N, 1, 3, S, S): clips of one frame
+        return classifier.model.encode_video(x).float().cpu()  # (N, E)
+
+
+class WindowBatch(NamedTuple):
+    """Embeddings of consecutive windows of one video: ``starts``/``ends`` in seconds, ``embeddings`` ``(B, E)``."""
+
+    starts: list[float]
+    ends: list[float]
+    embeddings: torch.Tensor
+
+
+_DONE = object()
+
+
+def embed_video(
+    classifier: VideoClassifier,
+    windows: VideoWindows,
+    batch_size: int = 16,
+    *,
+    prefetch: bool = True,
+    share_frames: bool | None = None,
+) -> Iterator[WindowBatch]:
+    """Embed every window of ``windows``, ``batch_size`` windows' worth of frames per forward pass.
+
+    With ``share_frames`` (default: when ``frames_independent``) each grid frame is encoded once and a window's
+    embedding is the mean of its frames' embeddings, as ``encode_video`` computes it; otherwise each window goes
+    through the model as a clip. With ``prefetch`` a thread decodes the next frames while the model encodes (a
+    bounded queue, so memory stays flat). Errors of the decoding thread are raised here.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if share_frames is None:
+        share_frames = frames_independent(classifier)
+    T = windows.spec.num_frames
+    grid = windows.grid()
+    source: Iterator[tuple[int, np.ndarray]] = _prefetched(grid, 2 * batch_size * T) if prefetch else grid
+    if share_frames:
+        yield from _embed_shared(classifier, windows, source, batch_size * T)
+    else:
+        yield from _embed_clips(classifier, windows, source, batch_size)
+
+
+def _embed_clips(
+    classifier: VideoClassifier, windows: VideoWindows, grid: Iterator[tuple[int, np.ndarray]], batch_size: int
+) -> Iterator[WindowBatch]:
+    cutter = WindowCutter(windows.spec)
+    kept: dict[int, np.ndarray] = {}
+    pending: list[Window] = []
+    filled = 0
+    for j, frame in grid:
+        kept[j] = frame
+        filled = j + 1
+        for span in cutter.arrived(filled):
+            pending.append(Window(span.start, span.end, stack_frames([kept[i] for i in span.points])))
+        for old in range(min(kept), cutter.oldest_needed(filled)):
+            del kept[old]
+        if len(pending) >= batch_size:
+            yield _encode_clips(classifier, pending)
+            pending = []
+    assert windows.duration is not None
+    for span in cutter.finish(filled, windows.duration):
+        pending.append(Window(span.start, span.end, stack_frames([kept[i] for i in span.points])))
+    if pending:
+        yield _encode_clips(classifier, pending)
+
+
+def _encode_clips(classifier: VideoClassifier, windows: list[Window]) -> WindowBatch:
+    frames = torch.stack([w.frames for w in windows])  # (B, T, 3, S, S)
+    return WindowBatch([w.start for w in windows], [w.end for w in windows], encode_windows(classifier, frames))
+
+
+def _embed_shared(
+    classifier: VideoClassifier, windows: VideoWindows, grid: Iterator[tuple[int, np.ndarray]], frames_per_pass: int
+) -> Iterator[WindowBatch]:
+    cutter = WindowCutter(windows.spec)
+    embedded: dict[int, torch.Tensor] = {}  # grid point -> (E,) frame embedding
+    waiting: list[Span] = []  # complete windows whose frames are not all embedded yet
+    frames: list[np.ndarray] = []
+    filled = 0
+
+    def ready() -> WindowBatch | None:
+        """The waiting windows whose frames are all embedded, averaged; embeddings no later window needs go."""
+        encoded = filled - len(frames)  # grid points embedded so far
+        count = 0
+        while count < len(waiting) and max(waiting[count].points) < encoded:
+            count += 1
+        done = waiting[:count]
+        del waiting[:count]
+        if not done:
+            return None
+        mean = torch.stack([torch.stack([embedded[i] for i in s.points]).mean(dim=0) for s in done])  # (B, E)
+        keep_from = min([cutter.oldest_needed(filled), *(min(s.points) for s in waiting)])
+        for k in [k for k in embedded if k < keep_from]:
+            del embedded[k]
+        return WindowBatch([s.start for s in done], [s.end for s in done], F.normalize(mean, dim=-1))
+
+    for j, frame in grid:
+        frames.append(frame)
+        filled = j + 1
+        waiting += cutter.arrived(filled)
+        if len(frames) == frames_per_pass:
+            embedded.update(_encode_grid(classifier, frames, filled))
+            frames = []
+            batch = ready()
+            if batch is not None:
+                yield batch
+    assert windows.duration is not None
+    waiting += cutter.finish(filled, windows.duration)
+    if frames:
+        embedded.update(_encode_grid(classifier, frames, filled))
+        frames = []
+    batch = ready()
+    if batch is not None:
+        yield batch
+
+
+def _encode_grid(classifier: VideoClassifier, frames: list[np.ndarray], filled: int) -> dict[int, torch.Tensor]:
+    """Embeddings of the grid points ``filled - len(frames) .. filled - 1``, keyed by grid point."""
+    emb = encode_frames(classifier, torch.from_numpy(np.stack(frames)))  # (N, E)
+    first = filled - len(frames)
+    return {first + i: e for i, e in enumerate(emb)}
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items`` produced by a daemon thread through a bounded queue; the consumer may stop early."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as err:  # handed to the consumer, raised there
+            put(err)
+
+    thread = threading.Thread(target=produce, name="omniclip-windows", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
