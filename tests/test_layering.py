@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"data", "model", "files"},
     "embedded": {"clip", "data", "model", "train"} | PLUMBING,  # pretraining uses the engine's schedule and groups
     "protocols": {"config", "data", "model"} | PLUMBING,
+    "recipe": {"clip", "config", "data"} | PLUMBING,  # train --data: a run config from class folders and the hardware
     "train": {"clip", "config", "data", "model", "runlog"} | PLUMBING,
     "predict": {"clip", "data", "model", "protocols", "train"} | PLUMBING,
     "export": {"data", "model", "predict"} | PLUMBING,
@@ -43,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
         "model",
         "predict",
         "protocols",
+        "recipe",
         "runlog",
         "timeline",
         "train",
