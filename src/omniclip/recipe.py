@@ -205,6 +205,7 @@ class FolderRun:
         Raises:
             FileNotFoundError: a resumed run whose folder holds no ``data/recipe.yaml`` (not started with --data).
         """
+        data_dir = data_dir.absolute() if data_dir is not None else None  # list paths must not depend on the cwd
         saved_dir = data_dir or self.data_dir
         if self.resume and saved_dir is not None:
             saved = saved_dir / RECIPE_FILE

@@ -87,10 +87,11 @@ def test_train_data_writes_lists_trains_evaluates_and_predicts(
 
 
 def test_train_data_resume_reuses_the_lists_and_refuses_a_reused_folder(
-    class_folders: Path, tiny_clip_file: Path, tmp_path: Path, capsys
+    class_folders: Path, tiny_clip_file: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # relative --output and --data: the config's paths are absolute all the same
     run = tmp_path / "run"
-    base = ["--data", str(class_folders), "--clip", str(tiny_clip_file), "--output", str(run), *TINY[1:]]
+    base = ["--data", "my videos", "--clip", str(tiny_clip_file), "--output", "run", *TINY[1:]]
     assert _train(*base, "train.max_steps=1") == 0
     lists = {p.name: p.read_bytes() for p in (run / "data").iterdir()}
     shutil.copyfile(class_folders / "Growing" / "clip 0.mp4", class_folders / "Growing" / "new.mp4")
@@ -98,6 +99,8 @@ def test_train_data_resume_reuses_the_lists_and_refuses_a_reused_folder(
     assert _train(*base, "--resume", "train.max_steps=2") == 0  # the folder changed: the lists stay
     assert {p.name: p.read_bytes() for p in (run / "data").iterdir()} == lists
     assert '"step": 2' in (run / "metrics.jsonl").read_text()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert (cfg["data"]["root"], cfg["data"]["train_list"]) == (str(class_folders), str(run / "data" / "train.txt"))
     assert _train(*base) == 2  # a run folder in use needs --resume or --overwrite
     assert "is not empty; continue its run with --resume" in capsys.readouterr().err
     assert _train(*base, "--overwrite", "--val", "0.4", "train.max_steps=1") == 0  # a new draw, with the new video
