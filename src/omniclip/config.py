@@ -78,6 +78,7 @@ NonNegFloat = Annotated[float, Range(0)]
 Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's legacy seeding takes 32 bits
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
 Device = Annotated[str, Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")]
+FrozenDtype = Annotated[str, Pattern(r"auto|fp32|bf16", "auto, fp32 or bf16")]  # omniclip.precision.resolve_precision
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ class TrainConfig:
     betas: tuple[Beta, Beta] = (0.9, 0.98)  # AdamW (beta1, beta2)
     eps: PosFloat = 1e-8  # AdamW epsilon
     grad_clip: NonNegFloat = 1.0  # clip the global gradient norm to this (0 = no clipping)
-    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast: "auto" = on GPUs, off on the CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"  # bf16 autocast: "auto" = on GPUs with bf16, off on the CPU
+    frozen_dtype: FrozenDtype = "auto"  # frozen CLIP weights: "auto" = bf16 on AMX CPUs (towers >= 128 wide), else fp32
+    compile: bool | str = "auto"  # torch.compile the image encoder: true, false or "auto" (on GPUs, off on the CPU)
     device: Device = "auto"  # "auto" (GPU when available), "cpu", "cuda" or "cuda:N"
     seed: Seed = 0  # seeds model init, data order and augmentation
     log_every: PosInt = 10  # optimizer steps between metrics lines
@@ -149,6 +152,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise ValueError(f"train.compile must be true, false or auto, got {self.compile!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr must be <= train.lr={self.lr}, got {self.min_lr}")
         if self.global_batch_size % self.batch_size:

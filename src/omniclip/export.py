@@ -171,6 +171,8 @@ def export_meta(
         "templates": list(templates or classifier.templates or classifier.model.config.templates),
         "source": classifier.source,
         "torch_version": torch.__version__,
+        "precision": classifier.precision.name if classifier.precision else "fp32",
+        "weights_dtype": str(classifier.model.dtype).removeprefix("torch."),
     }
 
 

@@ -212,3 +212,45 @@ def test_resume_after_a_kill_drops_the_lines_logged_past_the_checkpoint(tiny_cli
         full.model.named_trainable_parameters(), resumed.model.named_trainable_parameters(), strict=True
     ):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=n)
+
+
+def test_bf16_frozen_weights_keep_trainable_weights_and_optimizer_state_fp32(tiny_clip_file, synthetic, tmp_path):
+    result = train(_cfg(tiny_clip_file, synthetic, "train.frozen_dtype=bf16", "train.max_steps=2"), tmp_path / "run")
+    params = dict(result.model.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert trainable and len(trainable) < len(params)
+    assert all(p.dtype == (torch.float32 if n in trainable else torch.bfloat16) for n, p in params.items())
+    saved = find_checkpoint(tmp_path / "run")
+    weights, optim = load_file(str(saved / "model.safetensors")), load_file(str(saved / "optimizer.safetensors"))
+    assert weights.keys() == trainable and {v.dtype for v in weights.values()} == {torch.float32}
+    slots = {k: v for k, v in optim.items() if k.endswith((".exp_avg", ".exp_avg_sq"))}
+    assert len(slots) == 2 * len(trainable) and {v.dtype for v in slots.values()} == {torch.float32}
+    assert all(v.abs().sum() > 0 for k, v in slots.items() if k.endswith(".exp_avg_sq"))
+
+
+def test_a_bf16_run_resumes_bit_for_bit(tiny_clip_file, synthetic, tmp_path) -> None:
+    keys = ["train.frozen_dtype=bf16", "train.amp=bf16", "train.epochs=1"]
+    full = train(_cfg(tiny_clip_file, synthetic, *keys), tmp_path / "full")
+    train(_cfg(tiny_clip_file, synthetic, *keys, "train.max_steps=2"), tmp_path / "split")
+    resumed = train(_cfg(tiny_clip_file, synthetic, *keys), tmp_path / "split", resume=True)
+    assert full.finished and resumed.finished and full.step == resumed.step == 4
+    losses = [[r["loss"] for r in read_metrics(tmp_path / run, "train")] for run in ("full", "split")]
+    assert losses[0] == losses[1]
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_precision_settings_may_change_on_resume(tiny_clip_file, synthetic, tmp_path) -> None:
+    train(_cfg(tiny_clip_file, synthetic, "train.max_steps=1"), tmp_path / "run")
+    keys = ["train.frozen_dtype=bf16", "train.amp=bf16", "train.max_steps=2"]
+    assert train(_cfg(tiny_clip_file, synthetic, *keys), tmp_path / "run", resume=True).step == 2
+    changed = read_metrics(tmp_path / "run", "resume")[0]["changed"]
+    assert changed.keys() == {"train.frozen_dtype", "train.amp", "train.max_steps"}
+
+
+@pytest.mark.slow  # the first torch.compile in a process takes 20-40 s on a 2-core CPU
+def test_a_compiled_encoder_trains_like_the_eager_one(tiny_clip_file, frame_folders, tmp_path) -> None:
+    result = train(_cfg(tiny_clip_file, frame_folders, "train.compile=true", "train.max_steps=2"), tmp_path / "run")
+    assert getattr(result.model.clip.visual, "_compiled_call_impl", None) is not None
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run", "train")]
+    assert losses == pytest.approx(GOLDEN_LOSSES[:2], abs=1e-4), losses

@@ -20,6 +20,12 @@ from typing import cast
 from omniclip.cli import positive_int
 from omniclip.files import writable_dir
 
+PREDICT_PRECISION = "auto (default): frozen weights in bf16 where this machine computes bf16 fast (AMX CPUs), else fp32"
+EXPORT_PRECISION = (
+    "fp32 (default: an export runs on any machine); bf16 stores the frozen weights in bf16 (half the size, fast only "
+    "where bf16 is native); auto: what is fastest on this machine"
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "videos", nargs="+", metavar="VIDEO", help="video files, or folders: every video under them (sorted)"
     )
     _add_model_args(p)
+    _precision_flag(p, "auto", PREDICT_PRECISION)
     p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--views", default="1x1", help="clips x crops per video, e.g. 4x3 (default 1x1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -44,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "class_names.json and export.json into --out.",
     )
     _add_model_args(e)
+    _precision_flag(e, "fp32", EXPORT_PRECISION)
     e.add_argument("--out", required=True, type=Path, help="export directory")
     e.add_argument(
         "--format",
@@ -81,6 +89,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _precision_flag(p: argparse.ArgumentParser, default: str, help: str) -> None:
+    from omniclip.precision import PRECISION_NAMES
+
+    p.add_argument("--precision", choices=PRECISION_NAMES, default=default, help=help)
+
+
 def _classes(args: argparse.Namespace) -> list[str] | None:
     if args.classes is not None:
         names = [c.strip() for c in args.classes.split(",")]
@@ -104,6 +118,7 @@ def _load(args: argparse.Namespace):
         num_frames=args.frames,
         kind=kind,
         allow_other_backbone=args.allow_other_backbone,
+        precision=args.precision,
     )
 
 

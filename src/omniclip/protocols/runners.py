@@ -25,6 +25,7 @@ from omniclip.data.loader import build_loader
 from omniclip.data.records import VideoRecord, read_annotations, read_class_names
 from omniclip.dist import barrier, get_rank, get_world_size
 from omniclip.model import OmniCLIP
+from omniclip.precision import resolve_precision
 from omniclip.protocols import splits
 from omniclip.protocols.evaluate import EvalResult, evaluate
 from omniclip.protocols.report import summarize_splits, write_eval_report
@@ -285,10 +286,18 @@ def run_protocol(
 def evaluate_protocol(
     cfg: RunConfig, model: OmniCLIP, out_dir: str | Path, *, device: torch.device, amp_dtype: Any = None
 ) -> dict[str, Any]:
-    """Evaluate a trained (or plain CLIP) model under ``cfg``: test splits / class subsets, or base and novel."""
+    """Evaluate a trained (or plain CLIP) model under ``cfg``: test splits / class subsets, or base and novel.
+
+    The model runs in ``cfg.train``'s precision (``train.frozen_dtype``, ``train.compile``; ``train.amp`` unless
+    ``amp_dtype`` is given), as ``omniclip.precision.resolve_precision`` decides it for ``device``.
+    """
     out_dir = Path(out_dir)
     check_inputs(cfg, training=False)
     model = model.to(device)
+    t = cfg.train
+    precision = resolve_precision(device, t.amp, t.frozen_dtype, t.compile, width=model.clip.cfg.vision.width)
+    precision.apply(model, model.clip.visual)
+    amp_dtype = precision.amp if amp_dtype is None else amp_dtype
     if cfg.protocol.name == "base_to_novel":
         names = read_class_names(cfg.data.path(cfg.data.class_names))
         base, novel = base_novel_split(cfg, names)

@@ -41,7 +41,7 @@ from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import mixup, normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
 from omniclip.model import OmniCLIP
-from omniclip.precision import amp_dtype, autocast
+from omniclip.precision import Precision, resolve_precision
 from omniclip.runlog import RunLog, run_lock
 from omniclip.train import checkpoint as ckpt
 from omniclip.train.optim import build_optimizer, lr_at, set_lr
@@ -62,7 +62,9 @@ RESUME_SAFE_KEYS: frozenset[str] = frozenset(
         "data.workers",
         "model.grad_checkpointing",  # recomputes activations; the same gradients
         "train.max_steps",  # where to stop; the schedule spans train.epochs whatever it is
-        "train.amp",
+        "train.amp",  # precision: the same model in another arithmetic
+        "train.frozen_dtype",
+        "train.compile",
         "train.device",
         "train.log_every",
         "train.checkpoint_every",
@@ -167,6 +169,12 @@ def load_backbone(cfg: RunConfig) -> CLIP:
 def build_train_model(cfg: RunConfig, device: torch.device) -> OmniCLIP:
     """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
     return ckpt.build_run_model(cfg, load_backbone(cfg)).to(device)
+
+
+def run_precision(cfg: RunConfig, device: torch.device, model: OmniCLIP) -> Precision:
+    """``train.amp``, ``train.frozen_dtype`` and ``train.compile`` for ``model`` on ``device`` (``auto`` decided)."""
+    t = cfg.train
+    return resolve_precision(device, t.amp, t.frozen_dtype, t.compile, width=model.clip.cfg.vision.width)
 
 
 def make_meta(
@@ -386,6 +394,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     else:
         fingerprint = ckpt.backbone_fingerprint(clip)
     model = ckpt.build_run_model(cfg, clip).to(device)
+    precision = run_precision(cfg, device, model)
+    precision.apply(model, model.clip.visual)  # frozen weights cast, trainable ones (and so the optimizer) stay fp32
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps)
     state = _resume(start, model, optimizer) if start is not None else TrainState()
     save = _Saver(dist, run_dir, cfg, model, optimizer, names, fingerprint)
@@ -398,7 +408,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
             for key, (old, new) in changes.items():
                 log.info("resumed with %s: %r -> %r", key, old, new)
         save_config(cfg, run_dir / "config.yaml")
-        log.info("%d clips, %d classes; %s", len(records), len(names), _describe(plan, t.batch_size, dist.world_size))
+        how = _describe(plan, t.batch_size, dist.world_size)
+        log.info("%d clips, %d classes; %s; %s", len(records), len(names), how, precision.name)
     step_model: nn.Module = ClassifierStep(model, names)
     if dist.world_size > 1:
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -420,7 +431,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                 else nullcontext()
             )
             with sync:
-                with autocast(device, amp_dtype(device, t.amp)):
+                with precision.autocast(device):
                     # a 4th, non-zero key word keeps the mixing draws apart from the items' (seed, epoch, index)
                     mix = item_generator(t.seed, state.epoch, state.micro, dist.rank + 1)
                     loss_sum, count = _batch_loss(step_model, batch, device, cfg, len(names), mix)
