@@ -141,12 +141,14 @@ def test_folders_that_are_not_indexes_are_refused(videos, tmp_path, capsys) -> N
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("x")
+    index = ["index", str(videos), "--clip", "omniclip-tiny", "--out"]
     cases = [
         (["search", str(notes), "red"], "is not an omniclip index: it has no index.json"),
         (["search", str(notes / "todo.txt"), "red"], "is not an omniclip index: not a folder"),
         (["search", str(tmp_path / "nowhere"), "red"], "does not exist"),
-        (["index", str(videos), "--clip", "omniclip-tiny", "--out", str(notes)], "is not an omniclip index"),
-        (["index", str(videos), "--clip", "omniclip-tiny", "--out", str(notes / "todo.txt")], "is an existing file"),
+        ([*index, str(notes)], "is not an omniclip index"),
+        ([*index, str(notes / "todo.txt")], "is an existing file"),
+        ([*index, str(notes / "todo.txt" / "i")], "lies under a file"),
     ]
     for argv, expected in cases:
         capsys.readouterr()

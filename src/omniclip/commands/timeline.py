@@ -223,13 +223,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def run_index(args: argparse.Namespace) -> int:
     from omniclip.dist import process_group
-    from omniclip.timeline.index import build_index, model_record
+    from omniclip.timeline.index import build_index, check_index_folder, model_record
     from omniclip.timeline.windows import window_spec
 
     videos = _list_videos(args)
     _check_window(args)
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is an existing file, not an index folder")
+    check_index_folder(args.out)  # before the model loads
     with process_group(args.device) as info:
         classifier = _load(args, str(info.device))
         spec = window_spec(classifier, args.window, args.stride)

@@ -36,7 +36,7 @@ import torch
 
 from omniclip import dist
 from omniclip.data.decode import DecodeError, file_source, open_input
-from omniclip.files import save_safetensors, write_json
+from omniclip.files import save_safetensors, writable_dir, write_json
 from omniclip.predict import VideoClassifier
 from omniclip.timeline.embed import embed_video
 from omniclip.timeline.windows import VideoWindows, WindowSpec
@@ -112,6 +112,20 @@ def read_settings(index: Path) -> dict[str, Any]:
     return data
 
 
+def check_index_folder(index: Path) -> None:
+    """Before any model loads: ``index`` is an index, an empty folder, or a folder that can be made.
+
+    Raises:
+        ValueError: ``index`` is a file, lies under a file, cannot be written, or is a folder holding other files.
+    """
+    if index.exists() and not index.is_dir():
+        raise ValueError(f"--out {index} is an existing file, not an index folder")
+    if index.is_dir() and any(index.iterdir()):
+        read_settings(index)
+    else:
+        writable_dir(index, "--out")
+
+
 def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dict[str, Any]:
     """Make ``index`` an index for ``record`` and ``spec``, or check that it already is one (rank 0 only).
 
@@ -124,9 +138,8 @@ def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dic
         "model": dataclasses.asdict(record),
         "windows": spec.to_dict(),
     }
-    if index.exists() and not index.is_dir():
-        raise ValueError(f"--out {index} is an existing file, not an index folder")
-    if index.is_dir() and any(index.iterdir()):
+    check_index_folder(index)
+    if any(index.iterdir()):
         settings = read_settings(index)
         have = settings.get("model", {}).get("fingerprint")
         if have != record.fingerprint:
@@ -140,7 +153,6 @@ def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dic
                 "give the same --window/--stride or index into another folder"
             )
         return settings
-    index.mkdir(parents=True, exist_ok=True)
     write_json(index / SETTINGS, wanted)
     return wanted
 
