@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,30 @@ def test_two_processes_build_the_index_one_process_builds(videos, tmp_path) -> N
     assert [v["video"] for v in got_videos] == [v["video"] for v in want_videos]
     for key in ("embeddings", "video", "start", "end"):
         assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.slow
+def test_sigterm_stops_indexing_with_one_line_and_the_next_run_finishes(tmp_path, capsys) -> None:
+    folder = tmp_path / "videos"
+    for i in range(8):
+        colour_video(folder / f"v{i:02d}.mp4", [("red", 6.0), ("blue", 6.0)])
+    index = tmp_path / "index"
+    argv = ["index", str(folder), "--clip", "omniclip-tiny", "--out", str(index), "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "omniclip", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(index.glob("shards/*.safetensors")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # what a scheduler sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("omniclip index: error: interrupted;")
+    assert not (index / "manifest.json").exists()
+    done = len(list(index.glob("shards/*.safetensors")))
+    assert 1 <= done < 8
+
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"({8 - done} embedded now, {done} up to date, 0 unreadable)" in capsys.readouterr().out
+    tensors, listed = _contents(index)
+    assert len(listed) == 8 and tensors["video"].tolist() == [v for v in range(8) for _ in range(5)]
