@@ -232,3 +232,17 @@ def test_sigterm_stops_indexing_with_one_line_and_the_next_run_finishes(tmp_path
     assert f"({8 - done} embedded now, {done} up to date, 0 unreadable)" in capsys.readouterr().out
     tensors, listed = _contents(index)
     assert len(listed) == 8 and tensors["video"].tolist() == [v for v in range(8) for _ in range(5)]
+
+
+def test_a_list_file_names_videos_relative_to_itself(videos, tmp_path, capsys) -> None:
+    listing = tmp_path / "videos.txt"
+    listing.write_text("# my collection\nvideos/b.mp4\n\n" + str(videos / "a.mp4") + "\n")
+    index = tmp_path / "index"
+    assert main(["index", "--list", str(listing), "--clip", "omniclip-tiny", "--out", str(index), "--no-progress"]) == 0
+    assert [Path(v["video"]).name for v in _contents(index)[1]] == ["a.mp4", "b.mp4"]
+    capsys.readouterr()
+    assert main(["index", "--clip", "omniclip-tiny", "--out", str(index)]) == 2
+    assert capsys.readouterr().err.strip().endswith("no videos: name video files or folders, or give --list L")
+    listing.write_text("videos/missing.mp4\n")
+    assert main(["index", "--list", str(listing), "--clip", "omniclip-tiny", "--out", str(index)]) == 2
+    assert "missing.mp4 does not exist" in capsys.readouterr().err
