@@ -79,11 +79,16 @@ def test_train_data_writes_lists_trains_evaluates_and_predicts(
     predictions = json.loads(capsys.readouterr().out)[0]["predictions"]
     assert sorted(p["class"] for p in predictions) == ["Growing", "moving left", "moving right", "shrink ing"]
     # the lists in the run work with every other command: eval with the run's own config
-    assert (
-        main(["eval", "--config", str(run / "config.yaml"), "--checkpoint", str(run), "--output", str(tmp_path / "e")])
-        == 0
-    )
+    evaluation = ["eval", "--config", str(run / "config.yaml"), "--checkpoint", str(run)]
+    assert main([*evaluation, "--output", str(tmp_path / "e")]) == 0
     assert json.loads(capsys.readouterr().out)["splits"]["val"]["num_scored"] == 4
+    # lists edited before training: the overrides win over the written lists, and the report names what was evaluated
+    edited = tmp_path / "lists" / "test.txt"
+    edited.write_text("".join((tmp_path / "lists" / "val.txt").read_text().splitlines(keepends=True)[:3]))
+    other = ["--data", str(class_folders), "--clip", str(tiny_clip_file), "--output", str(tmp_path / "run2"), *TINY]
+    assert _train(*other, f"data.test_lists=[{edited}]") == 0
+    assert "held-out test: 3 of 3 videos scored" in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["data"]["test_lists"] == [str(edited)]
 
 
 def test_train_data_resume_reuses_the_lists_and_refuses_a_reused_folder(

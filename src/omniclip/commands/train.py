@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"omniclip train: stopped: {err}", file=sys.stderr)
             return 1
         if dist.is_main and folder is not None:
-            print(folder_report(run_dir, summary, folder.held_out()))
+            print(folder_report(run_dir, summary, [Path(name).stem for name in cfg.data.test_lists]))
         elif dist.is_main:
             print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
         return 0
@@ -165,23 +165,27 @@ def _folder_run(args: argparse.Namespace) -> FolderRun | None:
     )
 
 
-def folder_report(run_dir: Path, summary: dict, held_out: str) -> str:
-    """What a --data run prints at its end: the held-out accuracy, where things are, and how to use the model."""
-    metrics = summary.get("splits", {}).get(held_out) or {}
+def folder_report(run_dir: Path, summary: dict, held_out: list[str]) -> str:
+    """What a --data run prints at its end: the held-out accuracy, where things are, and how to use the model.
+
+    ``held_out`` names the evaluated lists (their stems: ``val``, ``test``).
+    """
     lines = []
-    if metrics:
-        lines.append(
-            f"held-out {held_out}: {metrics['num_scored']} of {metrics['num_videos']} videos scored, "
-            f"top-1 {_pct(metrics['top1'])}, top-5 {_pct(metrics['top5'])}, "
-            f"mean class accuracy {_pct(metrics['mean_class_accuracy'])}"
-        )
-    elif "seeds" in summary:  # several seeds (protocol.seeds): one model per seed
+    for name in held_out:
+        metrics = summary.get("splits", {}).get(name)
+        if metrics:
+            lines.append(
+                f"held-out {name}: {metrics['num_scored']} of {metrics['num_videos']} videos scored, "
+                f"top-1 {_pct(metrics['top1'])}, top-5 {_pct(metrics['top5'])}, "
+                f"mean class accuracy {_pct(metrics['mean_class_accuracy'])}"
+            )
+    if "seeds" in summary:  # several seeds (protocol.seeds): one model per seed
         top1, seeds = summary["summary"]["top1"], ", ".join(summary["seeds"])
-        lines.append(f"held-out {held_out}: top-1 {top1['mean']:.1f}% ± {top1['std']:.1f} over seeds {seeds}")
+        where = ", ".join(held_out)
+        lines.append(f"held-out {where}: top-1 {top1['mean']:.1f}% ± {top1['std']:.1f} over seeds {seeds}")
     model = run_dir if (run_dir / "checkpoints").is_dir() else next(iter(sorted(run_dir.glob("seed_*"))), run_dir)
-    report = model / "eval" / held_out
-    if report.is_dir():
-        lines.append(f"report: {report}/ (metrics.json, per_class.csv, confusion.png)")
+    reports = [model / "eval" / name for name in held_out]
+    lines += [f"report: {r}/ (metrics.json, per_class.csv, confusion.png)" for r in reports if r.is_dir()]
     ckpt = shlex.quote(str(model))
     lines += [
         f"run: {run_dir}/ (config.yaml, checkpoints/, results.json); lists: {run_dir / DATA_DIR}/",
