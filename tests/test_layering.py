@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"data", "model", "predict"} | PLUMBING,
     "bench": {"clip", "model"} | PLUMBING,
     "demo": {"clip", "config", "data", "embedded", "model", "protocols", "train"} | PLUMBING,
-    "timeline": {"data", "predict"} | PLUMBING,
+    "timeline": {"clip", "data", "predict"} | PLUMBING,
     "commands": {
         "bench",
         "clip",

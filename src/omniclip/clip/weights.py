@@ -7,10 +7,12 @@ one strict load. Format detection happens here, in one place (``read_clip_state`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -310,3 +312,18 @@ def save_clip(model: CLIP, path: str | Path) -> Path:
     tensors = {k: sd[k].detach().to("cpu").contiguous() for k in keys}
     metadata = {"format": "pt", CONFIG_METADATA: json.dumps(model.cfg.to_dict())}
     return save_safetensors(path, tensors, metadata)
+
+
+def fingerprint(head: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` over a JSON ``head`` (architecture, settings) and every tensor of ``state`` in key order.
+
+    Each tensor counts with its name, shape and bytes, floating ones as float32, so a copy cast to another dtype and
+    back, or moved to a GPU, keeps its fingerprint. About 1 s for ViT-B/16 on a CPU core.
+    """
+    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    for key in sorted(state):
+        value = state[key].detach()
+        value = (value.float() if value.is_floating_point() else value).cpu().contiguous()
+        h.update(f"{key} {tuple(value.shape)} {value.dtype}\n".encode())
+        h.update(value.reshape(-1).view(torch.uint8).numpy().data)
+    return f"sha256:{h.hexdigest()}"

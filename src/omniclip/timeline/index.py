@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from omniclip import dist
+from omniclip.clip.weights import fingerprint
 from omniclip.data.decode import DecodeError, file_source, open_input
 from omniclip.files import save_safetensors, writable_dir, write_json
 from omniclip.predict import VideoClassifier
@@ -55,14 +56,7 @@ def model_fingerprint(classifier: VideoClassifier) -> str:
     model = classifier.model
     config = {k: v for k, v in dataclasses.asdict(model.config).items() if k != "grad_checkpointing"}
     head = {"config": config, "frames": classifier.num_frames, "size": classifier.image_size}
-    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
-    state = model.state_dict()
-    for key in sorted(state):
-        value = state[key].detach()
-        value = (value.float() if value.is_floating_point() else value).cpu().contiguous()
-        h.update(f"{key} {tuple(value.shape)} {value.dtype}\n".encode())
-        h.update(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
-    return f"sha256:{h.hexdigest()}"
+    return fingerprint(head, model.state_dict())
 
 
 @dataclass(frozen=True)

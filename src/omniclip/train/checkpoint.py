@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from torch import nn
 
 from omniclip.clip.model import CLIP, build_clip
 from omniclip.clip.presets import CLIPConfig
-from omniclip.clip.weights import describe, load_clip
+from omniclip.clip.weights import describe, fingerprint, load_clip
 from omniclip.config import RunConfig, config_from_dict
 from omniclip.files import save_safetensors, write_text
 from omniclip.model import OmniCLIP, build_model
@@ -82,18 +81,9 @@ class TrainedMeta:
 def backbone_fingerprint(clip: CLIP) -> str:
     """``sha256:<hex>`` over a CLIP's architecture and weights, before OmniCLIP branches are attached to it.
 
-    Hashes the architecture (``CLIPConfig.to_dict()``), then every state-dict tensor in sorted key order: its name,
-    shape and bytes, floating tensors as float32 (so a copy cast to another dtype and back, or moved to a GPU, keeps
-    its fingerprint). About 1 s for ViT-B/16 on a CPU core.
+    The architecture (``CLIPConfig.to_dict()``) and every weight (``omniclip.clip.weights.fingerprint``).
     """
-    h = hashlib.sha256(json.dumps(clip.cfg.to_dict(), sort_keys=True).encode())
-    state = clip.state_dict()
-    for key in sorted(state):
-        value = state[key].detach()
-        value = (value.float() if value.is_floating_point() else value).cpu().contiguous()
-        h.update(f"{key} {tuple(value.shape)} {value.dtype}\n".encode())
-        h.update(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
-    return f"sha256:{h.hexdigest()}"
+    return fingerprint(clip.cfg.to_dict(), clip.state_dict())
 
 
 def check_backbone(
