@@ -267,7 +267,7 @@ def folder_run(
     A resumed run whose ``data_dir`` is known and holds the written config is not scanned again.
 
     Raises:
-        FileNotFoundError: ``root`` or ``config_file`` does not exist.
+        FileNotFoundError: ``root``, ``config_file`` or the CLIP weights do not exist.
         ValueError: what ``scan_class_folders`` / ``draw_splits`` refuse; a split with nothing held out; fewer
             training videos in a class than the shots; a bad override.
     """
@@ -296,6 +296,7 @@ def folder_run(
         train_videos = p.shots * len(names)
     else:
         train_videos = len(splits["train"])
+    resolve_source(user.clip.source)  # missing weights fail here, before a run folder or a list is written
     hardware = detect_hardware(user.train.device)
     backbone = backbone_of(user.clip.source)
     if not backbone.known:

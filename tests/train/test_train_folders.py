@@ -222,12 +222,17 @@ def test_train_data_lists_are_written_only_under_the_lock(
         ([], r"give --data FOLDER \(a folder of class folders\) or --config FILE"),
         (["--config", "configs/smoke.yaml", "--shots", "4"], "--shots go with --data FOLDER"),
         (["--data", "no/such/folder"], "video folder .*no/such/folder does not exist"),
-        (["--data", "{tmp}"], "holds no class folder with videos"),
-        (["--data", "{tmp}", "--resume"], "--resume: run folder .*run does not exist"),
+        (["--data", "{tmp}/empty"], "holds no class folder with videos"),
+        (["--data", "{tmp}/empty", "--resume"], "--resume: run folder .*run does not exist"),
+        (["--data", "{tmp}/videos", "--clip", "ViT-Q-99"], "CLIP weights 'ViT-Q-99' not found; tried "),
     ],
 )
 def test_train_data_user_errors(args: list[str], message: str, capsys, tmp_path: Path) -> None:
-    (tmp_path / "README.md").write_text("no videos here")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text("no videos here")
+    for name in ("a", "b"):  # a class folder (the scan reads names, not frames)
+        (tmp_path / "videos" / "cat").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "videos" / "cat" / f"{name}.mp4").write_bytes(b"")
     assert _train(*[a.format(tmp=tmp_path) for a in args], "--output", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err

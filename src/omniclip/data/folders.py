@@ -43,7 +43,7 @@ from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
-# Files taken as videos (suffix, case-insensitive); FFmpeg reads them all. ``omniclip.predict`` lists folders with it.
+# Files taken as videos (suffix, case-insensitive); FFmpeg reads them all. The one list: other modules import it here.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 SPLITS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
