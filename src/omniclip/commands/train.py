@@ -29,14 +29,14 @@ from pathlib import Path
 from omniclip.cli import non_negative_int, positive_int
 from omniclip.commands.data import fraction
 from omniclip.config import RunConfig, load_config
-from omniclip.dist import DistInfo, process_group
+from omniclip.dist import DistInfo, on_main, process_group
 from omniclip.files import writable_dir
 from omniclip.precision import amp_dtype
 from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.recipe import DATA_DIR, FolderRun, folder_run
 from omniclip.runlog import default_run_dir, empty_run_dir, run_contents, run_lock
 from omniclip.train.checkpoint import find_checkpoint, load_trained_model
-from omniclip.train.loop import NonFiniteLossError, build_train_model, on_main, train
+from omniclip.train.loop import NonFiniteLossError, build_train_model, train
 
 log = logging.getLogger(__name__)
 
