@@ -6,13 +6,17 @@
 - ``TrainSampler`` cuts one (seed, epoch) permutation to whole global batches and splits it across ranks, so a step
   on any number of processes trains on the same clips; it yields ``(index, epoch)`` so the epoch reaches persistent
   workers, and ``set_epoch(epoch, skip=n)`` resumes an epoch after ``n`` clips of this rank.
+- ``prefetch`` runs a loader without worker processes in a background thread, a few batches ahead: decoding (PyAV and
+  torch release the GIL) overlaps the model's step instead of waiting for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence, Sized
-from typing import Any, TypedDict, cast
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Any, TypedDict, TypeVar, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -173,3 +177,53 @@ def build_loader(
         drop_last=drop_last and train,
         **extra,
     )
+
+
+T = TypeVar("T")
+_END = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead; the same items in the same order.
+
+    For a ``DataLoader`` with ``workers=0``: its batches are decoded while the caller computes (worker processes do
+    that for ``workers > 0``). An error of the thread is raised here, at the item where it happened. Leaving the loop
+    early (``break``, an exception, closing the generator) stops the thread after the item it is producing.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be at least 1, got {depth}")
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((_END, None))
+        except BaseException as err:  # handed to the consumer
+            ready.put((_END, err))
+
+    thread = threading.Thread(target=produce, name="omniclip-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish its item
+            try:
+                ready.get(timeout=0.1)
+            except queue.Empty:
+                pass

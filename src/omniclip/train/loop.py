@@ -36,7 +36,7 @@ from omniclip.clip.model import CLIP
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_to_dict, save_config
 from omniclip.data.dataset import VideoDataset, item_generator
-from omniclip.data.loader import TrainSampler, build_loader
+from omniclip.data.loader import TrainSampler, build_loader, prefetch
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import mixup, normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
@@ -338,7 +338,7 @@ def _batch_loss(
         dummy = torch.zeros(1, T, 3, S, S, device=device)
         return step_model(dummy).sum() * 0.0, 0
     x = normalize(video[:, 0].to(device, non_blocking=True))  # (B, T, 3, S, S), the one training view
-    labels = batch["label"].to(device)
+    labels = batch["label"].to(device, non_blocking=True)
     target = labels  # class ids, or (B, C) probabilities once mixed
     if cfg.data.mixup_alpha > 0:
         x, target = mixup(x, labels, num_classes, alpha=cfg.data.mixup_alpha, generator=mix)
@@ -418,11 +418,14 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     stop_at = min(t.max_steps or plan.total_steps, plan.total_steps)
     bar = tqdm(total=stop_at, initial=state.step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
     last = start
-    sums, tick = torch.zeros(3, dtype=torch.float64), time.perf_counter()  # loss sum, clips, failed (this step)
+    # loss sum (kept on the device: no wait for the step per batch), clips and failed videos of this optimizer step
+    loss_acc, counts = torch.zeros((), dtype=torch.float64, device=device), torch.zeros(2, dtype=torch.float64)
+    tick = time.perf_counter()
     model.train()
     while state.epoch < t.epochs and state.step < stop_at:
         sampler.set_epoch(state.epoch, skip=state.micro * t.batch_size)
-        for batch in loader:
+        # worker processes decode ahead of the step; without them a thread does (decoding overlaps the step)
+        for batch in loader if cfg.data.workers > 0 else prefetch(loader):
             boundary = (state.micro + 1) % plan.accum == 0
             # nanoGPT: skip the gradient all-reduce on all but the last accumulation pass
             sync = (
@@ -436,7 +439,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                     mix = item_generator(t.seed, state.epoch, state.micro, dist.rank + 1)
                     loss_sum, count = _batch_loss(step_model, batch, device, cfg, len(names), mix)
                 (loss_sum / (t.batch_size * plan.accum)).backward()
-            sums += torch.tensor([loss_sum.item(), count, len(batch["failed"])], dtype=torch.float64)
+            loss_acc += loss_sum.detach().double()
+            counts += torch.tensor([count, len(batch["failed"])], dtype=torch.float64)
             for index, err in batch["failed"]:
                 log.debug("skipped unreadable training video %s: %s", records[int(index)].path, err)
             state.micro += 1
@@ -446,8 +450,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                 state.step, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps, lr=t.lr, min_lr=t.min_lr
             )
             set_lr(optimizer, lr)
-            loss_total, clips, failed = all_reduce_sum(sums).tolist()
-            sums.zero_()
+            loss_total, clips, failed = all_reduce_sum(torch.cat([loss_acc.cpu().view(1), counts])).tolist()
+            loss_acc.zero_()
+            counts.zero_()
             loss = loss_total / max(clips, 1.0)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
