@@ -32,6 +32,17 @@ def _root_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-outside-root", action="store_true", help="accept absolute and '..' paths")
 
 
+def jpeg_quality(text: str) -> int:
+    """``--quality``: a JPEG quality, 1 to 100."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer from 1 to 100, got {text!r}") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
+    return value
+
+
 def crf(text: str) -> int:
     """``--crf``: H.264's constant rate factor, 0 to 51."""
     value = non_negative_int(text)
@@ -66,11 +77,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     with tqdm(total=total, desc="prepare", unit="video", disable=args.no_progress) as bar:
         report = prepare_dataset(
             args.list, args.out, root=args.root, short_side=args.short_side, shards=args.shards,
-            crf=args.crf, gop=args.gop, workers=args.workers, progress=bar.update,
+            crf=args.crf, gop=args.gop, workers=args.workers, progress=bar.update, fmt=args.format,
+            quality=args.quality,
         )  # fmt: skip
     ratio = report.bytes_out / report.bytes_in if report.bytes_in else 0.0
+    what = "videos" if args.format == "mp4" else "frame folders"
     print(
-        f"wrote {report.written} videos ({ratio:.2f}x the bytes), {len(report.shards)} shards; list: {report.list_file}"
+        f"wrote {report.written} {what} ({ratio:.2f}x the bytes), {len(report.shards)} shards; list: {report.list_file}"
     )
     if report.failed:
         print(f"{len(report.failed)} unreadable videos left out, listed in {Path(args.out) / 'failed.txt'}")
@@ -230,7 +243,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--short-side", type=positive_int, default=256)
     p.add_argument("--shards", type=non_negative_int, default=0, help="N uncompressed tar shards (0: plain files)")
     p.add_argument("--crf", type=crf, default=23, help="H.264 quality, 0 (lossless) to 51 (default 23)")
-    p.add_argument("--gop", type=positive_int, default=16, help="keyframe interval in frames")
+    p.add_argument(
+        "--gop", type=positive_int, default=16, help="keyframe interval in frames (default 16; 1: all-intra, every "
+        "frame decodes alone, larger files)"
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=["mp4", "frames"], default="mp4",
+        help="mp4 (H.264, default) or frames: a folder of JPEG frames per video (no decoding when training)",
+    )  # fmt: skip
+    p.add_argument("--quality", type=jpeg_quality, default=90, help="JPEG quality of --format frames (default 90)")
     p.add_argument("--workers", type=positive_int, default=1, help="processes re-encoding videos (default 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prepare)

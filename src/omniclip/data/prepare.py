@@ -1,8 +1,12 @@
 """Re-encode a dataset to a short side of 256 px (optionally into tar shards) so that decoding keeps up.
 
 ``omniclip prepare LIST --root R --out OUT`` decodes every video with PyAV, scales it so that its shorter side is
-``short_side`` (smaller videos are copied unchanged), encodes H.264 with a short keyframe interval (cheap seeks),
-writes it to ``OUT/<same relative path>.mp4`` and writes ``OUT/<list name>`` with the same lines and labels.
+``short_side`` (smaller videos whose keyframes are at most ``gop`` frames apart are copied unchanged), encodes H.264
+with a short keyframe interval (cheap seeks), writes it to ``OUT/<same relative path>.mp4`` and writes
+``OUT/<list name>`` with the same lines and labels. ``gop=1`` makes every frame a keyframe (all-intra): a sampled
+frame is decoded alone, at the price of larger files. ``fmt="frames"`` writes each video as a folder of JPEG frames
+instead (``OUT/<relative path without suffix>/img_00001.jpg`` ..., at ``quality``), the layout ``FrameFolderReader``
+reads: no video decoding at all, one image per sampled frame. docs/data.md measures what each buys.
 Frames are re-timed at a constant rate: frame ``i`` stays frame ``i`` (what the samplers index), variable frame
 rates are not kept. With ``shards=N`` the videos go into ``OUT/shards/shard-0000.tar`` ... (uncompressed tar,
 contiguous runs of the list) and the list lines read ``shards/shard-0000.tar#<relative path> <label>``;
@@ -25,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from omniclip.data.decode import DecodeError, file_source, open_input, split_tar_path
 from omniclip.data.encode import VideoWriter
@@ -33,6 +38,9 @@ from omniclip.data.transforms import short_side_size
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
+
+PrepareFormat = Literal["mp4", "frames"]
+FRAME_NAME = "img_{:05d}.jpg"  # frame i (from 0) of a frame folder is FRAME_NAME.format(i + 1)
 
 
 @dataclass
@@ -63,21 +71,24 @@ def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop:
             if not container.streams.video:
                 raise DecodeError("no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             h, w = stream.codec_context.height, stream.codec_context.width
             mp4 = "mp4" in container.format.name.split(",") and src.suffix.lower() == ".mp4"
-            if min(h, w) <= short_side and mp4:
+            small = min(h, w) <= short_side and mp4
+            if small and longest_gop(container, stream) <= gop:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 return
+            if small:
+                container.seek(0)  # back to the start after the keyframe scan
+            stream.thread_type = "AUTO"
             th, tw = short_side_size(h, w, min(short_side, min(h, w)))
             th, tw = th + th % 2, tw + tw % 2  # yuv420p needs even sides
             rate = stream.average_rate or stream.guessed_rate or 25
             writer = VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads)
             try:
                 count = 0
-                for frame in container.decode(stream):
-                    writer.write(frame.reformat(width=tw, height=th, format="rgb24", interpolation="AREA").to_ndarray())
+                for rgb in _scaled_frames(container, stream, th, tw):
+                    writer.write(rgb)
                     count += 1
                 if count == 0:
                     raise DecodeError("no frame decoded")
@@ -91,18 +102,88 @@ def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop:
         raise DecodeError(f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}") from err
 
 
-def _relative(rec: VideoRecord, root: Path | None) -> str:
-    path = rec.path if root is None else Path(os.path.relpath(rec.path, root))
-    return str(path.with_suffix(".mp4"))
+def longest_gop(container, stream) -> int:
+    """The most packets from one keyframe to the next (1 = every frame a keyframe); demuxes the whole stream."""
+    longest = run = 0
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # flush packet
+        run = 1 if packet.is_keyframe else run + 1
+        longest = max(longest, run)
+    return longest
 
 
-def _job(args: tuple[Path, Path, int, int, int, int]) -> str | None:
-    src, dst, short_side, crf, gop, threads = args
+def _scaled_frames(container, stream, height: int, width: int):
+    """Every frame as RGB ``(height, width, 3)`` uint8, area-scaled; one scaler for the whole video."""
+    from av.video.reformatter import VideoReformatter
+
+    scaler = VideoReformatter()  # a new one per frame would set up swscale per frame (about 1 to 2 ms each)
+    for frame in container.decode(stream):
+        yield scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def extract_frames(src: Path, dst: Path, *, short_side: int = 256, quality: int = 90) -> int:
+    """Decode one video into the folder ``dst`` as ``img_00001.jpg`` ... (JPEG at ``quality``), short side at most
+    ``short_side``; written beside ``dst`` and renamed into place. Returns the number of frames.
+
+    Raises:
+        DecodeError: The source cannot be decoded, or is not a self-contained video file.
+    """
+    from PIL import Image
+
+    if split_tar_path(src) is not None:
+        raise DecodeError("tar members cannot be prepared again; prepare the original files")
+    if src.is_dir():
+        raise DecodeError("a frame folder is already decoded")
+    source, _ = file_source(src)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        reencode(src, dst, short_side=short_side, crf=crf, gop=gop, threads=threads)
+        count = 0
+        with open_input(source) as container:
+            if not container.streams.video:
+                raise DecodeError("no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            h, w = stream.codec_context.height, stream.codec_context.width
+            th, tw = short_side_size(h, w, min(short_side, min(h, w)))
+            for rgb in _scaled_frames(container, stream, th, tw):
+                Image.fromarray(rgb).save(tmp / FRAME_NAME.format(count + 1), quality=quality)
+                count += 1
+        if count == 0:
+            raise DecodeError("no frame decoded")
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
+        return count
+    except DecodeError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DecodeError(f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}") from err
+
+
+def _relative(rec: VideoRecord, root: Path | None, fmt: PrepareFormat) -> str:
+    path = rec.path if root is None else Path(os.path.relpath(rec.path, root))
+    return str(path.with_suffix(".mp4" if fmt == "mp4" else ""))
+
+
+def _job(args: tuple[Path, Path, int, int, int, int, PrepareFormat, int]) -> str | None:
+    src, dst, short_side, crf, gop, threads, fmt, quality = args
+    try:
+        if fmt == "frames":
+            extract_frames(src, dst, short_side=short_side, quality=quality)
+        else:
+            reencode(src, dst, short_side=short_side, crf=crf, gop=gop, threads=threads)
     except DecodeError as err:
         return str(err)
     return None
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files of a folder."""
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _write_shards(out: Path, staging: Path, rels: list[str], shards: int) -> tuple[list[Path], dict[str, str]]:
@@ -135,12 +216,27 @@ def prepare_dataset(
     gop: int = 16,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    fmt: PrepareFormat = "mp4",
+    quality: int = 90,
 ) -> PrepareReport:
-    """Re-encode every video of a list (see the module docstring); returns a ``PrepareReport``."""
+    """Re-encode every video of a list, or extract its frames (``fmt="frames"``; see the module docstring).
+
+    Raises:
+        ValueError: ``out`` is the dataset root, two sources would be written to one output, frame folders into
+            shards, or a bad ``fmt``, ``gop`` or ``quality``.
+    """
+    if fmt not in ("mp4", "frames"):
+        raise ValueError(f"format must be mp4 or frames, got {fmt!r}")
+    if fmt == "frames" and shards > 0:
+        raise ValueError("--shards packs video files; frame folders are written as folders (drop --shards)")
+    if gop < 1:
+        raise ValueError(f"--gop must be at least 1 (1 = every frame a keyframe), got {gop}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
     out = Path(out)
     records = read_annotations(list_file, root)
     root_path = Path(root) if root is not None else None
-    rels = [_relative(r, root_path) for r in records]
+    rels = [_relative(r, root_path, fmt) for r in records]
     if out.resolve() == (root_path or Path(".")).resolve():
         raise ValueError(f"--out {out} must differ from the dataset root, or the originals would be overwritten")
     sources: dict[str, Path] = {}  # output -> its one source, in list order
@@ -149,11 +245,11 @@ def prepare_dataset(
         if os.path.normpath(first) != os.path.normpath(rec.path):
             raise ValueError(
                 f"{list_file}: {first} and {rec.path} would both be written to {out / rel}; "
-                "rename one of them (prepare names outputs <path without extension>.mp4)"
+                "rename one of them (prepare names outputs by the path without its extension)"
             )
     threads = 1 if workers > 1 else 0
     dest = out / ".staging" if shards > 0 else out
-    jobs = [(src, dest / rel, short_side, crf, gop, threads) for rel, src in sources.items()]
+    jobs = [(src, dest / rel, short_side, crf, gop, threads, fmt, quality) for rel, src in sources.items()]
     per_output = Counter(rels)  # list lines per output, for progress
     results: list[str | None] = []
     with contextlib.ExitStack() as stack:
@@ -172,7 +268,7 @@ def prepare_dataset(
     report = PrepareReport(out / Path(list_file).name, len(done))
     report.failed = [(str(sources[rel]), why) for rel, why in outcome.items() if why is not None]
     report.bytes_in = sum(sources[rel].stat().st_size for rel in done)
-    report.bytes_out = sum((dest / rel).stat().st_size for rel in done)
+    report.bytes_out = sum(_size(dest / rel) for rel in done)
     names = {rel: rel for rel in done}
     if shards > 0 and done:
         report.shards, names = _write_shards(out, dest, done, min(shards, len(done)))
