@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "predict": {"clip", "data", "model", "protocols", "train"} | PLUMBING,
     "export": {"data", "model", "predict"} | PLUMBING,
     "bench": {"clip", "model"} | PLUMBING,
-    "demo": {"clip", "config", "data", "embedded", "model", "protocols", "train"} | PLUMBING,
+    "demo": {"clip", "config", "data", "embedded", "model", "predict", "protocols", "timeline", "train"} | PLUMBING,
     "timeline": {"clip", "data", "predict"} | PLUMBING,
     "commands": {
         "bench",

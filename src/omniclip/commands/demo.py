@@ -71,14 +71,24 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print()
     print("pair: prediction in the right twin pair (left/right, up/down, growing/shrinking, appearing/disappearing);")
     print("within pair: of those, the right member; frame averaging cannot tell twins apart (50% = coin toss).")
+    if result.long_video is not None:
+        from omniclip.demo.report import timeline_lines
+
+        lv = result.long_video
+        print()
+        print("\n".join(timeline_lines(lv.to_dict())))
+        video = lv.video
+        print(f"long video: {len(video.truth)} test clips, {video.duration:.0f} s, truth in {video.truth_csv};")
+        print("frame acc: share of its time points given the true class; mAP: true segments found (temporal IoU).")
     threads = torch.get_num_threads()
     print(f"total {result.seconds:.0f} s with {threads} torch thread{'s' if threads > 1 else ''}")
     if not args.no_predict:
         _predict(result.files["predict_video"], result.out)
     print("\noutputs:")
-    for name in ("table", "results", "figure", "data"):
+    for name in ("table", "results", "figure", "timeline", "data"):
         print(f"  {name:<8} {result.files[name]}")
     print(f"  runs     {result.out}/<protocol>/<model>/ (config.yaml, metrics.jsonl, checkpoints/, eval/)")
+    print(f"  timeline {result.files['long_video']}/ (long_video.mp4, truth.csv, <model>/report.html, timeline.json)")
     return 0
 
 

@@ -21,6 +21,29 @@ TEMPLATES = ("a video of a shape {}.",)  # the class names are motions ("moving 
 
 
 @dataclass(frozen=True)
+class LongVideoSpec:
+    """The closing timeline (``long_video.py``): how the long video is stitched and how the timeline reads it.
+
+    The window is one clip's duration; ``stride`` and ``min_length`` are in windows. Why these: ``long_video.py``.
+    """
+
+    segments: int = 24  # true segments, one test clip each; a multiple of the class count gives each class a share
+    stride: float = 0.25  # seconds between window starts, in windows
+    smooth: int = 3  # windows in the moving average (the timeline's default)
+    threshold: float = 0.5  # smallest smoothed probability that labels a window (the timeline's default)
+    min_length: float = 0.5  # shortest segment kept, in windows
+
+    def __post_init__(self) -> None:
+        if self.segments < 2:
+            raise ValueError(f"a long video needs at least 2 segments, got {self.segments}")
+        if not 0 < self.stride <= 1:
+            raise ValueError(f"stride must be in (0, 1] windows, got {self.stride}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Budget:
     """How much the demo computes: dataset size, clip length, batch and optimizer steps per run."""
 
@@ -33,11 +56,13 @@ class Budget:
     supervised_steps: int = 384  # optimizer steps of a supervised run (rounded to whole epochs)
     lr: float = 5e-3  # peak learning rate of every run
     text_context: int = 8  # learnable text context tokens (both models): the tiny CLIP never saw motion words
+    long_video: LongVideoSpec = field(default_factory=LongVideoSpec)  # the closing timeline
 
 
 BUDGETS: dict[str, Budget] = {
-    # The reduced mode of the tests: the default supervised runs with short few-shot runs, about 3 min on one core.
-    "test": Budget("test", few_shot_steps=16, supervised_steps=384),
+    # The reduced mode of the tests: the default supervised runs, short few-shot runs and a shorter long video;
+    # about 3 min on one core.
+    "test": Budget("test", few_shot_steps=16, supervised_steps=384, long_video=LongVideoSpec(segments=16)),
     # `make demo`: at most five minutes on two CPU cores, data generation included.
     "quick": Budget("quick"),
     # Longer runs on more data for better numbers.

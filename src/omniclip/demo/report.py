@@ -1,9 +1,12 @@
-"""The demo's results: accuracy per class group from the engine's confusion matrices, the table and the figure.
+"""The demo's results: accuracy per class group from the engine's confusion matrices, the table and the figures.
 
 Besides top-1 per group, two numbers separate what frame averaging can and cannot see: **pair** is the fraction of
 videos whose prediction lands in the right twin pair (e.g. {moving left, moving right}: the axis of motion, which
 single frames show), and **within pair** is the fraction of those that also get the member of the pair right (the
 direction, which only the order of frames shows; 50% is a coin toss).
+
+The closing timeline (``long_video.py``) gets one printed line per model and a figure of the true segments above
+each model's segments and per-time-point classes.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from omniclip.demo.dataset import GROUPS, TWINS
 from omniclip.files import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from omniclip.demo.long_video import LongVideoResult
 
 COLUMNS = ("all", *GROUPS, "pair", "within pair")
 
@@ -153,6 +159,74 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
     curves.set_ylabel("training loss (faint: per step; solid: moving average)")
     curves.set_title("training curves")
     curves.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, Path(out_png))
+
+
+def timeline_lines(result: dict[str, Any]) -> list[str]:
+    """One line per model from ``LongVideoResult.to_dict()``: frame-level accuracy and mAP at each IoU (in %)."""
+    lines = []
+    for m in result["models"]:
+        ious = "/".join(m["mAP"])
+        maps = "/".join(f"{100 * v:.1f}" for v in m["mAP"].values())
+        lines.append(f"timeline: {m['label']} frame acc {100 * m['frame_accuracy']:.1f} %, mAP@{ious} = {maps} %")
+    return lines
+
+
+# Twins share a hue (dark, light: tab20's pairs), so a wrong twin shows as the right colour in the wrong shade.
+def class_palette(count: int) -> list[Any]:
+    cmap = pyplot().get_cmap("tab20")
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(label, first, last + 1)`` of each run of equal values."""
+    cuts = np.flatnonzero(np.diff(labels)) + 1
+    bounds = [0, *cuts.tolist(), len(labels)]
+    return [(int(labels[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def plot_long_video(result: LongVideoResult, out_png: str | Path, title: str = "") -> Path:
+    """Lanes over time: the true segments, then per model its segments and its class at each time point, with the
+    time points it gets wrong marked below."""
+    plt = pyplot()
+    video, classes = result.video, result.models[0].timeline.classes if result.models else []
+    colors = class_palette(len(classes))
+    index = {c: i for i, c in enumerate(classes)}
+    lanes = 1 + 2 * len(result.models)
+    fig, ax = plt.subplots(figsize=(13, 1.6 + 0.55 * lanes))
+    names = ["truth"]
+    row = lanes - 1
+
+    def segments(segs: Sequence[Any], y: float) -> None:
+        for s in segs:
+            ax.broken_barh([(s.start, s.end - s.start)], (y, 0.7), facecolors=colors[index[s.label]], edgecolor="white")
+
+    segments(video.truth, row)
+    for m in result.models:
+        sc = m.scores
+        row -= 1
+        segments(m.timeline.segments, row)
+        names.append(f"{m.label}: segments\nmAP@0.5 {100 * sc.mean_ap.get(0.5, math.nan):.1f} %")
+        row -= 1
+        step = 1.0 / video.fps
+        for label, a, b in _runs(sc.predicted_at):
+            ax.broken_barh([(sc.times[a] - step / 2, (b - a) * step)], (row + 0.2, 0.5), facecolors=colors[label])
+        wrong = (sc.predicted_at != sc.truth_at) & (sc.truth_at >= 0)
+        for bad, a, b in _runs(wrong.astype(np.int64)):
+            if bad:
+                ax.broken_barh([(sc.times[a] - step / 2, (b - a) * step)], (row, 0.12), facecolors="black")
+        names.append(f"{m.label}: per time point\nframe acc {100 * sc.frame_accuracy:.1f} %")
+    for s in video.truth[1:]:
+        ax.axvline(s.start, color="#999999", linewidth=0.6, linestyle=":")
+    ax.set_yticks([lanes - 1 - r + 0.35 for r in range(lanes)], names, fontsize=8)
+    ax.set_ylim(-0.1, lanes)
+    ax.set_xlim(0, video.duration)
+    ax.set_xlabel("time (s); dotted: true boundaries; black ticks: time points whose class is wrong")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i]) for i in range(len(classes))]
+    ax.legend(handles, classes, fontsize=7, ncol=len(classes), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

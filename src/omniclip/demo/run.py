@@ -1,9 +1,11 @@
-"""``run_demo``: the dataset, zero-shot evaluation, few-shot and supervised training of OmniCLIP and frame averaging.
+"""``run_demo``: the dataset, zero-shot evaluation, few-shot and supervised training of OmniCLIP and frame averaging,
+and the timeline of a long video with both supervised models.
 
 Every step goes through the engine: the dataset is written by ``omniclip.data.synthetic``, training runs are
 ``omniclip.protocols.runners.run_protocol`` around ``omniclip.train.loop.train`` (what ``omniclip train`` runs), the
-zero-shot row is ``evaluate_protocol`` (what ``omniclip eval`` runs without a checkpoint). The demo reads the
-confusion matrices those write, and adds the table, the figure and ``results.json``.
+zero-shot row is ``evaluate_protocol`` (what ``omniclip eval`` runs without a checkpoint), the timelines are
+``omniclip.timeline`` (``long_video.py``). The demo reads the confusion matrices those write, and adds the table, the
+figures and ``results.json``.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from tqdm import tqdm
 from omniclip.clip.weights import resolve_source
 from omniclip.config import RunConfig
 from omniclip.demo.dataset import DemoDataset, ensure_dataset, num_videos
+from omniclip.demo.long_video import LongVideoResult, run_long_video
 from omniclip.demo.recipes import BUDGETS, RUNS, Budget, RunSpec, run_config, training_videos
 from omniclip.demo.report import (
     RunResult,
     format_table,
     group_metrics,
     plot_demo,
+    plot_long_video,
     read_confusion,
     read_curve,
+    timeline_lines,
 )
 from omniclip.dist import DistInfo, init_distributed
 from omniclip.embedded import EMBEDDED_CLIP
@@ -44,7 +49,10 @@ from omniclip.train.loop import TrainResult, build_train_model, train
 
 log = logging.getLogger(__name__)
 
+LONG_VIDEO = "timeline"  # folder of the long video, its truth and each model's timeline files
 PREDICT_VIDEO = "videos/test/appearing_0000.mp4"  # the test video `omniclip demo` ends with
+# The supervised runs whose timelines of the long video are scored: (run folder, name in the printed lines).
+TIMELINE_RUNS = (("supervised/omniclip", "OmniCLIP"), ("supervised/frame_average", "frame average"))
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,9 @@ class DemoResult:
     budget: Budget
     runs: list[RunResult] = field(default_factory=list)
     table: str = ""
-    files: dict[str, Path] = field(default_factory=dict)  # results.json, results.md, demo.png, data
+    files: dict[str, Path] = field(default_factory=dict)  # results.json, results.md, demo.png, timeline.png, data
     seconds: float = 0.0
+    long_video: LongVideoResult | None = None  # the closing timeline
 
 
 class _Fit:
@@ -153,14 +162,15 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
     resolve_source(options.clip)  # a missing CLIP fails before any work
     start, out = time.perf_counter(), Path(options.out)
     result = DemoResult(out=out, budget=budget)
-    say(f"[1/{len(RUNS) + 2}] dataset")
+    stages = len(RUNS) + 3
+    say(f"[1/{stages}] dataset")
     bench = write_dataset(out, budget, say)
     dist = init_distributed("auto")
     for i, run in enumerate(RUNS, start=2):
         cfg = run_config(
             budget, run, data_root=str(bench.root), clip=options.clip, seed=options.seed, steps=options.steps
         )
-        say(f"[{i}/{len(RUNS) + 2}] {run.protocol.replace('_', '-')}: {run.label} -> {out / run.name}")
+        say(f"[{i}/{stages}] {run.protocol.replace('_', '-')}: {run.label} -> {out / run.name}")
         row = measure_run(run, cfg, out / run.name, budget, dist)
         result.runs.append(row)
         m = row.metrics
@@ -168,14 +178,21 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
             f"      top-1 {m['all']:.1f}%  (direction {m['direction']:.1f}, scale {m['scale']:.1f}, "
             f"order {m['order']:.1f}; within pair {m['within pair']:.1f})  {row.seconds:.0f} s"
         )
-    say(f"[{len(RUNS) + 2}/{len(RUNS) + 2}] report")
+    spec = budget.long_video
+    say(f"[{stages - 1}/{stages}] timeline of a long video of {spec.segments} test clips -> {out / LONG_VIDEO}")
+    runs = [(name, label, out / name) for name, label in TIMELINE_RUNS]
+    result.long_video = run_long_video(bench, spec, out / LONG_VIDEO, runs, options.seed)
+    for line in timeline_lines(result.long_video.to_dict()):
+        say(f"      {line}")
+    say(f"[{stages}/{stages}] report")
     result.seconds = time.perf_counter() - start
     write_outputs(result, options, bench)
     return result
 
 
 def write_outputs(result: DemoResult, options: DemoOptions, bench: DemoDataset) -> None:
-    """``results.md`` (the table), ``results.json`` (everything) and ``demo.png`` (bars and curves)."""
+    """``results.md`` (the table), ``results.json`` (everything), ``demo.png`` (bars and curves) and
+    ``timeline.png`` (the long video's true segments and both models')."""
     out, budget = result.out, result.budget
     result.table = format_table(result.runs, budget.shots)
     title = f"omniclip demo: budget {budget.name}, seed {options.seed}, CLIP {options.clip}, T={budget.num_frames}"
@@ -183,12 +200,22 @@ def write_outputs(result: DemoResult, options: DemoOptions, bench: DemoDataset) 
         "table": out / "results.md",
         "results": out / "results.json",
         "figure": out / "demo.png",
+        "timeline": out / "timeline.png",
+        "long_video": out / LONG_VIDEO,
         "data": bench.root,
         "predict_video": bench.root / PREDICT_VIDEO,
     }
     write_text(files["table"], result.table + "\n")
     write_json(files["results"], _summary(result, options))
     plot_demo(result.runs, files["figure"], title)
+    if result.long_video is not None:
+        lv = result.long_video
+        plot_long_video(
+            lv,
+            files["timeline"],
+            f"omniclip demo: timeline of {lv.video.path.name} ({len(lv.video.truth)} test clips, "
+            f"{lv.video.duration:.0f} s), seed {options.seed}",
+        )
     result.files = files
 
 
@@ -205,6 +232,7 @@ def _summary(result: DemoResult, options: DemoOptions) -> dict[str, Any]:
         "lr": budget.lr,
         "dataset": budget.dataset.to_dict(),
         "runs": [r.to_dict() for r in result.runs],
+        "timeline": result.long_video.to_dict() if result.long_video is not None else None,
         "seconds": result.seconds,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
