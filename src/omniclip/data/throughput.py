@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -148,7 +149,8 @@ def _frames_decoded(wanted: list[int], keys: list[int] | None) -> int:
 
 def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], float]:
     """Decode-only frames/s of one file (one thread), its frame count, keyframe positions in display order, and the
-    milliseconds of converting a frame to RGB at ``short_side`` as the reader does."""
+    milliseconds of converting a frame to RGB at ``short_side`` as the reader does (best cases: the faster of two
+    decoding passes, the fastest of 16 conversions)."""
     source, _ = decode.file_source(path)
     with decode.open_input(source) as container:
         stream = container.streams.video[0]
@@ -160,15 +162,17 @@ def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], flo
     order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
     keys = [pos for pos, i in enumerate(order) if flags[i]] or [0]
     picked = set(range(0, len(stamps), max(1, len(stamps) // 16))[:16])  # frames kept to time their conversion
-    sample, count = [], 0
-    source, _ = decode.file_source(path)
-    with decode.open_input(source) as container:
-        stream = container.streams.video[0]
-        start = time.perf_counter()
-        for count, frame in enumerate(container.decode(stream), start=1):
-            if count - 1 in picked:
-                sample.append(frame)
-        seconds = time.perf_counter() - start
+    sample: list = []
+    count, seconds = 0, math.inf
+    for _ in range(2):  # the faster of two passes: a limit is a best case, and other work shares the CPU
+        source, _ = decode.file_source(path)
+        with decode.open_input(source) as container:
+            stream = container.streams.video[0]
+            start = time.perf_counter()
+            for count, frame in enumerate(container.decode(stream), start=1):
+                if count - 1 in picked and len(sample) < len(picked):
+                    sample.append(frame)
+            seconds = min(seconds, time.perf_counter() - start)
     if not sample:
         raise decode.DecodeError(f"{path}: no frame decoded")
     h, w = sample[0].height, sample[0].width
@@ -181,21 +185,25 @@ def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], flo
         else:
             frame.reformat(width=tw, height=th, format="rgb24", interpolation="BILINEAR").to_ndarray()
         times.append(time.perf_counter() - start)
-    ms = statistics.median(times[1:]) * 1000
+    ms = min(times[1:]) * 1000
     return count / max(seconds, 1e-9), count, keys, ms
 
 
 def _image_rate(folder: Path) -> tuple[float, int, None, float]:
-    """Images read as RGB per second from a frame folder (up to 16 of them), and its frame count."""
+    """Images read as RGB per second from a frame folder (up to 16 of them, the faster of two passes), and its frame
+    count."""
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in decode.IMAGE_SUFFIXES)
     sample = files[:: max(1, len(files) // 16)][:16]
-    start = time.perf_counter()
-    for f in sample:
-        with Image.open(f) as img:
-            np.asarray(img.convert("RGB"))
-    return len(sample) / max(time.perf_counter() - start, 1e-9), len(files), None, 0.0
+    seconds = math.inf
+    for _ in range(2):  # the faster of two passes, as for videos
+        start = time.perf_counter()
+        for f in sample:
+            with Image.open(f) as img:
+                np.asarray(img.convert("RGB"))
+        seconds = min(seconds, time.perf_counter() - start)
+    return len(sample) / max(seconds, 1e-9), len(files), None, 0.0
 
 
 def bench_records(
