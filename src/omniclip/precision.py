@@ -10,15 +10,15 @@ in bf16 halves their memory and lets the frozen matmuls run in bf16 without auto
 (PROTOCOLS.md "Compute figures"). The adapters, gates and the optimizer keep fp32; PTA and SPG cast their input to
 their own dtype and their output back, so the two precisions meet only at the branch boundaries.
 
-What ``auto`` picks, from measurements (docs/benchmarks.md "Precision"):
+What ``auto`` picks, from measurements (docs/benchmarks.md "Precision, compilation and the training loop"):
 
 - a GPU: bf16 autocast where it supports bf16, frozen weights as loaded, ``torch.compile`` of the image encoder;
 - a CPU with AMX bf16 units (Intel Sapphire Rapids and later): frozen weights in bf16 and no autocast, when the image
-  tower is at least ``CPU_BF16_MIN_WIDTH`` wide. There bf16 frozen weights trained 1.4x and inferred 1.9x faster
-  than fp32 (width 192), while autocast's per-op casts cost more than they save (autocast alone: 1.2x / 1.8x);
-  narrower towers ran slower in bf16 (width 64: 0.7x training, 0.9x inference);
-- any other CPU: fp32. Without AMX, bf16 ran at 0.6x fp32 speed with AVX512-BF16 and 0.3x without it (and 10x
-  slower for OmniCLIP training on an AMD EPYC without native bf16). No compilation on a CPU (not faster, ~20 s).
+  tower is at least ``CPU_BF16_MIN_WIDTH`` wide. There bf16 frozen weights inferred 1.9x and trained 1.2x as fast
+  as fp32 (width 192; width 128: 1.35x and 1.05x); autocast was no faster (1.9x / 1.1x) and both together slower
+  than bf16 weights alone; at width 64 bf16 trained at 0.7x fp32 speed;
+- any other CPU: fp32. Without AMX, bf16 ran at 0.7-0.8x fp32 speed with AVX512-BF16 and 0.3-0.4x without it (and
+  OmniCLIP trained 10x slower in bf16 on an AMD EPYC). No compilation on a CPU (not faster; 20 s to minutes).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def _native_bf16(device: torch.device, width: int | None) -> tuple[bool, str]:
     units = cpu_bf16_units()
     if units != "amx":
         if units == "avx512_bf16":
-            return False, "this CPU has AVX512-BF16 but no AMX (bf16 measured 0.6x fp32 speed without AMX)"
-        return False, "this CPU has no native bf16 (bf16 measured 3x to 10x slower than fp32)"
+            return False, "this CPU has AVX512-BF16 but no AMX (bf16 measured 0.7x to 0.8x fp32 speed without AMX)"
+        return False, "this CPU has no native bf16 (bf16 measured 2.5x to 10x slower than fp32)"
     if width is not None and width < CPU_BF16_MIN_WIDTH:
         return False, (
             f"the image tower is {width} wide, under {CPU_BF16_MIN_WIDTH}: bf16 measured slower there even with AMX"
@@ -197,7 +197,7 @@ def resolve_precision(
     if compile == "auto":
         compiled = device.type == "cuda"
         _decide("compile", "torch.compile of the image encoder on the GPU" if compiled else
-                "no torch.compile on the CPU: not faster there, and about 20 s to compile")  # fmt: skip
+                "no torch.compile on the CPU: not faster there, and 20 s to minutes to compile")  # fmt: skip
     else:
         compiled = compile in (True, "on")
     return Precision(amp=dtype, frozen=frozen, compile=compiled)
