@@ -254,3 +254,17 @@ def test_a_compiled_encoder_trains_like_the_eager_one(tiny_clip_file, frame_fold
     assert getattr(result.model.clip.visual, "_compiled_call_impl", None) is not None
     losses = [r["loss"] for r in read_metrics(tmp_path / "run", "train")]
     assert losses == pytest.approx(GOLDEN_LOSSES[:2], abs=1e-4), losses
+
+
+def test_evaluation_runs_in_the_configured_precision(tiny_clip_file, synthetic, tmp_path) -> None:
+    from omniclip.protocols.runners import evaluate_protocol
+
+    cpu = torch.device("cpu")
+    cfg = _cfg(tiny_clip_file, synthetic, "train.frozen_dtype=bf16")
+    model = build_train_model(cfg, cpu).eval()
+    bf16 = evaluate_protocol(cfg, model, tmp_path / "bf16", device=cpu)
+    assert all((p.dtype == torch.float32) == p.requires_grad for p in model.parameters())
+    fresh = build_train_model(cfg, cpu).eval()
+    fp32 = evaluate_protocol(_cfg(tiny_clip_file, synthetic), fresh, tmp_path / "fp32", device=cpu)
+    assert {p.dtype for p in fresh.parameters()} == {torch.float32}  # smoke.yaml: fp32
+    assert bf16["summary"]["num_scored"]["mean"] == fp32["summary"]["num_scored"]["mean"] > 0
