@@ -123,7 +123,8 @@ def run_overrides(
         "eval": {"batch_size": 32},
         "protocol": {"name": run.protocol, "shots": budget.shots, "seeds": [seed]},
     }
-    raw["train"] = {"seed": seed}
+    # fp32 on every machine: bf16 is native on some CPUs and 10x slower on others, and the demo's numbers must compare
+    raw["train"] = {"seed": seed, "amp": "off", "frozen_dtype": "fp32", "compile": False}
     if run.protocol != "zero_shot":
         default = budget.few_shot_steps if run.protocol == "few_shot" else budget.supervised_steps
         epochs = epochs_for(budget, run.protocol, steps if steps is not None else default)
