@@ -244,9 +244,9 @@ WITHIN_PAIR_MARGIN = 25.0
 GROUP_MARGIN = {"order": 30.0, "scale": 30.0, "direction": 25.0}
 FRAME_AVERAGE_WITHIN_PAIR = (35.0, 70.0)
 # The closing timeline of the reduced mode (16 test clips), seeds 0-4, 2-core CPU, 2026-12-01 (docs/demo.md): OmniCLIP
-# minus frame average was +16.1 to +29.1 points of frame-level accuracy (OmniCLIP 39.3-57.4 %, frame average
-# 14.0-28.3 %) and +15.6 to +52.1 points of mAP at temporal IoU 0.5 (21.9-52.1 % against 0-6.2 %); seed 0, the one
-# tested, is the closest on both. Checkpoints of an earlier training loop gave +12.9 to +41.9 and +31.3 to +50.0.
+# minus frame average was +18.4 to +30.6 points of frame-level accuracy (OmniCLIP 46.0-55.5 %, frame average
+# 15.4-34.2 %) and +15.6 to +59.4 points of mAP at temporal IoU 0.5 (21.9-59.4 % against 0-6.2 %); seed 0, the one
+# tested, is the closest on mAP.
 TIMELINE_FRAME_ACCURACY_MARGIN = 0.10
 TIMELINE_MAP50_MARGIN = 0.10
 

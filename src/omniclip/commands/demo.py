@@ -88,7 +88,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     for name in ("table", "results", "figure", "timeline", "data"):
         print(f"  {name:<8} {result.files[name]}")
     print(f"  runs     {result.out}/<protocol>/<model>/ (config.yaml, metrics.jsonl, checkpoints/, eval/)")
-    print(f"  timeline {result.files['long_video']}/ (long_video.mp4, truth.csv, <model>/report.html, timeline.json)")
+    print(f"  video    {result.files['long_video']}/ (long_video.mp4, truth.csv, <model>/report.html, timeline.json)")
     return 0
 
 
