@@ -243,12 +243,11 @@ def test_timeline_lines_give_frame_accuracy_and_map_per_model() -> None:
 WITHIN_PAIR_MARGIN = 25.0
 GROUP_MARGIN = {"order": 30.0, "scale": 30.0, "direction": 25.0}
 FRAME_AVERAGE_WITHIN_PAIR = (35.0, 70.0)
-# The closing timeline of the reduced mode (16 test clips), seeds 0-4, 2-core CPU, 2026-12-01 (docs/demo.md): OmniCLIP
-# minus frame average was +18.4 to +30.6 points of frame-level accuracy (OmniCLIP 46.0-55.5 %, frame average
-# 15.4-34.2 %) and +15.6 to +59.4 points of mAP at temporal IoU 0.5 (21.9-59.4 % against 0-6.2 %); seed 0, the one
-# tested, is the closest on mAP.
+# The timeline of the reduced mode (16 test clips), seeds 0-4, 2-core CPU, 2026-12-01 (docs/demo.md): OmniCLIP minus
+# frame average was +13.2 to +37.2 points of frame-level accuracy (OmniCLIP 43.0-52.6 %, frame average 15.4-34.2 %) and
+# +37.5 to +45.8 points of mAP at temporal IoU 0.5 (37.5-45.8 % against 0 %). The test runs seed 0 (+32.0 and +45.8).
 TIMELINE_FRAME_ACCURACY_MARGIN = 0.10
-TIMELINE_MAP50_MARGIN = 0.10
+TIMELINE_MAP50_MARGIN = 0.25
 
 
 @pytest.mark.slow
