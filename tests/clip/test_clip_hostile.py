@@ -47,32 +47,11 @@ class _FileWritingNorm(nn.LayerNorm):
         self.weight = self.weight + written[:0].sum()  # uses the write, so TorchScript keeps it; adds 0
 
 
-class _Archive(nn.Module):
-    """OpenAI's archive layout (their state dict and scalar buffers) around a CLIP."""
-
-    def __init__(self, clip: nn.Module) -> None:
-        super().__init__()
-        for name, child in clip.named_children():
-            setattr(self, name, child)
-        for name in ("positional_embedding", "text_projection", "logit_scale"):
-            setattr(self, name, getattr(clip, name))
-        self.clip = [clip]  # a plain list: not registered, so no duplicate keys
-        self.register_buffer("input_resolution", torch.tensor(clip.cfg.vision.image_size))
-        self.register_buffer("context_length", torch.tensor(clip.cfg.text.context_length))
-        self.register_buffer("vocab_size", torch.tensor(clip.cfg.text.vocab_size))
-
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip[0](pixels, tokens)[0]
-
-
-def _file_writing_archive(clip: nn.Module, path: Path, target: Path) -> Path:
+def _file_writing_archive(clip: nn.Module, path: Path, target: Path, trace) -> Path:
     """A complete, valid tiny-CLIP TorchScript archive whose final LayerNorm writes ``target`` when loaded."""
     clip = copy.deepcopy(clip)
     clip.ln_final = _FileWritingNorm(clip.ln_final, str(target))
-    size = clip.cfg.vision.image_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.trace(_Archive(clip), (torch.randn(1, 3, size, size), torch.ones(1, 77).long())).save(str(path))
+    trace(clip).save(str(path))
     assert not target.exists()
     return path
 
@@ -105,10 +84,10 @@ def _refused_everywhere(path: Path, video: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_setstate_archive_runs_under_jit_load_but_never_here(
-    tmp_path: Path, tiny_clip, video: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_clip, trace_openai_archive, video: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "written-on-load"
-    path = _file_writing_archive(tiny_clip, tmp_path / "ViT-B-16.pt", target)
+    path = _file_writing_archive(tiny_clip, tmp_path / "ViT-B-16.pt", target, trace_openai_archive)
     sd = _jit_load(path)  # what the file does to a careless loader: a working CLIP, and a file written
     assert target.read_bytes() == b"XXXX" and "ln_final.weight" in sd and "transformer.resblocks.1.ln_2.bias" in sd
     target.unlink()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import zipfile
@@ -166,29 +165,11 @@ def test_openclip_hub_folder_quick_gelu(saved, tmp_path: Path) -> None:
     assert load_clip(hub, activation="gelu").load_report.activation_from == "activation argument"
 
 
-class _Archive(torch.nn.Module):
-    """A module whose state dict is laid out as OpenAI's released TorchScript archives are."""
-
-    def __init__(self, clip: CLIP) -> None:
-        super().__init__()
-        for name, child in clip.named_children():
-            setattr(self, name, child)
-        for name in ("positional_embedding", "text_projection", "logit_scale"):
-            setattr(self, name, getattr(clip, name))
-        self.clip = [clip]  # a plain list: not registered, so no duplicate keys
-        self.register_buffer("input_resolution", torch.tensor(clip.cfg.vision.image_size))
-        self.register_buffer("context_length", torch.tensor(clip.cfg.text.context_length))
-        self.register_buffer("vocab_size", torch.tensor(clip.cfg.text.vocab_size))
-
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip[0](pixels, tokens)[0]
-
-
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
-def test_torchscript_archive(saved, tmp_path: Path) -> None:
+def test_torchscript_archive(saved, trace_openai_archive, tmp_path: Path) -> None:
     hf, folder = saved["p16-quick-smallvocab"]
     ours = load_clip(folder)
-    archive = torch.jit.trace(_Archive(copy.deepcopy(ours)), (torch.randn(1, 3, 48, 48), torch.ones(1, 77).long()))
+    archive = trace_openai_archive(ours)
     archive.save(str(tmp_path / "ViT-T-16.pt"))
     keys = set(torch.jit.load(str(tmp_path / "ViT-T-16.pt")).state_dict())
     assert keys == set(ours.state_dict()) | set(OPENAI_EXTRAS)

@@ -232,37 +232,9 @@ def test_torchscript_reader_equals_jit_load(tmp_path: Path) -> None:
     assert ours["tail.weight"].data_ptr() == ours["head.weight"].data_ptr()
 
 
-class _OpenAIArchive(nn.Module):
-    """A module laid out as OpenAI's released TorchScript archives are (their state dict, scalar buffers)."""
-
-    def __init__(self, clip: nn.Module) -> None:
-        super().__init__()
-        for name, child in clip.named_children():
-            setattr(self, name, child)
-        for name in ("positional_embedding", "text_projection", "logit_scale"):
-            setattr(self, name, getattr(clip, name))
-        self.clip = [clip]  # a plain list: not registered, so no duplicate keys
-        self.register_buffer("input_resolution", torch.tensor(clip.cfg.vision.image_size))
-        self.register_buffer("context_length", torch.tensor(clip.cfg.text.context_length))
-        self.register_buffer("vocab_size", torch.tensor(clip.cfg.text.vocab_size))
-
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip[0](pixels, tokens)[0]
-
-
-def openai_archive(clip: nn.Module, path: Path) -> Path:
-    """``clip`` traced and saved as an fp16 TorchScript archive, as OpenAI released ViT-B-16.pt."""
-    size = clip.cfg.vision.image_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        inputs = (torch.randn(1, 3, size, size), torch.ones(1, 77).long())
-        archive = torch.jit.trace(_OpenAIArchive(copy.deepcopy(clip)), inputs)
-    archive.half().save(str(path))
-    return path
-
-
-def test_openai_torchscript_archive(tmp_path: Path, tiny_clip, monkeypatch) -> None:
-    path = openai_archive(tiny_clip, tmp_path / "ViT-T-8.pt")
+def test_openai_torchscript_archive(tmp_path: Path, tiny_clip, trace_openai_archive, monkeypatch) -> None:
+    path = tmp_path / "ViT-T-8.pt"
+    trace_openai_archive(copy.deepcopy(tiny_clip)).half().save(str(path))  # fp16, as OpenAI released ViT-B-16.pt
     ours = read_torchscript(path)
     _assert_same_tensors(ours, _jit_state_dict(path))
     assert ours["visual.conv1.weight"].dtype == torch.float16 and ours["input_resolution"].item() == 32
