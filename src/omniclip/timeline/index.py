@@ -327,6 +327,8 @@ def merge_index(index: Path, record: ModelRecord, failed: Sequence[tuple[str, st
 
     shards = []
     for path in sorted((index / SHARDS).glob("*.safetensors")):
+        if path.name.startswith("."):  # a writer's temporary file, not a shard yet
+            continue
         meta = shard_meta(path)
         if meta is not None and meta.get("fingerprint") == record.fingerprint:
             shards.append((meta, path))
