@@ -52,6 +52,47 @@ def test_data_seeking_and_decoding_through_agree(index_videos, seek_gap: int) ->
     np.testing.assert_array_equal(got, read_frames(path, [59, 0, 31, 30, 45, 12]))
 
 
+def _plain_pyav(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """Every frame converted as PyAV does it without a kept scaler: ``to_ndarray`` or ``reformat`` per frame."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            if size is None:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            else:
+                rgb = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BILINEAR")
+                frames.append(rgb.to_ndarray())
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("short_side", [None, 30])
+def test_data_one_scaler_per_video_gives_the_plain_pyav_pixels(tmp_path: Path, monkeypatch, short_side) -> None:
+    import av.video.reformatter
+
+    # A smooth colour gradient with noise, 48 x 80: every pixel and both chroma planes matter, width != height.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:80]
+    base = np.stack([xx * 3, yy * 5, (xx + yy) * 2], axis=-1)
+    frames = [(base + rng.integers(0, 40, base.shape) + 7 * t) % 256 for t in range(20)]
+    path = write_video(tmp_path / "gradient.mp4", np.asarray(frames, dtype=np.uint8), gop=6)
+    built = []
+    real = av.video.reformatter.VideoReformatter
+
+    def counting():
+        built.append(real())
+        return built[-1]
+
+    monkeypatch.setattr(av.video.reformatter, "VideoReformatter", counting)
+    with PyAVReader(path) as video:
+        got = video.read([19, 0, 3, 3, 12, 7, 18], short_side=short_side)
+        assert len(built) == 1  # one swscale context for the whole video, not one per frame
+    size = None if short_side is None else (30, 50)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got, _plain_pyav(path, size)[[19, 0, 3, 3, 12, 7, 18]])
+
+
 def test_data_variable_frame_rate_indexes_presentation_order(index_videos) -> None:
     info = probe(index_videos["vfr"])
     assert info.num_frames == 30

@@ -346,6 +346,7 @@ class PyAVReader(ReaderBase):
         self.threads = threads
         self._cache = INDEX_CACHE if index_cache is None else index_cache
         self._size: tuple[int, int] | None = None
+        self._scaler: Any = None  # one swscale context for every frame of this video (see ``_convert``)
         self._src, key = file_source(self.path)
         self._open()
         try:
@@ -440,10 +441,16 @@ class PyAVReader(ReaderBase):
             raise DecodeError(f"decoding failed: {_why(err)}") from err
 
     def _convert(self, frame) -> np.ndarray:
+        # ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, which
+        # costs more than the conversion itself; one reformatter per video keeps it (same call, same pixels).
+        if self._scaler is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._scaler = VideoReformatter()
         if self._size is None:
-            return frame.to_ndarray(format="rgb24")
+            return self._scaler.reformat(frame, format="rgb24", interpolation="BILINEAR").to_ndarray()
         h, w = self._size
-        return frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        return self._scaler.reformat(frame, width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
 
     def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
         position: dict[int | None, int] = {p: i for i, p in enumerate(self._pts)}
