@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from omniclip.data.loader import prefetch
 from omniclip.data.transforms import normalize
 from omniclip.dist import all_gather_object, get_world_size
 from omniclip.precision import autocast
@@ -119,14 +120,19 @@ def score_loader(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[Scores, list[tuple[int, str]]]:
-    """This rank's ``{index: (label, probabilities)}`` and ``(index, error)`` failures, model in eval mode."""
+    """This rank's ``{index: (label, probabilities)}`` and ``(index, error)`` failures, model in eval mode.
+
+    A ``DataLoader`` without worker processes is read through ``prefetch``, as training does: a thread decodes the
+    next batches while the model scores this one (same batches, same order; a loader error is raised at its batch).
+    """
     was_training = model.training
     model.eval()
     scores: Scores = {}
     failed: list[tuple[int, str]] = []
     amp = autocast(device, amp_dtype)
+    batches = prefetch(loader) if getattr(loader, "num_workers", None) == 0 else iter(loader)
     try:
-        for batch in loader:
+        for batch in batches:
             failed.extend((int(i), str(err)) for i, err in batch.get("failed", []))
             video = batch.get("video")
             if video is None or video.shape[0] == 0:
@@ -139,6 +145,9 @@ def score_loader(
                     raise RuntimeError(f"video index {i} was scored twice on one rank; the sampler repeats indices")
                 scores[int(i)] = (int(label), p)
     finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops the prefetch thread now when scoring fails, not when the traceback is collected
         model.train(was_training)
     return scores, failed
 
