@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 import traceback
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from omniclip.files import writable_dir
+
+N = typing.TypeVar("N", int, float)
 
 # Each module defines ``register(subparsers)``; its parsers set ``func(args) -> int``.
 COMMAND_MODULES: list[str] = [
@@ -44,24 +48,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """``type=`` of integer flags that count something: 1 or more."""
-    return _int_at_least(text, 1)
+def number_type(cast: Callable[[str], N], ok: Callable[[N], bool], expects: str, must: str) -> Callable[[str], N]:
+    """A ``type=`` for flags taking a number: ``cast(text)`` that ``ok`` accepts; errors say what it ``expects``
+    (when ``cast`` fails) and what the value ``must`` be."""
+
+    def parse(text: str) -> N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {expects}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """``type=`` of integer flags where 0 means none or off (seeds, shards, warmup steps)."""
-    return _int_at_least(text, 0)
-
-
-def _int_at_least(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
+positive_int = number_type(int, lambda v: v >= 1, "an integer", ">= 1")  # flags that count something
+non_negative_int = number_type(int, lambda v: v >= 0, "an integer", ">= 0")  # 0 means none or off (seeds, shards)
+positive_seconds = number_type(float, lambda v: math.isfinite(v) and v > 0, "a number of seconds", "above 0")
+non_negative_seconds = number_type(float, lambda v: math.isfinite(v) and v >= 0, "a number of seconds", ">= 0")
+fraction = number_type(float, lambda v: 0 <= v < 1, "a fraction such as 0.2", "in [0, 1)")  # held-out shares
+probability = number_type(float, lambda v: 0 <= v <= 1, "a probability between 0 and 1", "between 0 and 1")
 
 
 def writable_file(path: str | Path, what: str = "output file") -> Path:

@@ -21,34 +21,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omniclip.cli import non_negative_int, positive_int, writable_file
+from omniclip.cli import fraction, non_negative_int, number_type, positive_int, writable_file
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.files import writable_dir, write_json
 
-
-def _root_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", type=Path, default=None, help="dataset root the list's paths are relative to")
-    p.add_argument("--format", dest="fmt", default="auto", choices=["auto", "video", "rawframes", "csv"])
-    p.add_argument("--allow-outside-root", action="store_true", help="accept absolute and '..' paths")
-
-
-def jpeg_quality(text: str) -> int:
-    """``--quality``: a JPEG quality, 1 to 100."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects an integer from 1 to 100, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
-    return value
-
-
-def crf(text: str) -> int:
-    """``--crf``: H.264's constant rate factor, 0 to 51."""
-    value = non_negative_int(text)
-    if value > 51:
-        raise argparse.ArgumentTypeError(f"must be in 0..51 (H.264), got {value}")
-    return value
+jpeg_quality = number_type(int, lambda v: 1 <= v <= 100, "an integer from 1 to 100", "from 1 to 100")  # --quality
+crf = number_type(int, lambda v: 0 <= v <= 51, "an integer", "in 0..51 (H.264)")  # H.264's constant rate factor
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -168,17 +146,6 @@ def _folder_splits(args: argparse.Namespace) -> int:
     return 0
 
 
-def fraction(text: str) -> float:
-    """``type=`` of the held-out fractions: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a fraction such as 0.2, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
 def _register_splits(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("splits", help="write few-shot, zero-shot, base-to-novel and class-folder split files")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -228,7 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the data subcommands."""
     p = sub.add_parser("verify", help="find unreadable videos in an annotation list")
     p.add_argument("list", type=Path)
-    _root_args(p)
+    p.add_argument("--root", type=Path, default=None, help="dataset root the list's paths are relative to")
+    p.add_argument("--format", dest="fmt", default="auto", choices=["auto", "video", "rawframes", "csv"])
+    p.add_argument("--allow-outside-root", action="store_true", help="accept absolute and '..' paths")
     p.add_argument("--workers", type=positive_int, default=1, help="processes checking videos (default 1)")
     p.add_argument("--decoder", default="pyav", choices=["pyav", "opencv", "decord"])
     p.add_argument("--mode", default="quick", choices=["quick", "full"], help="quick: 3 frames; full: every frame")

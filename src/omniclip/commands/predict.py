@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from omniclip.cli import positive_int
 from omniclip.files import writable_dir
@@ -64,24 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--clip", metavar="SOURCE", help="CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)"
-    )
-    src.add_argument(
-        "--checkpoint", metavar="CKPT", help="trained run directory, checkpoint folder or model.safetensors"
-    )
-    names = p.add_mutually_exclusive_group()
-    names.add_argument("--classes", help='comma-separated class names, e.g. "archery,juggling"')
-    names.add_argument("--classes-file", type=Path, metavar="F", help="class names: one per line, or an id,name CSV")
+    source_options(p)
+    class_options(p, "archery,juggling")
     p.add_argument(
         "--templates",
         action="append",
         metavar="T",
         help='text template such as "a video of a person {}." (repeat to average several; default: the model\'s)',
     )
-    p.add_argument("--frames", type=positive_int, default=None, help="frames per clip T (CLIP weights: default 8)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    frames_option(p, "clip")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument(
         "--allow-other-backbone",
         action="store_true",
@@ -95,31 +87,65 @@ def _precision_flag(p: argparse.ArgumentParser, default: str, help: str) -> None
     p.add_argument("--precision", choices=PRECISION_NAMES, default=default, help=help)
 
 
-def _classes(args: argparse.Namespace) -> list[str] | None:
+# The model and class options of predict, export, timeline, index and search, and reading them back.
+DEVICE_HELP = "cpu, cuda, cuda:1 ... (default cpu)"
+
+
+def source_options(
+    p: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    metavars: tuple[str, str] = ("SOURCE", "CKPT"),
+    run="directory",
+) -> None:
+    """``--clip`` or ``--checkpoint``: where the model comes from."""
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument(
+        "--clip", metavar=metavars[0], help="CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)"
+    )
+    src.add_argument(
+        "--checkpoint", metavar=metavars[1], help=f"trained run {run}, checkpoint folder or model.safetensors"
+    )
+
+
+def frames_option(p: argparse.ArgumentParser, per: str) -> None:
+    p.add_argument("--frames", type=positive_int, default=None, help=f"frames per {per} T (CLIP weights: default 8)")
+
+
+def class_options(p: argparse.ArgumentParser, example: str) -> None:
+    """``--classes`` or ``--classes-file``; ``example`` shows names for --classes."""
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--classes", help=f'comma-separated class names, e.g. "{example}"')
+    names.add_argument("--classes-file", type=Path, metavar="F", help="class names: one per line, or an id,name CSV")
+
+
+def classes_from_args(args: argparse.Namespace, example: str) -> list[str] | None:
+    """The names of --classes or --classes-file; None when neither is given (the checkpoint's classes)."""
     if args.classes is not None:
         names = [c.strip() for c in args.classes.split(",")]
         if not any(names):
-            raise ValueError("--classes is empty; give names such as --classes 'archery,juggling'")
+            raise ValueError(f"--classes is empty; give names such as --classes '{example}'")
         return names
     if args.classes_file is not None:
         from omniclip.data.records import read_class_names
 
-        return read_class_names(args.classes_file)
+        names = read_class_names(args.classes_file)
+        if not names:
+            raise ValueError(f"--classes-file {args.classes_file} names no class")
+        return names
     return None
 
 
-def _load(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace, device: str, **options: Any):
+    """The classifier of --clip or --checkpoint and --frames on ``device`` (``options`` go to ``load_model``)."""
     from omniclip.predict import SourceKind, load_model
 
     kind: SourceKind = "checkpoint" if args.checkpoint else "clip"
-    return load_model(
-        args.checkpoint or args.clip,
-        device=args.device,
-        num_frames=args.frames,
-        kind=kind,
-        allow_other_backbone=args.allow_other_backbone,
-        precision=args.precision,
-    )
+    return load_model(args.checkpoint or args.clip, device=device, num_frames=args.frames, kind=kind, **options)
+
+
+def _load(args: argparse.Namespace):
+    return load_from_args(args, args.device, allow_other_backbone=args.allow_other_backbone, precision=args.precision)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -128,7 +154,7 @@ def run_predict(args: argparse.Namespace) -> int:
     videos = video_files(args.videos)  # missing paths and empty folders end here, before the model loads
     parse_views(args.views)
     classifier = _load(args)
-    given = _classes(args)
+    given = classes_from_args(args, "archery,juggling")
     classes = check_class_names(given if given is not None else classifier.class_names)
     classifier.class_embeddings(classes, args.templates)  # bad templates or overlong names: before any video
     rows: list[dict[str, object]] = []
@@ -165,7 +191,13 @@ def run_export(args: argparse.Namespace) -> int:
     from omniclip.export import export_model
 
     writable_dir(args.out, "--out")
-    paths = export_model(_load(args), args.out, classes=_classes(args), templates=args.templates, fmt=args.fmt)
+    paths = export_model(
+        _load(args),
+        args.out,
+        classes=classes_from_args(args, "archery,juggling"),
+        templates=args.templates,
+        fmt=args.fmt,
+    )
     for name, path in paths.items():
         print(f"{name:<10} {path}")
     return 0

@@ -14,49 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from omniclip.cli import positive_int, writable_file
+from omniclip.cli import non_negative_seconds, positive_int, positive_seconds, probability, writable_file
+from omniclip.commands.predict import (
+    DEVICE_HELP,
+    class_options,
+    classes_from_args,
+    frames_option,
+    load_from_args,
+    source_options,
+)
 from omniclip.files import writable_dir
 
-
-def positive_seconds(text: str) -> float:
-    """``type=`` of flags given in seconds: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
-    return value
-
-
-def non_negative_seconds(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return positive_seconds(text)
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a probability between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
+CLASSES_EXAMPLE = "serve,rally,celebration"
 
 
 def _model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    src = p.add_mutually_exclusive_group(required=required)
-    src.add_argument("--clip", metavar="SRC", help="CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)")
-    src.add_argument("--checkpoint", metavar="RUN", help="trained run folder, checkpoint folder or model.safetensors")
-    p.add_argument("--frames", type=positive_int, default=None, help="frames per window T (CLIP weights: default 8)")
+    source_options(p, required=required, metavars=("SRC", "RUN"), run="folder")
+    frames_option(p, "window")
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -78,9 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("video", metavar="VIDEO", help="one video file")
     _model_args(t)
-    names = t.add_mutually_exclusive_group()
-    names.add_argument("--classes", help='comma-separated class names, e.g. "serve,rally,celebration"')
-    names.add_argument("--classes-file", type=Path, metavar="F", help="class names: one per line, or an id,name CSV")
+    class_options(t, CLASSES_EXAMPLE)
     t.add_argument("--templates", action="append", metavar="T", help="text template (repeat to average several)")
     t.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     _window_args(t)
@@ -90,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-length", type=non_negative_seconds, default=None, help="shortest segment in seconds (default: window)"
     )
     t.add_argument("--top-k", type=positive_int, default=None, help="timeline.json keeps the k best classes per window")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.set_defaults(func=run_timeline)
 
     i = subparsers.add_parser(
@@ -126,29 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_search)
 
 
-def _classes(args: argparse.Namespace) -> list[str] | None:
-    if args.classes is not None:
-        names = [c.strip() for c in args.classes.split(",")]
-        if not any(names):
-            raise ValueError("--classes is empty; give names such as --classes 'serve,rally,celebration'")
-        return names
-    if args.classes_file is not None:
-        from omniclip.data.records import read_class_names
-
-        names = read_class_names(args.classes_file)
-        if not names:
-            raise ValueError(f"--classes-file {args.classes_file} names no class")
-        return names
-    return None
-
-
-def _load(args: argparse.Namespace, device: str):
-    from omniclip.predict import SourceKind, load_model
-
-    kind: SourceKind = "checkpoint" if args.checkpoint else "clip"
-    return load_model(args.checkpoint or args.clip, device=device, num_frames=args.frames, kind=kind)
-
-
 def _check_window(args: argparse.Namespace) -> None:
     if args.window is not None and args.stride is not None and args.stride > args.window:
         raise ValueError(f"--stride {args.stride:g} s is longer than --window {args.window:g} s; parts would be unseen")
@@ -159,10 +114,10 @@ def run_timeline(args: argparse.Namespace) -> int:
     from omniclip.timeline.scores import check_video, timeline, write_timeline
 
     video = check_video(args.video)
-    given = _classes(args)
+    given = classes_from_args(args, CLASSES_EXAMPLE)
     _check_window(args)
     writable_dir(args.out, "--out")
-    classifier = _load(args, args.device)
+    classifier = load_from_args(args, args.device)
     classes = check_class_names(given if given is not None else classifier.class_names)
     tl = timeline(
         classifier,
@@ -230,7 +185,7 @@ def run_index(args: argparse.Namespace) -> int:
     _check_window(args)
     check_index_folder(args.out)  # before the model loads
     with process_group(args.device) as info:
-        classifier = _load(args, str(info.device))
+        classifier = load_from_args(args, str(info.device))
         spec = window_spec(classifier, args.window, args.stride)
         record = model_record(classifier, args.checkpoint or args.clip, "checkpoint" if args.checkpoint else "clip")
         try:
@@ -268,7 +223,7 @@ def run_search(args: argparse.Namespace) -> int:
         writable_file(args.html, "--html")
     if not args.query.strip():
         raise ValueError("the query is empty; describe the moment, e.g. 'someone opening a door'")
-    model = _load(args, args.device) if (args.clip or args.checkpoint) else index_model(found, args.device)
+    model = load_from_args(args, args.device) if (args.clip or args.checkpoint) else index_model(found, args.device)
     result = search(
         found, args.query, model=model, top_k=args.top, templates=args.templates, merge_overlaps=not args.all_windows
     )

@@ -26,8 +26,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from omniclip.cli import non_negative_int, positive_int
-from omniclip.commands.data import fraction
+from omniclip.cli import fraction, non_negative_int, positive_int
 from omniclip.config import RunConfig, load_config
 from omniclip.dist import DistInfo, on_main, process_group
 from omniclip.files import writable_dir
