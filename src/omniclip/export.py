@@ -108,7 +108,8 @@ def export_model(
         "meta": out / META_FILE,
     }
     encoder = VideoEncoder(classifier.model).eval()
-    example = example_input(classifier, batch=2)
+    T, S = classifier.num_frames, classifier.image_size
+    example = torch.randn(2, T, 3, S, S, device=classifier.device)  # a random normalised clip
     if fmt == "onnx":
         _export_onnx(encoder, example, out)
     else:
@@ -121,17 +122,6 @@ def export_model(
     write_json(paths["meta"], meta)
     log.info("exported %s encoder and %d class embeddings to %s", fmt, len(names), out)
     return paths
-
-
-def example_input(classifier: VideoClassifier, batch: int = 2) -> torch.Tensor:
-    """A random normalised clip ``(batch, T, 3, S, S)`` on the model's device."""
-    T, S = classifier.num_frames, classifier.image_size
-    return torch.randn(batch, T, 3, S, S, device=classifier.device)
-
-
-def logit_scale(model: OmniCLIP) -> float:
-    """The model's clamped logit scale (the factor in front of the cosine similarities)."""
-    return float(model.logit_scale().detach())
 
 
 def export_meta(
@@ -165,7 +155,7 @@ def export_meta(
         "output": {"name": "embedding", "shape": ["B", embed_dim], "l2_normalised": True},
         "mean": [float(m) for m in CLIP_MEAN],
         "std": [float(s) for s in CLIP_STD],
-        "logit_scale": logit_scale(classifier.model),
+        "logit_scale": classifier.logit_scale,
         "logits": "logit_scale * embedding @ class_embeddings.T",
         "num_classes": num_classes,
         "templates": list(templates or classifier.templates or classifier.model.config.templates),

@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 8  # T for plain CLIP weights (X-CLIP / ViFi-CLIP's 8-frame setting)
 SourceKind = Literal["auto", "checkpoint", "clip"]
-# Files ``video_files`` takes from a folder (case-insensitive); the decoder (FFmpeg) reads more, name them directly.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 
 
 class VideoReadError(ValueError):
@@ -63,6 +61,11 @@ class VideoClassifier:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's clamped logit scale (the factor in front of the cosine similarities)."""
+        return float(self.model.logit_scale().detach())
 
     def autocast(self) -> AbstractContextManager[object]:
         """The autocast context the model runs under: its ``precision``'s, or bf16 autocast on a bf16 GPU."""
@@ -280,13 +283,15 @@ def _check_video_path(path: Path) -> None:
 def video_files(paths: Sequence[str | Path]) -> list[Path]:
     """The videos named by ``paths``: files as given, folders replaced by the videos under them (sorted, recursive).
 
-    A folder contributes the files with a ``VIDEO_SUFFIXES`` suffix, hidden ones (``.name``) left out. A video
-    named twice (or also found in a folder) appears once, where first named.
+    A folder contributes the files with a ``omniclip.data.folders.VIDEO_SUFFIXES`` suffix, hidden ones (``.name``)
+    left out. A video named twice (or also found in a folder) appears once, where first named.
 
     Raises:
         FileNotFoundError: a path does not exist (named).
         ValueError: a folder holds no videos (named).
     """
+    from omniclip.data.folders import VIDEO_SUFFIXES
+
     out: dict[Path, Path] = {}  # resolved -> as given, so a video named twice is predicted once
     for path in map(Path, paths):
         if path.is_dir():

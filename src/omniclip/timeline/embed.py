@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from omniclip.data import transforms as tf
-from omniclip.precision import amp_dtype, autocast
 from omniclip.predict import VideoClassifier
-from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter, stack_frames
+from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter
 
 
 def frames_independent(classifier: VideoClassifier) -> bool:
@@ -35,19 +34,16 @@ def frames_independent(classifier: VideoClassifier) -> bool:
 
 
 def encode_windows(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, T, 3, S, S)`` -> ``(B, E)`` float32 L2-normalised video embeddings (bf16 autocast on a GPU)."""
-    device = classifier.device
-    with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
-        emb = classifier.model.encode_video(tf.normalize(frames.to(device, non_blocking=True)))  # (B, E)
-    return F.normalize(emb.float(), dim=-1).cpu()
+    """uint8 ``(B, T, 3, S, S)`` -> ``(B, E)`` float32 L2-normalised video embeddings."""
+    return F.normalize(encode_frames(classifier, frames), dim=-1)
 
 
 def encode_frames(classifier: VideoClassifier, frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(N, 3, S, S)`` -> ``(N, E)`` float32 frame embeddings, unnormalised (what ``encode_video`` averages)."""
-    device = classifier.device
-    with torch.no_grad(), autocast(device, amp_dtype(device, "auto")):
-        x = tf.normalize(frames.to(device, non_blocking=True))[:, None]  # (N, 1, 3, S, S): clips of one frame
-        return classifier.model.encode_video(x).float().cpu()  # (N, E)
+    """uint8 clips ``(B, T, 3, S, S)``, or frames ``(N, 3, S, S)`` as clips of one, -> ``(B, E)`` float32 video
+    embeddings, unnormalised (of a frame: what ``encode_video`` averages), under the classifier's autocast."""
+    x = tf.normalize(frames.to(classifier.device, non_blocking=True))
+    with torch.no_grad(), classifier.autocast():
+        return classifier.model.encode_video(x if x.ndim == 5 else x[:, None]).float().cpu()  # (B, E)
 
 
 class WindowBatch(NamedTuple):
@@ -92,23 +88,12 @@ def embed_video(
 def _embed_clips(
     classifier: VideoClassifier, windows: VideoWindows, grid: Iterator[tuple[int, np.ndarray]], batch_size: int
 ) -> Iterator[WindowBatch]:
-    cutter = WindowCutter(windows.spec)
-    kept: dict[int, np.ndarray] = {}
     pending: list[Window] = []
-    filled = 0
-    for j, frame in grid:
-        kept[j] = frame
-        filled = j + 1
-        for span in cutter.arrived(filled):
-            pending.append(Window(span.start, span.end, stack_frames([kept[i] for i in span.points])))
-        for old in range(min(kept), cutter.oldest_needed(filled)):
-            del kept[old]
-        if len(pending) >= batch_size:
+    for window in windows.cut(grid):
+        pending.append(window)
+        if len(pending) == batch_size:
             yield _encode_clips(classifier, pending)
             pending = []
-    assert windows.duration is not None
-    for span in cutter.finish(filled, windows.duration):
-        pending.append(Window(span.start, span.end, stack_frames([kept[i] for i in span.points])))
     if pending:
         yield _encode_clips(classifier, pending)
 

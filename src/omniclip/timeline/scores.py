@@ -128,7 +128,7 @@ def timeline(
     spec = window_spec(model, window, stride)
     seg_config = SegmentConfig(smooth=smooth, threshold=threshold, min_length=min_length)
     text = model.class_embeddings(names, templates).float().cpu()  # (C, E), normalised
-    scale = float(model.model.logit_scale().detach())
+    scale = model.logit_scale
     began = time.perf_counter()
     windows = VideoWindows(path, spec)
     starts: list[float] = []

@@ -168,10 +168,14 @@ class VideoWindows:
 
     def __iter__(self) -> Iterator[Window]:
         """Windows in order, each with its T frames (overlapping windows share the same arrays)."""
+        return self.cut(self.grid())
+
+    def cut(self, grid: Iterator[tuple[int, np.ndarray]]) -> Iterator[Window]:
+        """The windows of ``grid`` (this video's ``grid()``, perhaps decoded ahead in another thread), in order."""
         cutter = WindowCutter(self.spec)
         kept: dict[int, np.ndarray] = {}
         filled = 0
-        for j, frame in self.grid():
+        for j, frame in grid:
             kept[j] = frame
             filled = j + 1
             for span in cutter.arrived(filled):
