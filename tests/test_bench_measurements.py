@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omniclip.bench import BenchConfig, cast_frozen_, count_flops, find_max_batch, is_oom, measure, measure_interleaved
+from omniclip.bench import BenchConfig, find_max_batch, is_oom, measure, measure_interleaved
 from omniclip.bench.measurements import saved_activation_bytes
 from omniclip.bench.subjects import build_subject, class_tokens, make_batch, make_step, xclip_config
 from omniclip.clip import build_clip, get_preset
 from omniclip.model import build_model
+from omniclip.model.flops import count_flops
+from omniclip.precision import cast_frozen_
 
 CPU = torch.device("cpu")
 

@@ -7,13 +7,11 @@ clip and the achieved share of the device's matmul rate; ``docs/benchmarks.md`` 
 """
 
 from omniclip.bench.measurements import MaxBatch, Timing, find_max_batch, is_oom, measure, measure_interleaved
-from omniclip.bench.report import compute_ratios, format_table, write_report
+from omniclip.bench.report import compute_ratios, format_table
 from omniclip.bench.run import run_bench
 from omniclip.bench.subjects import SUBJECTS, BenchConfig
-from omniclip.model.flops import count_flops
-from omniclip.precision import autocast, cast_frozen_
 
 __all__ = [
-    "SUBJECTS", "BenchConfig", "MaxBatch", "Timing", "autocast", "cast_frozen_", "compute_ratios", "count_flops",
-    "find_max_batch", "format_table", "is_oom", "measure", "measure_interleaved", "run_bench", "write_report",
+    "SUBJECTS", "BenchConfig", "MaxBatch", "Timing", "compute_ratios", "find_max_batch", "format_table", "is_oom",
+    "measure", "measure_interleaved", "run_bench",
 ]  # fmt: skip

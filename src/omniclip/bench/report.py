@@ -1,4 +1,4 @@
-"""The bench report: ratios against the baselines, a printed table, and the JSON file (written atomically).
+"""The bench report: ratios against the baselines and a printed table (``omniclip bench --json`` writes the JSON).
 
 Ratios are computed only from numbers in the report itself, so anyone can check them from the JSON: a time ratio
 is ``step_s(subject) / step_s(baseline)`` at the same batch size (above 1 = slower), likewise for process CPU time
@@ -7,11 +7,9 @@ is ``step_s(subject) / step_s(baseline)`` at the same batch size (above 1 = slow
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omniclip.bench.subjects import MODES
-from omniclip.files import write_json
 
 BASELINES: tuple[str, ...] = ("frame_average", "xclip")
 HEADER = [
@@ -114,8 +112,3 @@ def _max_text(found: Any) -> str:
     if not isinstance(found, dict):  # the search failed: its error
         return str(found)
     return f">= {found['max_batch']} (limit)" if found["capped"] else str(found["max_batch"])
-
-
-def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Write ``report`` as indented JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    return write_json(path, report)

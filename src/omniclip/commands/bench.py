@@ -10,10 +10,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
-from omniclip.cli import non_negative_int, positive_int, writable_file
+from omniclip.cli import fraction, non_negative_int, positive_int, writable_file
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-batch-tolerance",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="stop bisecting within this fraction (default 0: exact)",
     )
@@ -69,50 +70,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench_command)
 
 
-def _fraction(text: str) -> float:
-    """``--max-batch-tolerance``: a fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def _names(text: str | None, option: str) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise ValueError(f"{option} is empty; give comma-separated names")
-    return names
-
-
 def run_bench_command(args: argparse.Namespace) -> int:
-    from omniclip.bench import BenchConfig, format_table, run_bench, write_report
+    from omniclip.bench import BenchConfig, format_table, run_bench
+    from omniclip.files import write_json
 
-    fields = {
-        "arch": args.arch, "frames": args.frames, "size": args.size, "batch": args.batch, "device": args.device,
-        "dtype": args.dtype, "classes": args.classes, "repeats": args.repeats, "warmup": args.warmup,
-        "batches": args.batches, "compile": args.compile, "bf16_weights": args.bf16_weights,
-        "grad_checkpointing": args.grad_checkpointing, "cuda_graphs": args.cuda_graphs,
-        "full_finetune": args.full_finetune, "max_batch": args.max_batch, "max_batch_limit": args.max_batch_limit,
-        "max_batch_tolerance": args.max_batch_tolerance,
-        "threads": args.threads, "interleave": args.interleave, "seed": args.seed,
-    }  # fmt: skip
-    variants, modes = _names(args.variants, "--variants"), _names(args.modes, "--modes")
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if hasattr(args, f.name)}
+    for key in ("variants", "modes"):  # comma-separated names; None keeps the default
+        text = fields.pop(key)
+        if text is not None:
+            fields[key] = tuple(n.strip() for n in text.split(",") if n.strip())
+            if not fields[key]:
+                raise ValueError(f"--{key} is empty; give comma-separated names")
     if args.json is not None:
         writable_file(args.json, "--json")
-    if variants:
-        fields["variants"] = variants
-    if modes:
-        fields["modes"] = modes
     # The JSON file is rewritten after every model, so a run stopped early keeps what it measured.
-    progress = (lambda partial: write_report(partial, args.json)) if args.json is not None else None
+    progress = (lambda partial: write_json(args.json, partial)) if args.json is not None else None
     report = run_bench(BenchConfig(**fields), progress)
     print(format_table(report))
     if args.json is not None:
-        log.info("wrote %s", write_report(report, args.json))
+        log.info("wrote %s", write_json(args.json, report))
     failed = [n for n, e in report["results"].items() if "error" in e]
     return 1 if failed else 0
