@@ -4,21 +4,20 @@ An OmniCLIP with temporal adapters (PTA) or prompts (SPG) sees a window's frames
 through the model as one clip of T frames. A model without them (zero-shot CLIP, ``frame_average``) embeds each
 frame on its own and averages (``OmniCLIP.encode_video``): then every grid frame is encoded once and shared by the
 windows that hold it, which with the default half-window stride halves the work. Decoding runs in a thread beside
-the model, through a bounded queue.
+the model, through a bounded queue (``omniclip.data.loader.prefetch``).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from omniclip.data import transforms as tf
+from omniclip.data.loader import prefetch as prefetched
 from omniclip.predict import VideoClassifier
 from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter
 
@@ -54,9 +53,6 @@ class WindowBatch(NamedTuple):
     embeddings: torch.Tensor
 
 
-_DONE = object()
-
-
 def embed_video(
     classifier: VideoClassifier,
     windows: VideoWindows,
@@ -78,7 +74,7 @@ def embed_video(
         share_frames = frames_independent(classifier)
     T = windows.spec.num_frames
     grid = windows.grid()
-    source: Iterator[tuple[int, np.ndarray]] = _prefetched(grid, 2 * batch_size * T) if prefetch else grid
+    source: Iterator[tuple[int, np.ndarray]] = prefetched(grid, 2 * batch_size * T) if prefetch else grid
     if share_frames:
         yield from _embed_shared(classifier, windows, source, batch_size * T)
     else:
@@ -153,41 +149,3 @@ def _encode_grid(classifier: VideoClassifier, frames: list[np.ndarray], filled: 
     emb = encode_frames(classifier, torch.from_numpy(np.stack(frames)))  # (N, E)
     first = filled - len(frames)
     return {first + i: e for i, e in enumerate(emb)}
-
-
-def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """``items`` produced by a daemon thread through a bounded queue; the consumer may stop early."""
-    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                box.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as err:  # handed to the consumer, raised there
-            put(err)
-
-    thread = threading.Thread(target=produce, name="omniclip-windows", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = box.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -36,11 +36,11 @@ import torch
 
 from omniclip import dist
 from omniclip.clip.weights import fingerprint
-from omniclip.data.decode import DecodeError, file_source, open_input
+from omniclip.data.decode import DecodeError
 from omniclip.files import save_safetensors, writable_dir, write_json
 from omniclip.predict import VideoClassifier
 from omniclip.timeline.embed import embed_video
-from omniclip.timeline.windows import VideoWindows, WindowSpec
+from omniclip.timeline.windows import VideoWindows, WindowSpec, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,7 @@ def shard_meta(path: Path) -> dict[str, Any] | None:
 def estimate_windows(video: Path, spec: WindowSpec) -> int:
     """Windows of ``video`` from its container's duration (0 when unknown); only for the progress bar."""
     try:
-        source, _ = file_source(video)
-        with open_input(source) as container:
+        with video_stream(video) as (container, _):
             seconds = (container.duration or 0) / 1_000_000
     except (DecodeError, OSError):
         return 0

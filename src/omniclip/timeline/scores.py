@@ -21,7 +21,7 @@ from omniclip.data.decode import DecodeError
 from omniclip.predict import VideoClassifier, VideoReadError, check_class_names
 from omniclip.timeline.embed import embed_video
 from omniclip.timeline.segments import Segment, SegmentConfig, find_segments
-from omniclip.timeline.windows import VideoWindows, WindowSpec, check_video_stream, window_spec
+from omniclip.timeline.windows import VideoWindows, WindowSpec, video_stream, window_spec
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def check_video(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
     try:
-        check_video_stream(path)
+        with video_stream(path):
+            pass
     except DecodeError as err:
         raise VideoReadError(f"cannot read video {path}: {err}") from err
     return path

@@ -150,14 +150,6 @@ def check_model(found: MomentIndex, classifier: VideoClassifier) -> None:
         )
 
 
-def query_embedding(classifier: VideoClassifier, query: str, templates: Sequence[str] | None = None) -> torch.Tensor:
-    """``(E,)`` float32 L2-normalised text embedding of ``query`` (templates averaged)."""
-    text = query.strip()
-    if not text:
-        raise ValueError("the query is empty; describe the moment, e.g. 'someone opening a door'")
-    return classifier.class_embeddings([text], tuple(templates) if templates else QUERY_TEMPLATES)[0].float().cpu()
-
-
 def scores(embeddings: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """``(N,)`` cosine similarities (fp16): one fp16 matrix-vector product over the whole memory-mapped matrix.
 
@@ -245,7 +237,8 @@ def search(
         raise ValueError("the query is empty; describe the moment, e.g. 'someone opening a door'")
     classifier = model if model is not None else index_model(found, device)
     check_model(found, classifier)
-    q = query_embedding(classifier, query, templates)
+    templates = tuple(templates) if templates else QUERY_TEMPLATES
+    q = classifier.class_embeddings([query.strip()], templates)[0].float().cpu()  # (E,), L2-normalised
     began = time.perf_counter()
     hits = rank(found, q, top_k, merge_overlaps)
     return SearchResult(query, hits, found.rows, len(found.videos), time.perf_counter() - began)

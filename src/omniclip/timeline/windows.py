@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -92,19 +93,18 @@ def window_spec(classifier: VideoClassifier, window: float | None = None, stride
     return WindowSpec(window=window, stride=stride, num_frames=classifier.num_frames, size=classifier.image_size)
 
 
-def check_video_stream(path: str | Path) -> None:
-    """Open ``path`` as ``open_input`` does and check that it has a video stream; nothing is decoded.
+@contextmanager
+def video_stream(path: str | Path) -> Iterator[tuple[Any, Any]]:
+    """``(container, its first video stream)`` of ``path``, opened as ``open_input`` opens it; closed after.
 
     Raises:
         DecodeError: not a readable video file (the reason names what FFmpeg found), or no video stream.
     """
     source, _ = file_source(Path(path))
-    container = open_input(source)
-    try:
+    with open_input(source) as container:
         if not container.streams.video:
             raise DecodeError("no video stream")
-    finally:
-        container.close()
+        yield container, container.streams.video[0]
 
 
 class Window(NamedTuple):
@@ -204,12 +204,7 @@ class VideoWindows:
         """``(j, frame)`` for every grid point j = 0, 1, ...: the frame shown at ``(j + 0.5) * g``, uint8
         ``(3, S, S)``; at least one point (a video shorter than half a step gives its last frame)."""
         g = self.spec.step
-        source, _ = file_source(self.path)
-        container = open_input(source)
-        try:
-            if not container.streams.video:
-                raise DecodeError("no video stream")
-            stream = container.streams.video[0]
+        with video_stream(self.path) as (container, stream):
             if self.threads != 1:
                 stream.thread_type = "AUTO"  # FFmpeg's own threads: decoding runs beside the model
                 stream.codec_context.thread_count = self.threads
@@ -240,8 +235,6 @@ class VideoWindows:
                     prev_x = self._convert(prev)
                 yield filled, prev_x
                 filled += 1
-        finally:
-            container.close()
 
     def _frames(self, container: Any, stream: Any, gap: float) -> Iterator[tuple[Any, float]]:
         """Decoded frames with their time in seconds; a decoding error after some frames ends the video there."""
