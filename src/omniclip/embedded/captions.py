@@ -10,7 +10,7 @@ composition of seen words (CLIP, Radford et al. 2021, Sec. 3.1, zero-shot transf
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -104,15 +104,7 @@ class SceneObject:
 
     def matches(self, other: SceneObject) -> bool:
         """True when every attribute this description names equals ``other``'s."""
-        return all(
-            mine is None or mine == theirs
-            for mine, theirs in (
-                (self.shape, other.shape),
-                (self.color, other.color),
-                (self.size, other.size),
-                (self.position, other.position),
-            )
-        )
+        return all(mine is None or mine == theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True))
 
 
 @dataclass

@@ -275,14 +275,6 @@ def chance_levels() -> dict[str, float]:
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def canonicalise_header(path: Path) -> None:
     """Rewrite a safetensors header with sorted keys, so that equal tensors and metadata give equal bytes.
 
@@ -352,7 +344,7 @@ def save_embedded(
         "wall_time_s": round(wall_time_s, 1),
         "weights_dtype": "float16",
         "file_bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
