@@ -29,7 +29,7 @@ from omniclip.commands.predict import (
     load_from_args,
     source_options,
 )
-from omniclip.files import writable_dir
+from omniclip.files import writable_dir, write_text
 
 CLASSES_EXAMPLE = "serve,rally,celebration"
 
@@ -236,8 +236,9 @@ def run_search(args: argparse.Namespace) -> int:
             print(f"{rank:>3}. {hit.score:.4f}  {hit.start:9.2f} {hit.end:9.2f}  {hit.video}")
         print(summary, file=sys.stderr)
     if args.html is not None:
-        from omniclip.timeline.pages import write_search_html
+        from omniclip.timeline.pages import search_html
 
-        path = write_search_html(args.query, [h.to_dict() for h in result.hits], args.html, summary)
+        page = search_html(args.query, [h.to_dict() for h in result.hits], args.html.parent, summary)
+        path = write_text(args.html, page)
         print(f"results page: {path}", file=sys.stderr)
     return 0

@@ -133,11 +133,6 @@ def match_matrix(objects: list[tuple[SceneObject, ...]], described: list[tuple[S
     return out
 
 
-def article(word: str) -> str:
-    """``"an"`` before a vowel, else ``"a"``."""
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def noun_phrase(obj: SceneObject, noun: str = "shape", where: int = 0) -> str:
     """Words for a (partial) description: ``"a small red circle on the left"``.
 
@@ -147,7 +142,7 @@ def noun_phrase(obj: SceneObject, noun: str = "shape", where: int = 0) -> str:
         where: which phrase of ``POSITION_PHRASES`` to use for the position.
     """
     words = [w for w in (obj.size, obj.color, obj.shape or noun) if w]
-    text = f"{article(words[0])} {' '.join(words)}"
+    text = f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)}"
     if obj.position:
         text += " " + POSITION_PHRASES[obj.position][where]
     return text

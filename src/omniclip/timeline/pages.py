@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from omniclip.files import pyplot, save_figure, write_text
+from omniclip.files import pyplot
 from omniclip.timeline.segments import owned_bounds
 
 if TYPE_CHECKING:
@@ -86,10 +86,6 @@ def timeline_figure(tl: Timeline) -> Any:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
-
-
-def save_timeline_png(tl: Timeline, path: str | Path) -> Path:
-    return save_figure(timeline_figure(tl), path)
 
 
 def _png_data_uri(tl: Timeline) -> str:
@@ -219,11 +215,6 @@ def timeline_html(tl: Timeline, page_dir: str | Path, *, figure: bool = True) ->
 """
 
 
-def write_timeline_html(tl: Timeline, path: str | Path) -> Path:
-    path = Path(path)
-    return write_text(path, timeline_html(tl, path.parent))
-
-
 _SEARCH_SCRIPT = """
 const player = document.getElementById("player");
 let wanted = null;
@@ -268,8 +259,3 @@ def search_html(query: str, hits: Sequence[dict[str, Any]], page_dir: str | Path
 <script type="application/json" id="results">{data}</script>
 </body></html>
 """
-
-
-def write_search_html(query: str, hits: Sequence[dict[str, Any]], path: str | Path, summary: str = "") -> Path:
-    path = Path(path)
-    return write_text(path, search_html(query, hits, path.parent, summary))

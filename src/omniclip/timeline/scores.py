@@ -173,8 +173,8 @@ def write_timeline(tl: Timeline, out: str | Path, *, top_k: int | None = None) -
     import csv
     import io
 
-    from omniclip.files import write_json, write_text
-    from omniclip.timeline.pages import save_timeline_png, write_timeline_html
+    from omniclip.files import save_figure, write_json, write_text
+    from omniclip.timeline.pages import timeline_figure, timeline_html
 
     out = Path(out)
     buf = io.StringIO()
@@ -185,6 +185,6 @@ def write_timeline(tl: Timeline, out: str | Path, *, top_k: int | None = None) -
     return {
         "timeline": write_json(out / "timeline.json", tl.to_dict(top_k)),
         "segments": write_text(out / "segments.csv", buf.getvalue()),
-        "figure": save_timeline_png(tl, out / "timeline.png"),
-        "report": write_timeline_html(tl, out / "report.html"),
+        "figure": save_figure(timeline_figure(tl), out / "timeline.png"),
+        "report": write_text(out / "report.html", timeline_html(tl, out)),
     }

@@ -150,15 +150,6 @@ def check_model(found: MomentIndex, classifier: VideoClassifier) -> None:
         )
 
 
-def scores(embeddings: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` cosine similarities (fp16): one fp16 matrix-vector product over the whole memory-mapped matrix.
-
-    Measured on this project's 2-core CPU (docs/timeline.md), one fp16 product beats converting chunks to float32
-    first: the product is memory-bound, and fp16 reads half the bytes.
-    """
-    return torch.mv(embeddings, query.to(torch.float16))
-
-
 def rank(found: MomentIndex, query: torch.Tensor, top_k: int = 10, merge_overlaps: bool = True) -> list[Hit]:
     """The ``top_k`` best windows; ``merge_overlaps`` leaves out a window overlapping a better one of its video."""
     if top_k < 1:
@@ -166,7 +157,9 @@ def rank(found: MomentIndex, query: torch.Tensor, top_k: int = 10, merge_overlap
     n = found.rows
     if n == 0:
         return []
-    coarse = scores(found.embeddings, query)
+    # (N,) cosine similarities as one fp16 product over the memory-mapped matrix: memory-bound, so reading half the
+    # bytes beat converting chunks to float32 first (measured, docs/timeline.md)
+    coarse = torch.mv(found.embeddings, query.to(torch.float16))
     want = min(n, 4 * top_k + 16)
     while True:
         idx = torch.topk(coarse, want).indices
