@@ -67,8 +67,11 @@ def _plain_pyav(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     return np.stack(frames)
 
 
+@pytest.mark.parametrize("threads", [1, 0])
 @pytest.mark.parametrize("short_side", [None, 30])
-def test_data_one_scaler_per_video_gives_the_plain_pyav_pixels(tmp_path: Path, monkeypatch, short_side) -> None:
+def test_data_one_scaler_per_video_gives_the_plain_pyav_pixels(
+    tmp_path: Path, monkeypatch, short_side, threads: int
+) -> None:
     import av.video.reformatter
 
     # A smooth colour gradient with noise, 48 x 80: every pixel and both chroma planes matter, width != height.
@@ -85,7 +88,7 @@ def test_data_one_scaler_per_video_gives_the_plain_pyav_pixels(tmp_path: Path, m
         return built[-1]
 
     monkeypatch.setattr(av.video.reformatter, "VideoReformatter", counting)
-    with PyAVReader(path) as video:
+    with PyAVReader(path, threads=threads) as video:  # 1: one swscale thread; 0: PyAV's default, as _plain_pyav
         got = video.read([19, 0, 3, 3, 12, 7, 18], short_side=short_side)
         assert len(built) == 1  # one swscale context for the whole video, not one per frame
     size = None if short_side is None else (30, 50)

@@ -442,15 +442,18 @@ class PyAVReader(ReaderBase):
 
     def _convert(self, frame) -> np.ndarray:
         # ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, which
-        # costs more than the conversion itself; one reformatter per video keeps it (same call, same pixels).
+        # costs more than the conversion itself; one reformatter per video keeps it. swscale runs on ``threads``
+        # threads like the decoder (PyAV's default, one per core, competes with the other loader workers); the
+        # pixels are the same for any thread count.
         if self._scaler is None:
             from av.video.reformatter import VideoReformatter
 
             self._scaler = VideoReformatter()
-        if self._size is None:
-            return self._scaler.reformat(frame, format="rgb24", interpolation="BILINEAR").to_ndarray()
-        h, w = self._size
-        return self._scaler.reformat(frame, width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        h, w = self._size or (frame.height, frame.width)
+        rgb = self._scaler.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation="BILINEAR", threads=self.threads
+        )
+        return rgb.to_ndarray()
 
     def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
         position: dict[int | None, int] = {p: i for i, p in enumerate(self._pts)}
