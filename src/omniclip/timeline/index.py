@@ -277,17 +277,13 @@ def build_index(
     index = Path(index)
     began = time.perf_counter()
     paths = [Path(v) for v in videos]
-    error: object = None
-    if dist.get_rank() == 0:
-        try:
-            open_index_folder(index, record, spec)
-            remove_stale_files(index)
-            (index / SHARDS).mkdir(exist_ok=True)
-        except ValueError as err:
-            error = str(err)
-    error = dist.broadcast_object(error)
-    if error is not None:
-        raise ValueError(str(error))
+
+    def prepare() -> None:  # rank 0 only; a refusal reaches every rank
+        open_index_folder(index, record, spec)
+        remove_stale_files(index)
+        (index / SHARDS).mkdir(exist_ok=True)
+
+    dist.on_main(dist.DistInfo(rank=dist.get_rank()), prepare)
     todo = pending_videos(index, paths, record.fingerprint)
     mine = todo[dist.get_rank() :: dist.get_world_size()]
     result = IndexResult(index=index, videos=len(paths), skipped=len(paths) - len(todo))
