@@ -96,13 +96,12 @@ def source_options(
     *,
     required: bool = True,
     metavars: tuple[str, str] = ("SOURCE", "CKPT"),
-    run="directory",
+    run: str = "directory",
 ) -> None:
-    """``--clip`` or ``--checkpoint``: where the model comes from."""
+    """``--clip`` or ``--checkpoint``: where the model comes from (``run``: what the help calls a run's folder)."""
     src = p.add_mutually_exclusive_group(required=required)
-    src.add_argument(
-        "--clip", metavar=metavars[0], help="CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)"
-    )
+    clip_help = "CLIP weights: file, HF folder, ViT-B/16, omniclip-tiny (zero-shot)"
+    src.add_argument("--clip", metavar=metavars[0], help=clip_help)
     src.add_argument(
         "--checkpoint", metavar=metavars[1], help=f"trained run {run}, checkpoint folder or model.safetensors"
     )
