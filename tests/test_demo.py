@@ -17,7 +17,9 @@ from omniclip.demo.long_video import segment_order, stitch_video
 from omniclip.demo.recipes import BUDGETS, RUNS, LongVideoSpec, epochs_for, run_config, training_videos
 from omniclip.demo.report import RunResult, format_table, group_metrics, read_confusion, read_curve, timeline_lines
 
-SMALL = DatasetSpec(classes=("moving left", "moving right"), train=1, val=1, test=1, num_frames=4, size=32)
+SMALL = DatasetSpec(
+    groups=(("direction", ("moving left", "moving right")),), train=1, val=1, test=1, num_frames=4, size=32
+)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -167,7 +169,14 @@ def test_unknown_budget_is_refused_by_the_parser(capsys) -> None:
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
-THREE = DatasetSpec(classes=("moving left", "moving right", "growing"), train=1, val=1, test=2, num_frames=4, size=32)
+THREE = DatasetSpec(
+    groups=(("direction", ("moving left", "moving right")), ("scale", ("growing",))),
+    train=1,
+    val=1,
+    test=2,
+    num_frames=4,
+    size=32,
+)
 
 
 def test_long_video_is_the_test_clips_in_a_seeded_order_with_their_truth(tmp_path: Path) -> None:

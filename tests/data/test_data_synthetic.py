@@ -10,7 +10,10 @@ from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.synthetic import (
     COLORS,
     DEFAULT_CLASSES,
+    HARD_SCENE,
     SHAPE_KINDS,
+    TWIN_PAIRS,
+    Scene,
     Shape,
     render_frame,
     render_video,
@@ -105,3 +108,52 @@ def test_data_synthetic_dataset_is_deterministic(tmp_path) -> None:
         np.testing.assert_array_equal(read_frames(a.root / rel, range(4)), read_frames(b.root / rel, range(4)))
     with pytest.raises(ValueError, match="unknown synthetic classes"):
         write_synthetic_dataset(tmp_path / "c", classes=["dancing"], videos_per_class=1)
+
+
+@pytest.mark.parametrize("pair", [p for p in TWIN_PAIRS if not p[0].startswith("rotating")])
+def test_data_twins_are_each_others_time_reversal(pair: tuple[str, str]) -> None:
+    """In the plain scene, the same draws render a class and, backwards, its twin: a frame average cannot tell them."""
+    a, _ = render_video(pair[0], num_frames=12, size=48, rng=np.random.default_rng(7))
+    b, _ = render_video(pair[1], num_frames=12, size=48, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a[::-1], b)
+    assert not np.array_equal(a, b)
+
+
+def test_data_rotation_brightness_and_two_shape_classes_change_as_named() -> None:
+    rng = np.random.default_rng
+    _, cw = render_video("rotating clockwise", num_frames=8, rng=rng(1))
+    _, ccw = render_video("rotating counterclockwise", num_frames=8, rng=rng(1))
+    assert (np.diff(cw["angle"]) < 0).all() and (np.diff(ccw["angle"]) > 0).all() and cw["kind"] != "circle"
+    _, up = render_video("brightening", num_frames=8, rng=rng(2))
+    assert (np.diff(up["level"]) > 0).all() and up["level"][-1] == pytest.approx(1.0)
+    frames, _ = render_video("approaching", num_frames=8, size=64, rng=rng(3))
+    gaps = []
+    for f in frames:  # two blobs of the shape's colour: their spread shrinks
+        ys, xs = np.nonzero(np.abs(f.astype(int) - f[0, 0].astype(int)).sum(-1) > 60)
+        gaps.append(np.hypot(xs.std(), ys.std()))
+    assert gaps[-1] < gaps[0] - 3
+
+
+def test_data_hard_scene_adds_distractor_noise_and_timing_without_changing_the_plain_scene() -> None:
+    plain, meta = render_video("moving right", num_frames=24, rng=np.random.default_rng(5))
+    again, _ = render_video("moving right", num_frames=24, rng=np.random.default_rng(5), scene=Scene())
+    np.testing.assert_array_equal(plain, again)
+    hard, hmeta = render_video("moving right", num_frames=24, rng=np.random.default_rng(5), scene=HARD_SCENE)
+    assert hard.shape == plain.shape and hard.dtype == np.uint8 and not np.array_equal(hard, plain)
+    assert len(np.unique(hard[0].reshape(-1, 3), axis=0)) > 50  # noise and stripes, not a flat background
+    x = hmeta["x"]
+    assert (np.diff(x) >= 0).all() and (np.diff(x) == 0).any()  # the move fills only part of the clip
+    with pytest.raises(ValueError, match="amplitudes must be >= 0"):
+        Scene(noise=-1)
+
+
+def test_data_hard_benchmark_twins_fill_each_group() -> None:
+    from omniclip.demo.dataset import HARD, HARD_GROUPS, twins_of
+
+    assert {c for pair in TWIN_PAIRS for c in pair} == set(HARD.classes) and len(HARD.classes) == 14
+    assert set(twins_of(HARD_GROUPS)) == set(TWIN_PAIRS)
+    assert HARD.scene == HARD_SCENE and HARD.num_frames % 8 == 0  # 8 centre frames are their own reversal
+    from omniclip.data.sampling import segment_indices
+
+    idx = segment_indices(HARD.num_frames, 8)
+    np.testing.assert_array_equal(idx[::-1], HARD.num_frames - 1 - idx)

@@ -1,11 +1,16 @@
-"""The demo's embedded video dataset: seeded synthetic clips whose classes differ only in motion, order or scale.
+"""The demo's embedded video datasets: seeded synthetic clips whose classes differ only in how they change over time.
 
-Eight classes in three groups, written by ``omniclip.data.synthetic.write_synthetic_dataset`` at the embedded CLIP's
-image size (64 px). Each class has a twin that shows the same frames in the opposite order (moving left / moving
-right, growing / shrinking, appearing / disappearing), so CLIP's frame average, which is permutation-invariant over
-frames (METHOD.md), can at best find the twin pair and must guess within it. The files are encoded with ``mpeg4``,
+``DatasetSpec()``, the demo's: eight classes in three groups, written by
+``omniclip.data.synthetic.write_synthetic_dataset`` at the embedded CLIP's image size (64 px). Each class has a twin
+that shows the same frames in the opposite order (moving left / moving right, growing / shrinking, appearing /
+disappearing), so CLIP's frame average, which is permutation-invariant over frames (METHOD.md), can at best find the
+twin pair and must guess within it. The files are encoded with ``mpeg4``,
 which writes identical bytes on every run (libx264 does not here), so results reproduce exactly. The dataset is
 generated into a folder at first use (a few seconds) and reused while its ``dataset.json`` matches.
+
+``HARD``, the harder temporal benchmark: fourteen classes in seven twin pairs of six kinds of change (direction,
+scale, appearance, rotation, brightness, two objects), 24 frames, with a moving distractor, drifting background,
+flicker, noise and a change that fills a random part of the clip (``omniclip.data.synthetic.HARD_SCENE``).
 """
 
 from __future__ import annotations
@@ -16,32 +21,44 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from omniclip.data.synthetic import write_synthetic_dataset
+from omniclip.data.synthetic import HARD_SCENE, Scene, write_synthetic_dataset
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
 
-# Class groups in label order; each group is made of twin pairs (a class and its time reversal).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "direction": ("moving left", "moving right", "moving up", "moving down"),
-    "scale": ("growing", "shrinking"),
-    "order": ("appearing", "disappearing"),
-}
-CLASSES: tuple[str, ...] = tuple(name for names in GROUPS.values() for name in names)
-TWINS: tuple[tuple[str, str], ...] = (
-    ("moving left", "moving right"),
-    ("moving up", "moving down"),
-    ("growing", "shrinking"),
-    ("appearing", "disappearing"),
+Groups = tuple[tuple[str, tuple[str, ...]], ...]  # (group name, classes) in label order
+
+# Class groups in label order; each group is made of twin pairs (a class, then its time reversal).
+DEMO_GROUPS: Groups = (
+    ("direction", ("moving left", "moving right", "moving up", "moving down")),
+    ("scale", ("growing", "shrinking")),
+    ("order", ("appearing", "disappearing")),
+)
+HARD_GROUPS: Groups = (
+    *DEMO_GROUPS[:2],
+    ("appearance", ("appearing", "disappearing")),
+    ("rotation", ("rotating clockwise", "rotating counterclockwise")),
+    ("brightness", ("brightening", "darkening")),
+    ("two objects", ("approaching", "separating")),
 )
 SPEC_FILE = "dataset.json"
+
+
+def twins_of(groups: Groups) -> tuple[tuple[str, str], ...]:
+    """The twin pairs of ``groups``: consecutive classes of each group (a group's odd last class has none)."""
+    return tuple((names[i], names[i + 1]) for _, names in groups for i in range(0, len(names) - 1, 2))
+
+
+GROUPS: dict[str, tuple[str, ...]] = dict(DEMO_GROUPS)
+CLASSES: tuple[str, ...] = tuple(name for _, names in DEMO_GROUPS for name in names)
+TWINS: tuple[tuple[str, str], ...] = twins_of(DEMO_GROUPS)
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """What the dataset holds; the same spec writes the same bytes."""
 
-    classes: tuple[str, ...] = CLASSES  # class names in label order
+    groups: Groups = DEMO_GROUPS  # class groups of twin pairs; the classes in label order are their members
     train: int = 32  # training videos per class
     val: int = 4  # validation videos per class
     test: int = 16  # test videos per class
@@ -53,9 +70,23 @@ class DatasetSpec:
     fps: int = 8  # frame rate written in the files
     codec: str = "mpeg4"  # byte-deterministic encoder
     seed: int = 0  # rendering seed
+    scene: Scene = Scene()  # distractors, noise and timing (default: the plain scene)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "classes": list(self.classes)}
+        return json.loads(json.dumps(asdict(self)))  # tuples become lists, as dataset.json holds them
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in label order."""
+        return tuple(name for _, names in self.groups for name in names)
+
+    @property
+    def group_map(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.groups)
+
+    @property
+    def twins(self) -> tuple[tuple[str, str], ...]:
+        return twins_of(self.groups)
 
     @property
     def splits(self) -> dict[str, int]:
@@ -116,10 +147,16 @@ def ensure_dataset(
         fps=spec.fps,
         seed=spec.seed,
         codec=spec.codec,
+        scene=spec.scene,
         progress=progress,
     )
     write_text(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
     return DemoDataset(root, spec, list(data.class_names), created=True)
+
+
+# The harder temporal benchmark: 24 frames, so that 8 centre-of-segment test frames (1, 4, ..., 22) are their own
+# time reversal, as the demo's 17 frames are for 4.
+HARD = DatasetSpec(groups=HARD_GROUPS, train=24, val=4, test=16, num_frames=24, scene=HARD_SCENE)
 
 
 def num_videos(spec: DatasetSpec) -> int:

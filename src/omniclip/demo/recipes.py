@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omniclip.config import RunConfig, config_from_dict
-from omniclip.demo.dataset import DatasetSpec
+from omniclip.demo.dataset import HARD, DatasetSpec
 
 Protocol = Literal["zero_shot", "few_shot", "supervised"]
 TEMPLATES = ("a video of a shape {}.",)  # the class names are motions ("moving left"); the tiny CLIP saw "a video of"
@@ -67,6 +67,8 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget("quick"),
     # Longer runs on more data for better numbers.
     "full": Budget("full", DatasetSpec(train=64, val=8, test=32), shots=8, few_shot_steps=640, supervised_steps=1536),
+    # The harder temporal benchmark (``demo/dataset.py``, ``HARD``): 14 classes, distractors, noise, 8 frames a clip.
+    "hard": Budget("hard", HARD, num_frames=8, supervised_steps=420, long_video=LongVideoSpec(segments=28)),
 }
 
 

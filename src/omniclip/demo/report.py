@@ -14,20 +14,25 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniclip.demo.dataset import GROUPS, TWINS
+from omniclip.demo.dataset import GROUPS
 from omniclip.files import pyplot, save_figure
 
 if TYPE_CHECKING:
     from omniclip.demo.long_video import LongVideoResult
 
-COLUMNS = ("all", *GROUPS, "pair", "within pair")
+GroupMap = Mapping[str, Sequence[str]]  # group name -> classes, each group made of twin pairs
+
+
+def columns(groups: GroupMap = GROUPS) -> tuple[str, ...]:
+    """The table's accuracy columns: all, one per group, pair, within pair."""
+    return ("all", *groups, "pair", "within pair")
 
 
 @dataclass
@@ -40,7 +45,7 @@ class RunResult:
     videos: int  # training videos
     steps: int  # optimizer steps done
     seconds: float  # wall-clock time of training and evaluation
-    metrics: dict[str, float] = field(default_factory=dict)  # COLUMNS -> accuracy in %
+    metrics: dict[str, float] = field(default_factory=dict)  # columns() -> accuracy in %
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,14 +81,18 @@ def _percent(num: float, den: float) -> float:
     return 100.0 * num / den if den else math.nan
 
 
-def group_metrics(names: Sequence[str], confusion: np.ndarray) -> dict[str, float]:
-    """Top-1 over all videos and per group, plus the pair and within-pair accuracies (in %)."""
+def group_metrics(names: Sequence[str], confusion: np.ndarray, groups: GroupMap = GROUPS) -> dict[str, float]:
+    """Top-1 over all videos and per group, plus the pair and within-pair accuracies (in %).
+
+    The twins are consecutive classes of a group (a class, then its time reversal).
+    """
     index = {n: i for i, n in enumerate(names)}
     out = {"all": _percent(np.trace(confusion), confusion.sum())}
-    for group, members in GROUPS.items():
+    for group, members in groups.items():
         rows = [index[m] for m in members if m in index]
         out[group] = _percent(sum(confusion[r, r] for r in rows), confusion[rows].sum())
-    twin_of = {index[a]: index[b] for a, b in TWINS if a in index and b in index}
+    twins = [(m[i], m[i + 1]) for m in groups.values() for i in range(0, len(m) - 1, 2)]
+    twin_of = {index[a]: index[b] for a, b in twins if a in index and b in index}
     twin_of |= {b: a for a, b in twin_of.items()}
     rows = sorted(twin_of)
     in_pair = sum(confusion[r, r] + confusion[r, twin_of[r]] for r in rows)
@@ -105,14 +114,14 @@ def read_curve(metrics_jsonl: str | Path) -> list[tuple[int, float]]:
 PROTOCOL_NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "supervised": "supervised"}
 
 
-def format_table(results: Sequence[RunResult], shots: int) -> str:
+def format_table(results: Sequence[RunResult], shots: int, groups: GroupMap = GROUPS) -> str:
     """The results as a Markdown table (accuracies in %, one decimal)."""
-    head = ["training", "model", "videos", "steps", *COLUMNS, "time"]
+    head = ["training", "model", "videos", "steps", *columns(groups), "time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for r in results:
         protocol = PROTOCOL_NAMES[r.protocol] + (f" (K={shots})" if r.protocol == "few_shot" else "")
         cells = [protocol, r.label, str(r.videos), str(r.steps)]
-        cells += ["–" if math.isnan(r.metrics[c]) else f"{r.metrics[c]:.1f}" for c in COLUMNS]
+        cells += ["–" if math.isnan(r.metrics[c]) else f"{r.metrics[c]:.1f}" for c in columns(groups)]
         cells.append(f"{r.seconds:.0f} s")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -127,11 +136,12 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = "") -> Path:
+def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = "", groups: GroupMap = GROUPS) -> Path:
     """Accuracy per class group (bars, one per run) beside the training-loss curves of the trained runs."""
     plt = pyplot()
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
-    groups = ["all", *GROUPS, "within pair"]
+    chance = 100.0 / sum(len(m) for m in groups.values())
+    bars_at = ["all", *groups, "within pair"]
     width = 0.8 / max(1, len(results))
     colors = {"frame_average": ["#bbbbbb", "#8c8c8c", "#555555"], "omniclip": ["#9ecae1", "#3182bd"]}
     used = {"frame_average": 0, "omniclip": 0}
@@ -139,18 +149,17 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
         family = "omniclip" if "OmniCLIP" in r.label and r.protocol != "zero_shot" else "frame_average"
         color = colors[family][min(used[family], len(colors[family]) - 1)]
         used[family] += 1
-        xs = np.arange(len(groups)) + (k - (len(results) - 1) / 2) * width
+        xs = np.arange(len(bars_at)) + (k - (len(results) - 1) / 2) * width
         label = f"{PROTOCOL_NAMES[r.protocol]}: {r.label}"
-        bars.bar(xs, [r.metrics[g] for g in groups], width, color=color, label=label, edgecolor="white")
+        bars.bar(xs, [r.metrics[g] for g in bars_at], width, color=color, label=label, edgecolor="white")
         if r.curve:
             steps, losses = zip(*r.curve, strict=True)
             style = "-" if family == "omniclip" else "--"
             curves.plot(steps, losses, style, color=color, alpha=0.25, linewidth=0.8)
             curves.plot(steps, smooth(losses, max(1, len(losses) // 20)), style, color=color, label=label)
-    chance = 100.0 / sum(len(m) for m in GROUPS.values())
     bars.axhline(chance, color="black", linewidth=0.8, linestyle=":", label=f"chance ({chance:.1f}%)")
     bars.axhline(50, color="red", linewidth=0.8, linestyle=":", label="coin toss within a pair (50%)")
-    bars.set_xticks(range(len(groups)), groups)
+    bars.set_xticks(range(len(bars_at)), bars_at)
     bars.set_ylabel("test top-1 (%)")
     bars.set_ylim(0, 105)
     bars.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.08), ncol=2)

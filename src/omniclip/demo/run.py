@@ -139,7 +139,7 @@ def measure_run(run: RunSpec, cfg: RunConfig, run_dir: Path, budget: Budget, dis
         videos=training_videos(budget, run.protocol),
         steps=steps,
         seconds=time.perf_counter() - tick,
-        metrics=group_metrics(names, confusion),
+        metrics=group_metrics(names, confusion, budget.dataset.group_map),
         curve=read_curve(run_dir / "metrics.jsonl") if steps else [],
     )
 
@@ -194,7 +194,7 @@ def write_outputs(result: DemoResult, options: DemoOptions, bench: DemoDataset) 
     """``results.md`` (the table), ``results.json`` (everything), ``demo.png`` (bars and curves) and
     ``timeline.png`` (the long video's true segments and both models')."""
     out, budget = result.out, result.budget
-    result.table = format_table(result.runs, budget.shots)
+    result.table = format_table(result.runs, budget.shots, budget.dataset.group_map)
     title = f"omniclip demo: budget {budget.name}, seed {options.seed}, CLIP {options.clip}, T={budget.num_frames}"
     files = {
         "table": out / "results.md",
@@ -207,7 +207,7 @@ def write_outputs(result: DemoResult, options: DemoOptions, bench: DemoDataset) 
     }
     write_text(files["table"], result.table + "\n")
     write_json(files["results"], _summary(result, options))
-    plot_demo(result.runs, files["figure"], title)
+    plot_demo(result.runs, files["figure"], title, budget.dataset.group_map)
     if result.long_video is not None:
         lv = result.long_video
         plot_long_video(
