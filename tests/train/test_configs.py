@@ -173,6 +173,7 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "train.batch_size": ["0", "-4"],
     "train.global_batch_size": ["-1", "6"],  # 6 is not a multiple of train.batch_size (4 in smoke.yaml)
     "train.lr": ["0", "-1e-4", ".inf", ".nan"],
+    "train.text_lr_scale": ["0", "-1", ".nan"],
     "train.min_lr": ["-1e-6", "1"],  # 1 > train.lr
     "train.warmup_epochs": ["-1"],
     "train.weight_decay": ["-0.1"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -148,13 +149,31 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_args, tm
     assert code == 1
     err = capsys.readouterr().err
     assert "stopped" in err and "Last good checkpoint" in err and "Lower train.lr" in err
+    assert "non-finite in " in err  # the report names the parameter groups whose gradients broke
     last = find_checkpoint(out)
     stop = read_metrics(out, "stop")
+    assert any(k.startswith("grad_norm_") for k in stop[0])
     assert len(stop) == 1 and read_meta(last).step == stop[0]["step"] >= 1
     assert sorted(p.name for p in (out / "checkpoints").glob("step_*"))[-1] == last.name
     assert not (out / "results.json").exists()
     with pytest.raises(NonFiniteLossError):
         train(load_config(SMOKE, [*smoke_args[2:], "train.lr=1e30", "train.warmup_epochs=0"]), tmp_path / "again")
+
+
+def test_metrics_carry_gradient_norms_per_group_the_clip_factor_and_the_logit_scale(
+    tiny_clip_file, synthetic, tmp_path
+) -> None:
+    cfg = _cfg(tiny_clip_file, synthetic, "model.text_context=2", "train.grad_clip=0.05", "train.max_steps=3")
+    result = train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run", "train")
+    assert len(rows) == 3
+    for row in rows:
+        groups = {k.removeprefix("grad_norm_"): v for k, v in row.items() if k.startswith("grad_norm_")}
+        assert set(groups) == {"pta", "spg", "temporal_embedding", "text_context", "logit_scale"}
+        assert row["grad_norm"] == pytest.approx(math.sqrt(sum(v * v for v in groups.values())), rel=1e-5)
+        assert row["clip_factor"] == pytest.approx(min(1.0, 0.05 / (row["grad_norm"] + 1e-6)), rel=1e-6)
+        assert row["clip_factor"] < 1  # the norm is logged before clipping
+    assert rows[-1]["logit_scale"] == pytest.approx(float(result.model.logit_scale()), rel=1e-6)
 
 
 def test_unreadable_training_videos_are_skipped_and_counted(tiny_clip_file, synthetic, tmp_path) -> None:

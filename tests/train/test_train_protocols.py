@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from omniclip import cli
 from omniclip.config import load_config
 from omniclip.data.records import read_annotations
 from omniclip.runlog import read_metrics
+from omniclip.train.checkpoint import find_checkpoint
 
 SPLITS = "data.test_lists=[test1.txt,test2.txt,test3.txt]"
 
@@ -39,6 +43,22 @@ def test_supervised_trains_then_evaluates_multiview(smoke_args, tmp_path, capsys
     assert "broken.mp4" in (out / "eval" / "test3" / "failed.txt").read_text()
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last").is_file()
     assert len(read_metrics(out, "train")) == 8 and read_metrics(out, "done")[0]["finished"]
+
+
+def test_supervised_over_several_seeds_reports_mean_std_worst_and_best(smoke_args, tmp_path, capsys) -> None:
+    out = tmp_path / "sup-seeds"
+    args = ["train", "--output", str(out), *smoke_args, "protocol.seeds=[3,5]", "train.max_steps=2"]
+    res = _run([*args, "data.test_lists=[test1.txt]"], capsys)
+    top1 = [res["seeds"][s]["splits"]["test1"]["top1"] for s in ("3", "5")]
+    summary = res["summary"]["top1"]
+    assert summary["values"] == top1 and summary["mean"] == pytest.approx(sum(top1) / 2)
+    assert summary["std"] == pytest.approx(statistics.stdev(top1), abs=1e-9)
+    assert (summary["worst"], summary["best"]) == (min(top1), max(top1))
+    for seed in (3, 5):  # one model per seed, trained with that seed
+        assert load_config(out / f"seed_{seed}" / "config.yaml").train.seed == seed
+        assert (out / f"seed_{seed}" / "eval" / "test1" / "metrics.json").is_file()
+    first, second = (load_file(str(find_checkpoint(out / f"seed_{s}") / "model.safetensors")) for s in (3, 5))
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # different seeds, different models
 
 
 def test_few_shot_draws_k_per_class_and_averages_three_splits(smoke_args, synthetic, tmp_path, capsys) -> None:
@@ -74,7 +94,9 @@ def test_zero_shot_eval_of_a_checkpoint_and_of_plain_clip(smoke_args, tmp_path, 
     )
     res = _run(["eval", "--checkpoint", str(run), *smoke_args, "protocol.name=zero_shot", SPLITS], capsys)
     assert res["output"] == str(run / "eval-smoke")
-    assert res["summary"]["num_splits"] == 3 and res["summary"]["top1"]["std"] >= 0
+    top1 = [res["splits"][k]["top1"] for k in ("test1", "test2", "test3")]
+    assert res["summary"]["num_splits"] == 3
+    assert res["summary"]["top1"]["std"] == pytest.approx(statistics.stdev(top1), abs=1e-9)
     assert (run / "eval-smoke" / "results.json").is_file() and (run / "eval-smoke" / "test2" / "metrics.json").is_file()
     subsets = _run(
         [

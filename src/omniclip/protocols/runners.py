@@ -150,9 +150,23 @@ def _has_checkpoint(stage: Path) -> bool:
 def run_supervised(
     cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
 ) -> dict[str, Any]:
-    """Train on ``data.train_list``, evaluate every test list with ``eval.clips x eval.crops`` views."""
-    model = fit(cfg, run_dir, resume)
-    return evaluate_sets(model, eval_sets(cfg), cfg, run_dir / "eval", device=device, amp_dtype=amp_dtype)
+    """Train on ``data.train_list``, evaluate every test list with ``eval.clips x eval.crops`` views.
+
+    With several ``protocol.seeds`` one model trains per seed (``train.seed`` = the seed) in ``seed_<s>/``, and the
+    summary gives the mean, std, worst and best top-1 over them (a single seed keeps ``train.seed``).
+    """
+    seeds = cfg.protocol.seeds
+    if len(seeds) == 1:
+        model = fit(cfg, run_dir, resume)
+        return evaluate_sets(model, eval_sets(cfg), cfg, run_dir / "eval", device=device, amp_dtype=amp_dtype)
+    out: dict[str, Any] = {"seeds": {}}
+    for seed in seeds:
+        stage = _stage_dir(run_dir, seeds, seed)
+        model = fit(replace_sections(cfg, train={"seed": seed}), stage, resume and _has_checkpoint(stage))
+        result = evaluate_sets(model, eval_sets(cfg), cfg, stage / "eval", device=device, amp_dtype=amp_dtype)
+        out["seeds"][str(seed)] = result
+    top1 = [r["summary"]["top1"]["mean"] for r in out["seeds"].values()]
+    return {**out, "summary": {"top1": _mean_std(top1)}}
 
 
 def run_few_shot(
@@ -203,10 +217,11 @@ def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] 
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample std (ddof=1), worst and best of per-seed values."""
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "values": list(values)}
+    return {"mean": mean, "std": std, "worst": min(values), "best": max(values), "values": list(values)}
 
 
 def run_base_to_novel(

@@ -44,7 +44,7 @@ from omniclip.model import OmniCLIP
 from omniclip.precision import Precision, resolve_precision
 from omniclip.runlog import RunLog, run_lock
 from omniclip.train import checkpoint as ckpt
-from omniclip.train.optim import build_optimizer, lr_at, set_lr
+from omniclip.train.optim import GradClipper, build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     model = ckpt.build_run_model(cfg, clip).to(device)
     precision = run_precision(cfg, device, model)
     precision.apply(model, model.clip.visual)  # frozen weights cast, trainable ones (and so the optimizer) stay fp32
-    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps)
+    text_scale = {"text_context": t.text_lr_scale, "logit_scale": t.text_lr_scale}
+    optimizer = build_optimizer(
+        model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=text_scale
+    )
     state = _resume(start, model, optimizer) if start is not None else TrainState()
     save = _Saver(dist, run_dir, cfg, model, optimizer, names, fingerprint)
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
@@ -414,7 +417,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     if dist.world_size > 1:
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler, loader = _train_loader(cfg, records, plan, dist)
-    params = [p for p in model.parameters() if p.requires_grad]
+    clip_grads = GradClipper(model.named_trainable_parameters(), t.grad_clip)
     stop_at = min(t.max_steps or plan.total_steps, plan.total_steps)
     bar = tqdm(total=stop_at, initial=state.step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
     last = start
@@ -454,13 +457,19 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
             loss_acc.zero_()
             counts.zero_()
             loss = loss_total / max(clips, 1.0)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf))
+            total_norm, group_norms = clip_grads()
+            grad_norm = float(total_norm)
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                runlog.write("stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm)
+                norms = {g: float(n) for g, n in group_norms.items()}
+                runlog.write(
+                    "stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm, **_by_group(norms)
+                )
                 bar.close()
                 runlog.close()
+                bad = [g for g, n in norms.items() if not math.isfinite(n)]
+                where = f" (non-finite in {', '.join(bad)})" if bad else ""
                 raise NonFiniteLossError(
-                    f"loss {loss} / gradient norm {grad_norm} at step {state.step + 1} (epoch {state.epoch}); "
+                    f"loss {loss} / gradient norm {grad_norm}{where} at step {state.step + 1} (epoch {state.epoch}); "
                     f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr or check the data."
                 )
             optimizer.step()
@@ -478,7 +487,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                     epoch=state.epoch,
                     loss=loss,
                     lr=lr,
-                    grad_norm=grad_norm,
+                    grad_norm=grad_norm,  # before clipping
+                    clip_factor=clip_grads.factor(grad_norm),
+                    logit_scale=float(model.logit_scale()),
+                    **_by_group({g: float(n) for g, n in group_norms.items()}),
                     clips_per_s=speed,
                     failed=int(failed),
                 )
@@ -502,6 +514,11 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     runlog.write("done", step=state.step, epoch=state.epoch, finished=state.epoch >= t.epochs)
     runlog.close()
     return TrainResult(model.eval(), run_dir, last, state.step, state.epoch >= t.epochs, names)
+
+
+def _by_group(norms: dict[str, float]) -> dict[str, float]:
+    """``grad_norm_<group>`` keys for metrics.jsonl (flat, so TensorBoard plots each)."""
+    return {f"grad_norm_{g}": n for g, n in norms.items()}
 
 
 def _check_labels(records: list, names: list[str], where: str) -> None:
