@@ -96,8 +96,13 @@ def export_model(
     """
     if fmt not in ENCODER_FILES:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(ENCODER_FILES)}")
-    if fmt == "onnx":
-        _require_onnx()
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None] if fmt == "onnx" else []
+    if missing:
+        raise ValueError(
+            f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed: "
+            "run `pip install onnx onnxscript onnxruntime` (onnxruntime checks and runs the file), "
+            "or use the default --format torch-export"
+        )
     names = check_class_names(classes if classes is not None else classifier.class_names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,16 +238,6 @@ def run_onnx(path: str | Path, video: Any) -> Any:
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["embedding"], {"video": video})[0]
-
-
-def _require_onnx() -> None:
-    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(
-            f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed: "
-            "run `pip install onnx onnxscript onnxruntime` (onnxruntime checks and runs the file), "
-            "or use the default --format torch-export"
-        )
 
 
 @dataclass

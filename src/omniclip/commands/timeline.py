@@ -110,17 +110,14 @@ def _check_window(args: argparse.Namespace) -> None:
 
 
 def run_timeline(args: argparse.Namespace) -> int:
-    from omniclip.predict import check_class_names
     from omniclip.timeline.scores import check_video, timeline, write_timeline
 
     video = check_video(args.video)
-    given = classes_from_args(args, CLASSES_EXAMPLE)
+    classes = classes_from_args(args, CLASSES_EXAMPLE)  # None: the checkpoint's
     _check_window(args)
     writable_dir(args.out, "--out")
-    classifier = load_from_args(args, args.device)
-    classes = check_class_names(given if given is not None else classifier.class_names)
     tl = timeline(
-        classifier,
+        load_from_args(args, args.device),
         video,
         classes,
         templates=args.templates,
