@@ -175,16 +175,18 @@ class VideoWindows:
         cutter = WindowCutter(self.spec)
         kept: dict[int, np.ndarray] = {}
         filled = 0
+
+        def window(span: Span) -> Window:  # its frames stacked: (T, 3, S, S)
+            return Window(span.start, span.end, torch.from_numpy(np.stack([kept[i] for i in span.points])))
+
         for j, frame in grid:
             kept[j] = frame
             filled = j + 1
-            for span in cutter.arrived(filled):
-                yield Window(span.start, span.end, stack_frames([kept[i] for i in span.points]))
+            yield from map(window, cutter.arrived(filled))
             for old in range(min(kept), cutter.oldest_needed(filled)):
                 del kept[old]
         assert self.duration is not None
-        for span in cutter.finish(filled, self.duration):
-            yield Window(span.start, span.end, stack_frames([kept[i] for i in span.points]))
+        yield from map(window, cutter.finish(filled, self.duration))
 
     def _convert(self, frame: Any) -> np.ndarray:
         """A decoded frame -> uint8 ``(3, S, S)``: swscale resizes the short side while converting to RGB, numpy
@@ -253,7 +255,3 @@ class VideoWindows:
             t = frame.time
             yield frame, float(t) if t is not None else count * gap
             count += 1
-
-
-def stack_frames(frames: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(frames))  # (T, 3, S, S)
