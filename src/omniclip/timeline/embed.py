@@ -108,8 +108,9 @@ def _embed_shared(
     frames: list[np.ndarray] = []
     filled = 0
 
-    def ready() -> WindowBatch | None:
-        """The waiting windows whose frames are all embedded, averaged; embeddings no later window needs go."""
+    def ready() -> list[WindowBatch]:
+        """The waiting windows whose frames are all embedded, averaged (one batch or none); embeddings no later
+        window needs go."""
         encoded = filled - len(frames)  # grid points embedded so far
         count = 0
         while count < len(waiting) and max(waiting[count].points) < encoded:
@@ -117,12 +118,12 @@ def _embed_shared(
         done = waiting[:count]
         del waiting[:count]
         if not done:
-            return None
+            return []
         mean = torch.stack([torch.stack([embedded[i] for i in s.points]).mean(dim=0) for s in done])  # (B, E)
         keep_from = min([cutter.oldest_needed(filled), *(min(s.points) for s in waiting)])
         for k in [k for k in embedded if k < keep_from]:
             del embedded[k]
-        return WindowBatch([s.start for s in done], [s.end for s in done], F.normalize(mean, dim=-1))
+        return [WindowBatch([s.start for s in done], [s.end for s in done], F.normalize(mean, dim=-1))]
 
     for j, frame in grid:
         frames.append(frame)
@@ -131,17 +132,13 @@ def _embed_shared(
         if len(frames) == frames_per_pass:
             embedded.update(_encode_grid(classifier, frames, filled))
             frames = []
-            batch = ready()
-            if batch is not None:
-                yield batch
+            yield from ready()
     assert windows.duration is not None
     waiting += cutter.finish(filled, windows.duration)
     if frames:
         embedded.update(_encode_grid(classifier, frames, filled))
         frames = []
-    batch = ready()
-    if batch is not None:
-        yield batch
+    yield from ready()
 
 
 def _encode_grid(classifier: VideoClassifier, frames: list[np.ndarray], filled: int) -> dict[int, torch.Tensor]:
