@@ -66,8 +66,8 @@ def number_type(cast: Callable[[str], N], ok: Callable[[N], bool], expects: str,
 
 positive_int = number_type(int, lambda v: v >= 1, "an integer", ">= 1")  # flags that count something
 non_negative_int = number_type(int, lambda v: v >= 0, "an integer", ">= 0")  # 0 means none or off (seeds, shards)
-positive_seconds = number_type(float, lambda v: math.isfinite(v) and v > 0, "a number of seconds", "above 0")
-non_negative_seconds = number_type(float, lambda v: math.isfinite(v) and v >= 0, "a number of seconds", ">= 0")
+positive_seconds = number_type(float, lambda v: 0 < v < math.inf, "a number of seconds", "a number of seconds above 0")
+non_negative_seconds = number_type(float, lambda v: 0 <= v < math.inf, "a number of seconds", "0 or more seconds")
 fraction = number_type(float, lambda v: 0 <= v < 1, "a fraction such as 0.2", "in [0, 1)")  # held-out shares
 probability = number_type(float, lambda v: 0 <= v <= 1, "a probability between 0 and 1", "between 0 and 1")
 
