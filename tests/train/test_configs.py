@@ -174,6 +174,7 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "train.global_batch_size": ["-1", "6"],  # 6 is not a multiple of train.batch_size (4 in smoke.yaml)
     "train.lr": ["0", "-1e-4", ".inf", ".nan"],
     "train.text_lr_scale": ["0", "-1", ".nan"],
+    "train.logit_lr_scale": ["0", "-1", ".inf"],
     "train.min_lr": ["-1e-6", "1"],  # 1 > train.lr
     "train.warmup_epochs": ["-1"],
     "train.weight_decay": ["-0.1"],

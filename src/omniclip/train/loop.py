@@ -396,7 +396,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     model = ckpt.build_run_model(cfg, clip).to(device)
     precision = run_precision(cfg, device, model)
     precision.apply(model, model.clip.visual)  # frozen weights cast, trainable ones (and so the optimizer) stay fp32
-    text_scale = {"text_context": t.text_lr_scale, "logit_scale": t.text_lr_scale}
+    text_scale = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale}
     optimizer = build_optimizer(
         model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=text_scale
     )
