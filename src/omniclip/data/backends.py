@@ -8,33 +8,43 @@ get its absolute path, so FFmpeg never reads it as a URL or an FFmpeg protocol.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from omniclip.data.decode import (
     IMAGE_SUFFIXES,
     DecodeError,
-    ReaderBase,
     VideoInfo,
+    VideoReader,
     check_input,
     fill_missing,
     split_tar_path,
 )
 
+OPENCV_SEEK_GAP = 64  # frames: OpenCV grabs forward up to this far, and sets CAP_PROP_POS_FRAMES beyond it
 
-class OpenCVReader(ReaderBase):
+
+def _import(module: str, decoder: str, package: str) -> Any:
+    """The optional decoder library ``module``; when it is missing, a ValueError says what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"decoder {decoder!r} needs {package}; pip install it or use pyav") from err
+
+
+class OpenCVReader(VideoReader):
     """OpenCV (FFmpeg backend) reader: header frame count, forward ``grab``, ``CAP_PROP_POS_FRAMES`` for long gaps."""
 
-    def __init__(self, path: str | Path, *, seek_gap: int = 64) -> None:
-        import cv2
-
+    def __init__(self, path: str | Path) -> None:
+        cv2 = _import("cv2", "opencv", "opencv-python-headless")
         self.path = Path(path)
-        self.seek_gap = seek_gap
         if split_tar_path(self.path) is not None:
             raise DecodeError("OpenCV cannot read tar members; use the pyav decoder")
         source = check_input(self.path)
@@ -66,7 +76,7 @@ class OpenCVReader(ReaderBase):
         idx = self._check(indices)
         got: dict[int, np.ndarray] = {}
         for target in sorted(set(idx)):
-            if target < self._next or target - self._next > self.seek_gap:
+            if target < self._next or target - self._next > OPENCV_SEEK_GAP:
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
                 self._next = target
             ok = True
@@ -81,14 +91,11 @@ class OpenCVReader(ReaderBase):
         return fill_missing(got, idx, str(self.path))
 
 
-class DecordReader(ReaderBase):
+class DecordReader(VideoReader):
     """decord reader (optional; decord is unmaintained since 2021)."""
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            import decord
-        except ImportError as err:
-            raise ValueError("decoder 'decord' is not installed; pip install decord or use pyav") from err
+        decord = _import("decord", "decord", "decord")
         self.path = Path(path)
         source = check_input(self.path)
         try:
@@ -131,7 +138,7 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 
-class FrameFolderReader(ReaderBase):
+class FrameFolderReader(VideoReader):
     """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``).
 
     It reads only the regular image files of the folder: a frame that is a symlink out of the folder is refused

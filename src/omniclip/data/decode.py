@@ -31,12 +31,14 @@ import re
 import tarfile
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from omniclip.data.transforms import short_side_size
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,8 @@ class VideoInfo:
     num_keyframes: int | None = None
 
 
-class VideoReader(Protocol):
-    """An open video; ``read`` may be called several times."""
+class VideoReader:
+    """An open video, read by index; ``read`` may be called several times. The backends subclass it."""
 
     info: VideoInfo
 
@@ -90,28 +92,16 @@ class VideoReader(Protocol):
         ``short_side`` lets a backend that can scale cheaply (PyAV's swscale) shrink frames whose shorter side is
         larger; others ignore it, so callers still resize what they get.
         """
-        ...
+        raise NotImplementedError
 
-    def close(self) -> None: ...
-
-    def __enter__(self) -> VideoReader: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
-class ReaderBase:
-    """Context-manager plumbing and index checks shared by the readers."""
-
-    info: VideoInfo
+    def close(self) -> None:
+        pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def close(self) -> None:
-        pass
 
     def _check(self, indices: Sequence[int]) -> list[int]:
         idx = [int(i) for i in indices]
@@ -121,7 +111,7 @@ class ReaderBase:
         return idx
 
 
-def _why(err: BaseException) -> str:
+def error_reason(err: BaseException) -> str:
     """Short reason for an exception (FFmpeg errors repeat the file name; ``strerror`` does not)."""
     return f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
 
@@ -302,9 +292,9 @@ def open_input(source: Path | io.BytesIO):
         return _open_container(source)
     except av.error.ArgumentError as err:
         reason = _refusal(source)
-        raise DecodeError(reason or f"cannot open: {_why(err)}") from err
+        raise DecodeError(reason or f"cannot open: {error_reason(err)}") from err
     except Exception as err:  # FFmpeg raises many error types for unreadable input
-        raise DecodeError(f"cannot open: {_why(err)}") from err
+        raise DecodeError(f"cannot open: {error_reason(err)}") from err
 
 
 def check_input(path: str | Path) -> Path | io.BytesIO:
@@ -323,7 +313,7 @@ def check_input(path: str | Path) -> Path | io.BytesIO:
 
 
 # ----------------------------------------------------------------------------------------------- PyAV
-class PyAVReader(ReaderBase):
+class PyAVReader(VideoReader):
     """PyAV reader with a demuxed timestamp index, forward decoding and keyframe seeks (see module docstring).
 
     Args:
@@ -371,7 +361,7 @@ class PyAVReader(ReaderBase):
             raise
         except Exception as err:
             self.close()
-            raise DecodeError(_why(err)) from err
+            raise DecodeError(error_reason(err)) from err
 
     def _open(self) -> None:
         self._container = open_input(self._src)
@@ -411,15 +401,9 @@ class PyAVReader(ReaderBase):
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         idx = self._check(indices)
         wanted = sorted(set(idx))
-        self._size = None
         h, w = self.info.height, self.info.width
-        if short_side is not None and min(h, w) > short_side:
-            # swscale shrinks while converting to RGB: about 2x cheaper than full-size RGB plus a torch resize.
-            self._size = (
-                (short_side, max(1, round(w * short_side / h)))
-                if h <= w
-                else (max(1, round(h * short_side / w)), short_side)
-            )
+        # swscale shrinks while converting to RGB: about 2x cheaper than full-size RGB plus a torch resize.
+        self._size = short_side_size(h, w, short_side) if short_side is not None and min(h, w) > short_side else None
         try:
             got = self._read_seeking(wanted) if self._pts else {}
             missing = [i for i in wanted if i not in got]
@@ -428,7 +412,7 @@ class PyAVReader(ReaderBase):
         except DecodeError:
             raise
         except Exception as err:
-            raise DecodeError(f"decoding failed: {_why(err)}") from err
+            raise DecodeError(f"decoding failed: {error_reason(err)}") from err
         return fill_missing(got, idx, str(self.path))
 
     def count_decodable(self) -> int:
@@ -438,7 +422,7 @@ class PyAVReader(ReaderBase):
         try:
             return sum(1 for _ in self._container.decode(self._stream))
         except Exception as err:
-            raise DecodeError(f"decoding failed: {_why(err)}") from err
+            raise DecodeError(f"decoding failed: {error_reason(err)}") from err
 
     def _convert(self, frame) -> np.ndarray:
         # ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, which
@@ -506,7 +490,7 @@ def available_decoders() -> list[str]:
     return names
 
 
-def open_video(path: str | Path, decoder: str = "pyav", **options) -> VideoReader:
+def open_video(path: str | Path, decoder: str = "pyav") -> VideoReader:
     """Open a video file, tar member or frame folder with the named backend.
 
     Raises:
@@ -518,17 +502,14 @@ def open_video(path: str | Path, decoder: str = "pyav", **options) -> VideoReade
     path = Path(path)
     if path.is_dir():
         return FrameFolderReader(path)
-    if decoder == "pyav":
-        return PyAVReader(path, **options)
-    if decoder == "opencv":
-        try:
-            import cv2  # noqa: F401
-        except ImportError as err:
-            raise ValueError("decoder 'opencv' needs opencv-python-headless; pip install it or use pyav") from err
-        return OpenCVReader(path, **options)
-    if decoder == "decord":
-        return DecordReader(path)
-    raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+    readers: dict[str, Callable[[Path], VideoReader]] = {
+        "pyav": PyAVReader,
+        "opencv": OpenCVReader,
+        "decord": DecordReader,
+    }
+    if decoder not in readers:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+    return readers[decoder](path)
 
 
 def probe(path: str | Path, decoder: str = "pyav") -> VideoInfo:
