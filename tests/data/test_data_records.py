@@ -84,8 +84,9 @@ def test_data_tar_member_paths_and_missing_or_empty_lists(tmp_path: Path) -> Non
 
 def test_data_write_list_round_trips(tmp_path: Path) -> None:
     records = [VideoRecord(tmp_path / "v" / "a.mp4", 2, 0), VideoRecord(tmp_path / "s.tar#m/b.mp4", 0, 1)]
+    records.append(VideoRecord(tmp_path / "v" / "a, b.mp4", 1, 2))  # a comma would read as a CSV separator
     out = write_list(records, tmp_path / "out.txt", tmp_path)
-    assert out.read_text() == "v/a.mp4 2\ns.tar#m/b.mp4 0\n"
+    assert out.read_text() == "v/a.mp4 2\ns.tar#m/b.mp4 0\nv/a, b.mp4\t1\n"
     assert read_annotations(out, tmp_path) == records
 
 

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omniclip.data.records import TAR_SEPARATOR, VideoRecord
+from omniclip.data.decode import split_tar_path
+from omniclip.data.records import VideoRecord, write_list
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
@@ -127,38 +128,21 @@ def class_text(folder: str) -> str:
     return " ".join(folder.replace("_", " ").replace("-", " ").split())
 
 
-def _name_problem(name: str) -> str | None:
-    """Why a class folder name cannot name a class, or None."""
+def _list_problem(text: str, *, path: bool) -> str | None:
+    """Why a class folder name or (``path``) a video path cannot be written in a list line and read back, or None."""
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return "is not valid UTF-8"
-    if _LINE_BREAKS.search(name):
+    if _LINE_BREAKS.search(text):
         return "holds a tab or line break"
-    if name[0].isspace() or name.startswith("#"):
+    if text[0].isspace() or text.startswith("#") or (path and text[-1].isspace()):
         return "starts with a space or '#' (a list line would lose it)"
-    if not class_text(name):
+    if path and split_tar_path(text) is not None:
+        return "reads as a tar member"
+    if not path and not class_text(text):
         return "is empty once underscores and dashes read as spaces"
     return None
-
-
-def _path_problem(rel: str) -> str | None:
-    """Why ``rel`` cannot be written in a list line and read back as written, or None."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid UTF-8"
-    if _LINE_BREAKS.search(rel):
-        return "a tab or line break"
-    if rel[0].isspace() or rel[-1].isspace() or rel.startswith("#"):
-        return "starts with a space or '#'"
-    if rel.partition(TAR_SEPARATOR)[0].endswith(".tar"):
-        return "reads as a tar member"
-    return None
-
-
-def _inside(real: str, real_root: str) -> bool:
-    return os.path.commonpath([real, real_root]) == real_root
 
 
 class _Walker:
@@ -178,7 +162,7 @@ class _Walker:
                 continue
             if entry.is_symlink():
                 real = os.path.realpath(entry.path)
-                if not os.path.exists(real) or not _inside(real, self.real_root):
+                if not os.path.exists(real) or os.path.commonpath([real, self.real_root]) != self.real_root:
                     self.skipped.links.append(f"{path} -> {os.readlink(entry.path)}")
                     continue
             out.append((entry, path))
@@ -194,7 +178,7 @@ class _Walker:
                     found.extend(self.videos(Path(entry.path), path))
             elif not entry.is_file() or Path(entry.name).suffix.lower() not in VIDEO_SUFFIXES:
                 self.skipped.not_video[Path(entry.name).suffix.lower()] += 1
-            elif problem := _path_problem(path):
+            elif problem := _list_problem(path, path=True):
                 self.skipped.unlistable.append(f"{path!r} ({problem})")
             else:
                 found.append(path)
@@ -261,7 +245,7 @@ def scan_class_folders(root: str | Path) -> FolderDataset:
     else:
         per_split = {"all": walker.class_folders(root, "")}
     folders = sorted({name for classes in per_split.values() for name in classes})
-    bad = [f"{name!r} {why}" for name in folders if (why := _name_problem(name))]
+    bad = [f"{name!r} {why}" for name in folders if (why := _list_problem(name, path=False))]
     if bad:
         raise ValueError(
             f"{root}: class folder {bad[0]}; rename it" + (f" (and {len(bad) - 1} more)" if bad[1:] else "")
@@ -358,11 +342,6 @@ def _records(ds: FolderDataset, videos: list[tuple[str, int]]) -> list[VideoReco
     return [VideoRecord(ds.root / path, label, i) for i, (path, label) in enumerate(ordered)]
 
 
-def list_line(rel: str, label: int) -> str:
-    """One list line; a path holding a comma is followed by a tab (a comma would read as a CSV field separator)."""
-    return f"{rel}{chr(9) if ',' in rel else ' '}{label}\n"
-
-
 def write_split_files(ds: FolderDataset, splits: dict[str, list[VideoRecord]], out: str | Path) -> dict[str, Path]:
     """Write ``<split>.txt`` per split, ``classes.csv`` and ``folders.csv`` into ``out``; returns name -> path.
 
@@ -372,8 +351,7 @@ def write_split_files(ds: FolderDataset, splits: dict[str, list[VideoRecord]], o
     written: dict[str, Path] = {}
     for split in SPLITS:
         if split in splits:
-            lines = [list_line(r.path.relative_to(ds.root).as_posix(), r.label) for r in splits[split]]
-            written[split] = write_text(out / f"{split}.txt", "".join(lines))
+            written[split] = write_list(splits[split], out / f"{split}.txt", ds.root)
     classes = _csv(["id", "name"], [(c.label, c.name) for c in ds.classes])
     written["classes"] = write_text(out / "classes.csv", classes)
     folders = _csv(["id", "folder", "name"], [(c.label, c.folder, c.name) for c in ds.classes])
@@ -388,22 +366,3 @@ def _csv(header: list[str], rows: list[tuple[object, ...]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def read_folder_names(path: str | Path) -> list[str]:
-    """The folder names of a ``folders.csv`` in label order (``id,folder,name``, as ``write_split_files`` writes it).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a row is not ``id,folder,name`` or the ids are not 0..C-1 in order.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class-folder file {path} does not exist")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    names = []
-    for n, row in enumerate(rows[1:], start=2):
-        if len(row) != 3 or row[0] != str(n - 2):
-            raise ValueError(f"{path}:{n}: expected 'id,folder,name' with id {n - 2}, got {','.join(row)!r}")
-        names.append(row[1])
-    return names

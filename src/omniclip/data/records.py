@@ -24,10 +24,12 @@ import io
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from omniclip.data.decode import split_tar_path
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ ListFormat = Literal["auto", "video", "rawframes", "csv"]
 
 PATH_COLUMNS = ("path", "video", "filename", "file", "video_path", "youtube_id")
 LABEL_COLUMNS = ("label", "label_id", "class_id", "class", "target")
-TAR_SEPARATOR = "#"
 
 
 @dataclass(frozen=True)
@@ -98,46 +99,50 @@ def detect_format(first_line: str) -> Literal["video", "rawframes", "csv"]:
 def resolve_path(rel: str, root: Path | None, *, allow_outside_root: bool, where: str) -> Path:
     """Join ``rel`` with ``root``, refusing paths that leave the root unless allowed.
 
+    A frame folder whose real location (symlinks resolved) is outside the real dataset root leaves it too.
+
     Args:
         rel: Path text from the list (may contain ``#member`` after a ``.tar`` file).
         root: Dataset root, or None for paths relative to the current directory.
         allow_outside_root: Accept absolute paths and ``..`` escapes.
         where: ``file:line`` used in error messages.
     """
-    container, sep, member = rel.partition(TAR_SEPARATOR)
-    if not (sep and container.endswith(".tar")):
-        container, sep, member = rel, "", ""
-    path = Path(container)
+    tar = split_tar_path(rel)
+    path = tar[0] if tar is not None else Path(rel)
     if not allow_outside_root:
         if path.is_absolute():
             raise ValueError(
                 f"{where}: absolute path {rel!r} is refused; use paths relative to the dataset root, "
                 "or pass allow_outside_root=True (--allow-outside-root)"
             )
-        if ".." in Path(os.path.normpath(container)).parts:
+        if ".." in Path(os.path.normpath(path)).parts:
             raise ValueError(
                 f"{where}: path {rel!r} leaves the dataset root; pass allow_outside_root=True "
                 "(--allow-outside-root) to accept it"
             )
-    full = path if root is None or path.is_absolute() else Path(root) / path
-    return Path(f"{full}{sep}{member}") if sep else full
-
-
-def _csv_rows(text: str, where: str) -> list[tuple[int, list[str]]]:
-    """``(line number, fields)`` per CSV row (quoted fields may hold commas, not line breaks)."""
-    reader = csv.reader(io.StringIO(text))
-    rows = []
-    end = 0
-    for fields in reader:
-        lineno, end = end + 1, reader.line_num
-        if end != lineno:
-            raise ValueError(f"{where}:{lineno}: a quoted CSV field runs over lines {lineno}-{end} (unclosed quote?)")
-        rows.append((lineno, fields))
-    return rows
+    full = path if root is None or path.is_absolute() else root / path
+    if tar is not None:
+        return Path(f"{full}#{tar[1]}")
+    if root is not None and not allow_outside_root and full.is_dir():
+        real, real_root = os.path.realpath(full), os.path.realpath(root)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise ValueError(
+                f"{where}: frame folder {rel!r} resolves outside the dataset root (to {real}) through a symlink; "
+                "pass allow_outside_root=True (--allow-outside-root) to accept it"
+            )
+    return full
 
 
 def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
-    csv_rows = _csv_rows(text, where)
+    reader = csv.reader(io.StringIO(text))
+    csv_rows: list[tuple[int, list[str]]] = []  # quoted fields may hold commas, not line breaks
+    for fields in reader:
+        lineno = len(csv_rows) + 1
+        if reader.line_num != lineno:
+            raise ValueError(
+                f"{where}:{lineno}: a quoted CSV field runs over lines {lineno}-{reader.line_num} (unclosed quote?)"
+            )
+        csv_rows.append((lineno, fields))
     header = [h.strip().lower() for h in csv_rows[0][1]]
     path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
@@ -162,32 +167,18 @@ def _parse_csv(text: str, where: str) -> list[tuple[int, str, str, str | None]]:
 
 
 def _parse_plain(text: str, fmt: str, where: str) -> list[tuple[int, str, str, str | None]]:
+    numbers = 2 if fmt == "rawframes" else 1  # rawframes: total_frames, then the label
     rows: list[tuple[int, str, str, str | None]] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if fmt == "rawframes":
-            split = _split_line(line, 2)
-            if split is None:
-                raise ValueError(f"{where}:{lineno}: expected 'frame_dir total_frames label', got {line!r}")
-            rows.append((lineno, split[0], split[1][1], split[1][0]))
-        else:
-            split = _split_line(line, 1)
-            if split is None:
-                raise ValueError(f"{where}:{lineno}: expected 'path label', got {line!r}")
-            rows.append((lineno, split[0], split[1][0], None))
+        split = _split_line(line, numbers)
+        if split is None:
+            expected = "frame_dir total_frames label" if numbers == 2 else "path label"
+            raise ValueError(f"{where}:{lineno}: expected '{expected}', got {line!r}")
+        rows.append((lineno, split[0], split[1][-1], split[1][0] if numbers == 2 else None))
     return rows
-
-
-def _check_frame_folder(path: Path, root: Path, rel: str, where: str) -> None:
-    """Refuse a frame folder whose real location (symlinks resolved) is outside the real dataset root."""
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
-    if os.path.commonpath([real, real_root]) != real_root:
-        raise ValueError(
-            f"{where}: frame folder {rel!r} resolves outside the dataset root (to {real}) through a symlink; "
-            "pass allow_outside_root=True (--allow-outside-root) to accept it"
-        )
 
 
 def _warn_duplicates(records: list[VideoRecord], lines: list[int], where: str) -> None:
@@ -254,8 +245,6 @@ def read_annotations(
         if not rel:
             raise ValueError(f"{at}: empty path")
         path = resolve_path(rel, root_path, allow_outside_root=allow_outside_root, where=at)
-        if root_path is not None and not allow_outside_root and TAR_SEPARATOR not in rel and path.is_dir():
-            _check_frame_folder(path, root_path, rel, at)
         records.append(VideoRecord(path, int(label), len(records), int(frames) if frames is not None else None))
     _warn_duplicates(records, [row[0] for row in rows], where)
     return records
@@ -311,19 +300,16 @@ def read_class_names(path: str | Path) -> list[str]:
     return [name for _, name in entries]
 
 
-def write_list(records: list[VideoRecord], path: str | Path, root: str | Path | None = None) -> Path:
-    """Write records as a ``path label`` list (paths relative to ``root`` when given), atomically."""
-    path = Path(path)
+def write_list(records: Sequence[VideoRecord], path: str | Path, root: str | Path | None = None) -> Path:
+    """Write records as ``path label`` lines (paths relative to ``root`` when given), atomically.
+
+    A path holding a comma is followed by a tab (a comma would read as a CSV field separator).
+    """
     lines = []
     for rec in records:
+        tar = split_tar_path(rec.path)
         text = str(rec.path)
         if root is not None:
-            text = os.path.relpath(text, root) if TAR_SEPARATOR not in text else _relative_tar(text, Path(root))
-        lines.append(f"{text} {rec.label}\n")
-    write_text(path, "".join(lines))
-    return path
-
-
-def _relative_tar(text: str, root: Path) -> str:
-    container, _, member = text.partition(TAR_SEPARATOR)
-    return f"{os.path.relpath(container, root)}{TAR_SEPARATOR}{member}"
+            text = os.path.relpath(tar[0], root) + f"#{tar[1]}" if tar else os.path.relpath(rec.path, root)
+        lines.append(f"{text}{chr(9) if ',' in text else ' '}{rec.label}\n")
+    return write_text(path, "".join(lines))

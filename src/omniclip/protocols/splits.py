@@ -161,9 +161,7 @@ def relabel(records: Sequence[VideoRecord], classes: Sequence[int]) -> list[Vide
     return [VideoRecord(r.path, new[r.label], i, r.num_frames) for i, r in enumerate(kept)]
 
 
-def write_records(records: Sequence[VideoRecord], path: str | Path, root: str | Path | None = None) -> Path:
-    """Write a ``path label`` list (paths relative to ``root`` when given), atomically."""
-    return write_list(list(records), path, root)
+write_records = write_list  # a ``path label`` list (paths relative to ``root`` when given), written atomically
 
 
 def write_class_file(names: Sequence[str], path: str | Path) -> Path:
