@@ -23,9 +23,9 @@ def test_data_segment_sampling_one_frame_per_segment() -> None:
 
 
 def test_data_sampling_is_reproducible_from_the_generator() -> None:
-    a = sampling.train_indices(200, 8, torch.Generator().manual_seed(3))
-    b = sampling.train_indices(200, 8, torch.Generator().manual_seed(3))
-    c = sampling.train_indices(200, 8, torch.Generator().manual_seed(4))
+    a = sampling.clip_indices(200, 8, torch.Generator().manual_seed(3))
+    b = sampling.clip_indices(200, 8, torch.Generator().manual_seed(3))
+    c = sampling.clip_indices(200, 8, torch.Generator().manual_seed(4))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 

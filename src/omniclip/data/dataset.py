@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from omniclip.data import transforms as tf
 from omniclip.data.decode import DecodeError, open_video
 from omniclip.data.records import VideoRecord
-from omniclip.data.sampling import Sampling, multiview_indices, train_indices
+from omniclip.data.sampling import Sampling, clip_indices, multiview_indices
 
 log = logging.getLogger(__name__)
 
@@ -124,33 +124,30 @@ class VideoDataset(Dataset):
         return {"video": video, "label": rec.label, "index": rec.index, "error": None}
 
     def load(self, rec: VideoRecord, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode and transform one video to uint8 (V, T, 3, S, S); raises ``DecodeError`` when unreadable."""
+        """Decode and transform one video to uint8 (V, T, 3, S, S); raises ``DecodeError`` when unreadable.
+
+        With ``generator`` (training) the video gives one random view, without it the test views.
+        """
         with open_video(rec.path, self.decoder) as reader:
             n = reader.info.num_frames
-            if self.mode == "train":
-                assert generator is not None
-                idx = train_indices(n, self.num_frames, generator, self.sampling, self.frame_interval)[None]
+            if generator is not None:
+                idx = clip_indices(n, self.num_frames, generator, self.sampling, self.frame_interval)[None]
             else:
                 idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.frame_interval)
             frames = reader.read(idx.reshape(-1).tolist(), short_side=self.short_side)  # (clips*T, H, W, 3)
         video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips*T, 3, H, W)
         video = video.reshape(idx.shape[0], self.num_frames, *video.shape[1:])  # (clips, T, 3, H, W)
-        if self.mode != "train":
-            return self._test_views(video)
-        assert generator is not None  # checked before sampling
-        return self._train_view(video, generator)
+        return self._train_view(video, generator) if generator is not None else self._test_views(video)
 
-    def _scaled_box(self, video: torch.Tensor, generator: torch.Generator) -> tuple[int, int, int, int]:
-        """A training crop box chosen on the short-side-resized frame, mapped back to the decoded frame."""
+    def _train_view(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # The crop box is chosen on the short-side-resized frame and mapped back to the decoded frame, which is then
+        # resized once, straight to S x S (crop first): cheaper than resizing twice.
         H, W = video.shape[-2:]
         h, w = tf.short_side_size(H, W, self.short_side)
         top, left, ch, cw = tf.multi_scale_box(h, w, generator)
         ry, rx = H / h, W / w
-        return round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
-
-    def _train_view(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        # One resize from the decoded frame straight to S x S (crop first): cheaper than resizing twice.
-        video = tf.resize(tf.crop(video, *self._scaled_box(video, generator)), self.size)
+        box = round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
+        video = tf.resize(tf.crop(video, *box), self.size)
         if self.flip and torch.rand(1, generator=generator).item() < 0.5:
             video = video.flip(-1)
         if self.rand_augment_ops:

@@ -3,6 +3,7 @@
 - ``segment_indices`` (TSN, used by X-CLIP / ViFi-CLIP training): split the video into T equal segments and take one
   frame per segment at a random offset (``generator``) or at the segment centre (``generator=None``, testing).
 - ``dense_indices``: T frames ``interval`` apart from a random (train) or uniformly spaced (test) start.
+- ``clip_indices``: one clip by either sampling, random (training) or at a given position.
 - ``multiview_indices``: ``clips`` test clips, each T indices, as a (clips, T) array. For segment sampling clip ``c``
   takes offset ``(c + 0.5) / clips`` of each segment, so 1 clip is the centre frame of each segment.
 
@@ -69,6 +70,24 @@ def dense_indices(
     return np.minimum(idx, num_frames - 1)
 
 
+def clip_indices(
+    num_frames: int,
+    clip_len: int,
+    generator: torch.Generator | None = None,
+    sampling: Sampling = "segment",
+    interval: int = 2,
+    *,
+    at: float = 0.5,
+) -> np.ndarray:
+    """One clip's (T,) indices by ``segment`` or ``dense`` sampling: random with ``generator`` (training), else at
+    fraction ``at`` (of each segment, or of the room a dense clip leaves)."""
+    if sampling == "segment":
+        return segment_indices(num_frames, clip_len, generator, offset=at)
+    if sampling == "dense":
+        return dense_indices(num_frames, clip_len, interval, generator, start=at)
+    raise ValueError(f"unknown sampling {sampling!r}; choose segment or dense")
+
+
 def multiview_indices(
     num_frames: int, clip_len: int, clips: int, sampling: Sampling = "segment", interval: int = 2
 ) -> np.ndarray:
@@ -87,21 +106,6 @@ def multiview_indices(
     """
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
-    if sampling == "segment":
-        views = [segment_indices(num_frames, clip_len, offset=(c + 0.5) / clips) for c in range(clips)]
-    elif sampling == "dense":
-        views = [dense_indices(num_frames, clip_len, interval, start=(c + 0.5) / clips) for c in range(clips)]
-    else:
-        raise ValueError(f"unknown sampling {sampling!r}; choose segment or dense")
-    return np.stack(views)
-
-
-def train_indices(
-    num_frames: int, clip_len: int, generator: torch.Generator, sampling: Sampling = "segment", interval: int = 2
-) -> np.ndarray:
-    """Random training clip: (T,) indices by ``segment`` or ``dense`` sampling."""
-    if sampling == "segment":
-        return segment_indices(num_frames, clip_len, generator)
-    if sampling == "dense":
-        return dense_indices(num_frames, clip_len, interval, generator)
-    raise ValueError(f"unknown sampling {sampling!r}; choose segment or dense")
+    return np.stack(
+        [clip_indices(num_frames, clip_len, None, sampling, interval, at=(c + 0.5) / clips) for c in range(clips)]
+    )

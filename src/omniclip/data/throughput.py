@@ -34,7 +34,7 @@ from omniclip.data import decode
 from omniclip.data.dataset import VideoDataset, item_generator
 from omniclip.data.loader import build_loader
 from omniclip.data.records import VideoRecord, read_annotations, write_list
-from omniclip.data.sampling import Sampling, train_indices
+from omniclip.data.sampling import Sampling, clip_indices
 from omniclip.data.synthetic import write_synthetic_dataset
 from omniclip.data.transforms import short_side_size
 
@@ -117,7 +117,7 @@ def decode_limit(
         seconds += n / video_fps if video_fps else float("nan")
         draws = max(1, clips // min(len(records), files))
         for c in range(draws):
-            idx = train_indices(n, num_frames, item_generator(seed, 0, i, c), sampling, frame_interval)
+            idx = clip_indices(n, num_frames, item_generator(seed, 0, i, c), sampling, frame_interval)
             per_clip.append(_frames_decoded(sorted(set(int(j) for j in idx)), keys))
     rate, frames, ms = statistics.median(rates), float(np.mean(per_clip)), statistics.median(convert)
     per_clip_s = frames / rate + num_frames * ms / 1000
