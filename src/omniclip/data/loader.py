@@ -38,17 +38,12 @@ class VideoBatch(TypedDict):
 def collate_videos(items: Sequence[VideoItem]) -> VideoBatch:
     """Stack readable items; unreadable ones go to ``failed`` (video has shape (0, 0, 0, 3, 0, 0) when none is)."""
     ok = [it for it in items if it["video"] is not None]
-    failed = [(int(it["index"]), str(it["error"])) for it in items if it["video"] is None]
     videos = [it["video"] for it in items if it["video"] is not None]
-    if videos:
-        video = torch.stack(videos)
-    else:
-        video = torch.zeros((0, 0, 0, 3, 0, 0), dtype=torch.uint8)
     return {
-        "video": video,
+        "video": torch.stack(videos) if videos else torch.zeros((0, 0, 0, 3, 0, 0), dtype=torch.uint8),
         "label": torch.tensor([int(it["label"]) for it in ok], dtype=torch.long),
         "index": torch.tensor([int(it["index"]) for it in ok], dtype=torch.long),
-        "failed": failed,
+        "failed": [(int(it["index"]), str(it["error"])) for it in items if it["video"] is None],
     }
 
 
@@ -58,30 +53,23 @@ def _check_rank(rank: int, world_size: int) -> None:
 
 
 class ShardSampler(Sampler[int]):
-    """Evaluation sampler: rank ``r`` gets positions r, r + world, ... of an (optionally shuffled) order.
+    """Evaluation sampler: rank ``r`` gets the indices r, r + world, ... of ``range(n)``.
 
     Args:
         n: Dataset length.
         rank: This process's rank.
         world_size: Number of processes.
-        shuffle: Permute with ``seed`` first (the union over ranks is still every index once).
-        seed: Permutation seed.
     """
 
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
         _check_rank(rank, world_size)
-        self.n, self.rank, self.world_size, self.shuffle, self.seed = n, rank, world_size, shuffle, seed
-
-    def _order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        self.indices = range(rank, n, world_size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.rank :: self.world_size])
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
+        return len(self.indices)
 
 
 class TrainSampler(Sampler[tuple[int, int]]):
@@ -113,13 +101,10 @@ class TrainSampler(Sampler[tuple[int, int]]):
         """Use epoch ``epoch``; drop this rank's first ``skip`` clips (resuming mid-epoch)."""
         self.epoch, self.skip = epoch, skip
 
-    def indices(self) -> list[int]:
-        """This rank's indices for the current epoch (before ``skip``)."""
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)[: self.length][self.rank :: self.world_size].tolist()
-
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self.indices()[self.skip :]])
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        mine = torch.randperm(self.n, generator=g)[: self.length][self.rank :: self.world_size].tolist()
+        return iter([(i, self.epoch) for i in mine[self.skip :]])
 
     def __len__(self) -> int:
         return self.length // self.world_size - self.skip
@@ -140,8 +125,6 @@ def build_loader(
     world_size: int = 1,
     seed: int = 0,
     length: int | None = None,
-    drop_last: bool = False,
-    prefetch_factor: int = 2,
     pin_memory: bool | None = None,
 ) -> DataLoader:
     """A ``DataLoader`` with ``collate_videos`` and the right sampler.
@@ -155,8 +138,6 @@ def build_loader(
         world_size: Number of processes.
         seed: Shuffling seed for training.
         length: Training indices per epoch over all ranks (see ``TrainSampler``).
-        drop_last: Drop the last incomplete training batch (never done at evaluation).
-        prefetch_factor: Batches prefetched per worker.
         pin_memory: Pin batches for copies to a GPU (default: when CUDA is available).
     """
     size = len(cast(Sized, dataset))  # map-style: torch's Dataset type leaves out __len__
@@ -164,9 +145,6 @@ def build_loader(
         sampler: Sampler = TrainSampler(size, rank, world_size, seed, length)
     else:
         sampler = ShardSampler(size, rank, world_size)
-    extra: dict[str, Any] = {}
-    if workers > 0:
-        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": _worker_init}
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -174,8 +152,8 @@ def build_loader(
         num_workers=workers,
         collate_fn=collate_videos,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        drop_last=drop_last and train,
-        **extra,
+        persistent_workers=workers > 0,
+        worker_init_fn=_worker_init if workers > 0 else None,
     )
 
 
