@@ -7,8 +7,10 @@ truncated files and files without a video stream); ``full`` mode decodes every f
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing as mp
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -64,12 +66,6 @@ def check_video(rec: VideoRecord, decoder: str = "pyav", mode: CheckMode = "quic
         return str(err), False
 
 
-def _check_star(args: tuple[VideoRecord, str, str]) -> tuple[int, str | None, bool]:
-    rec, decoder, mode = args
-    reason, mismatch = check_video(rec, decoder, mode)  # type: ignore[arg-type]
-    return rec.index, reason, mismatch
-
-
 def verify_records(
     records: Sequence[VideoRecord],
     *,
@@ -79,25 +75,20 @@ def verify_records(
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Check every video, ``workers`` processes in parallel; ``progress(1)`` after each."""
-    by_index = {r.index: r for r in records}
-    jobs = [(r, decoder, mode) for r in records]
     report = VerifyReport(total=len(records))
-    bad: dict[int, str] = {}
-
-    def collect(results) -> None:
-        for index, reason, mismatch in results:
+    check = functools.partial(check_video, decoder=decoder, mode=mode)
+    with contextlib.ExitStack() as stack:
+        results: Iterable[tuple[str | None, bool]]
+        if workers > 1:
+            results = stack.enter_context(mp.get_context("fork").Pool(workers)).imap(check, records, chunksize=4)
+        else:
+            results = map(check, records)
+        for rec, (reason, mismatch) in zip(records, results, strict=True):
             if reason is not None:
-                bad[index] = reason
+                report.bad.append((rec, reason))
             report.frame_count_mismatch += int(mismatch)
             if progress is not None:
                 progress(1)
-
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
-            collect(pool.imap_unordered(_check_star, jobs, chunksize=4))
-    else:
-        collect(map(_check_star, jobs))
-    report.bad = [(by_index[i], bad[i]) for i in sorted(bad)]
     return report
 
 

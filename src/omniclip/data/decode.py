@@ -321,6 +321,9 @@ class PyAVReader(VideoReader):
         threads: Decoder threads (1 suits data-loader workers; 0 lets FFmpeg choose).
         seek_gap: Seek to a later keyframe only when it skips more than this many frames.
         index_cache: Where demuxed frame indices are kept (default ``INDEX_CACHE``, shared by the process).
+
+    Attributes:
+        keyframes: Positions of the keyframes in presentation order (empty without usable timestamps).
     """
 
     def __init__(
@@ -342,7 +345,7 @@ class PyAVReader(VideoReader):
         try:
             if not self._container.streams.video:
                 raise DecodeError("no video stream")
-            self._pts, self._keys, fallback = self._index(key)
+            self._pts, self.keyframes, fallback = self._index(key)
             count = len(self._pts) if self._pts else (fallback or 0)
             if count == 0:
                 raise DecodeError("the video stream has no frames")
@@ -354,7 +357,7 @@ class PyAVReader(VideoReader):
                 width=int(ctx.width),
                 height=int(ctx.height),
                 header_frames=int(self._stream.frames) or None,
-                num_keyframes=len(self._keys) if self._pts else None,
+                num_keyframes=len(self.keyframes) if self._pts else None,
             )
         except DecodeError:
             self.close()
@@ -448,7 +451,7 @@ class PyAVReader(VideoReader):
         for target in wanted:
             if target in got:
                 continue
-            key = self._keys[bisect.bisect_right(self._keys, target) - 1]
+            key = self.keyframes[bisect.bisect_right(self.keyframes, target) - 1]
             if frames is None or current >= target or key - current > self.seek_gap:
                 self._container.seek(self._pts[key], stream=self._stream, backward=True)
                 frames = self._container.decode(self._stream)

@@ -26,12 +26,14 @@ import os
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from omniclip.data.decode import DecodeError, file_source, open_input, split_tar_path
+import numpy as np
+
+from omniclip.data.decode import DecodeError, error_reason, file_source, open_input, split_tar_path
 from omniclip.data.encode import VideoWriter
 from omniclip.data.records import VideoRecord, read_annotations
 from omniclip.data.transforms import short_side_size
@@ -55,51 +57,64 @@ class PrepareReport:
     bytes_out: int = 0
 
 
-def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop: int = 16, threads: int = 0) -> None:
-    """Re-encode one video so that its shorter side is at most ``short_side`` (copy it if already small).
+@contextlib.contextmanager
+def _open_source(src: Path) -> Iterator[tuple[Any, Any]]:
+    """``(container, first video stream)`` of a source video file, opened as ``decode.open_input`` opens it.
 
     Raises:
-        DecodeError: The source cannot be decoded, or is not a self-contained video file (see ``decode.open_input``).
+        DecodeError: A tar member, a frame folder, or not a readable, self-contained video file.
     """
     if split_tar_path(src) is not None:
         raise DecodeError("tar members cannot be prepared again; prepare the original files")
     if src.is_dir():
         raise DecodeError("a frame folder is already decoded; prepare re-encodes video files")
-    source, _ = file_source(src)
-    try:
-        with open_input(source) as container:
-            if not container.streams.video:
-                raise DecodeError("no video stream")
-            stream = container.streams.video[0]
-            h, w = stream.codec_context.height, stream.codec_context.width
-            mp4 = "mp4" in container.format.name.split(",") and src.suffix.lower() == ".mp4"
-            small = min(h, w) <= short_side and mp4
-            if small and longest_gop(container, stream) <= gop:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
-                return
-            if small:
-                container.seek(0)  # back to the start after the keyframe scan
-            stream.thread_type = "AUTO"
-            th, tw = short_side_size(h, w, min(short_side, min(h, w)))
-            th, tw = th + th % 2, tw + tw % 2  # yuv420p needs even sides
-            rate = stream.average_rate or stream.guessed_rate or 25
-            writer = VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads)
-            try:
-                count = 0
-                for rgb in _scaled_frames(container, stream, th, tw):
-                    writer.write(rgb)
-                    count += 1
-                if count == 0:
-                    raise DecodeError("no frame decoded")
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-    except DecodeError:
-        raise
-    except Exception as err:
-        raise DecodeError(f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}") from err
+    with open_input(file_source(src)[0]) as container:
+        if not container.streams.video:
+            raise DecodeError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        yield container, stream
+
+
+def _scaled_frames(container, stream, height: int, width: int) -> Iterator[np.ndarray]:
+    """Every frame as RGB ``(height, width, 3)`` uint8, area-scaled; one scaler for the whole video."""
+    from av.video.reformatter import VideoReformatter
+
+    scaler = VideoReformatter()  # a new one per frame would set up swscale per frame (about 1 to 2 ms each)
+    for frame in container.decode(stream):
+        yield scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop: int = 16, threads: int = 0) -> None:
+    """Re-encode one video so that its shorter side is at most ``short_side`` (copy it if already small).
+
+    Raises:
+        DecodeError: The source is not a self-contained video file (see ``decode.open_input``) or has no frame.
+    """
+    with _open_source(src) as (container, stream):
+        h, w = stream.codec_context.height, stream.codec_context.width
+        small = min(h, w) <= short_side and "mp4" in container.format.name.split(",") and src.suffix.lower() == ".mp4"
+        if small and longest_gop(container, stream) <= gop:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            return
+        if small:
+            container.seek(0)  # back to the start after the keyframe scan
+        th, tw = short_side_size(h, w, min(short_side, h, w))
+        th, tw = th + th % 2, tw + tw % 2  # yuv420p needs even sides
+        rate = stream.average_rate or stream.guessed_rate or 25
+        writer = VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads)
+        try:
+            count = 0
+            for rgb in _scaled_frames(container, stream, th, tw):
+                writer.write(rgb)
+                count += 1
+            if count == 0:
+                raise DecodeError("no frame decoded")
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
 
 
 def longest_gop(container, stream) -> int:
@@ -113,42 +128,23 @@ def longest_gop(container, stream) -> int:
     return longest
 
 
-def _scaled_frames(container, stream, height: int, width: int):
-    """Every frame as RGB ``(height, width, 3)`` uint8, area-scaled; one scaler for the whole video."""
-    from av.video.reformatter import VideoReformatter
-
-    scaler = VideoReformatter()  # a new one per frame would set up swscale per frame (about 1 to 2 ms each)
-    for frame in container.decode(stream):
-        yield scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
-
-
 def extract_frames(src: Path, dst: Path, *, short_side: int = 256, quality: int = 90) -> int:
     """Decode one video into the folder ``dst`` as ``img_00001.jpg`` ... (JPEG at ``quality``), short side at most
     ``short_side``; written beside ``dst`` and renamed into place. Returns the number of frames.
 
     Raises:
-        DecodeError: The source cannot be decoded, or is not a self-contained video file.
+        DecodeError: The source is not a self-contained video file or has no frame.
     """
     from PIL import Image
 
-    if split_tar_path(src) is not None:
-        raise DecodeError("tar members cannot be prepared again; prepare the original files")
-    if src.is_dir():
-        raise DecodeError("a frame folder is already decoded")
-    source, _ = file_source(src)
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         count = 0
-        with open_input(source) as container:
-            if not container.streams.video:
-                raise DecodeError("no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+        with _open_source(src) as (container, stream):
             h, w = stream.codec_context.height, stream.codec_context.width
-            th, tw = short_side_size(h, w, min(short_side, min(h, w)))
-            for rgb in _scaled_frames(container, stream, th, tw):
+            for rgb in _scaled_frames(container, stream, *short_side_size(h, w, min(short_side, h, w))):
                 Image.fromarray(rgb).save(tmp / FRAME_NAME.format(count + 1), quality=quality)
                 count += 1
         if count == 0:
@@ -156,12 +152,9 @@ def extract_frames(src: Path, dst: Path, *, short_side: int = 256, quality: int 
         shutil.rmtree(dst, ignore_errors=True)
         os.replace(tmp, dst)
         return count
-    except DecodeError:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    except Exception as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DecodeError(f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}") from err
 
 
 def _relative(rec: VideoRecord, root: Path | None, fmt: PrepareFormat) -> str:
@@ -178,10 +171,12 @@ def _job(args: tuple[Path, Path, int, int, int, int, PrepareFormat, int]) -> str
             reencode(src, dst, short_side=short_side, crf=crf, gop=gop, threads=threads)
     except DecodeError as err:
         return str(err)
+    except Exception as err:  # FFmpeg and PIL raise many error types for unreadable input
+        return error_reason(err)
     return None
 
 
-def _size(path: Path) -> int:
+def disk_bytes(path: Path) -> int:
     """Bytes of a file, or of the files of a folder."""
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -268,7 +263,7 @@ def prepare_dataset(
     report = PrepareReport(out / Path(list_file).name, len(done))
     report.failed = [(str(sources[rel]), why) for rel, why in outcome.items() if why is not None]
     report.bytes_in = sum(sources[rel].stat().st_size for rel in done)
-    report.bytes_out = sum(_size(dest / rel) for rel in done)
+    report.bytes_out = sum(disk_bytes(dest / rel) for rel in done)
     names = {rel: rel for rel in done}
     if shards > 0 and done:
         report.shards, names = _write_shards(out, dest, done, min(shards, len(done)))

@@ -33,6 +33,7 @@ import torch
 from omniclip.data import decode
 from omniclip.data.dataset import VideoDataset, item_generator
 from omniclip.data.loader import build_loader
+from omniclip.data.prepare import disk_bytes, prepare_dataset
 from omniclip.data.records import VideoRecord, read_annotations, write_list
 from omniclip.data.sampling import Sampling, clip_indices
 from omniclip.data.synthetic import write_synthetic_dataset
@@ -113,7 +114,7 @@ def decode_limit(
         rates.append(rate)
         convert.append(ms)
         video_fps = fps or (0.0 if rec.path.is_dir() else decode.probe(rec.path).fps)
-        size_bytes += _bytes(rec.path)
+        size_bytes += disk_bytes(rec.path)
         seconds += n / video_fps if video_fps else float("nan")
         draws = max(1, clips // min(len(records), files))
         for c in range(draws):
@@ -123,11 +124,6 @@ def decode_limit(
     per_clip_s = frames / rate + num_frames * ms / 1000
     mb = round(size_bytes / 1e6 / seconds * 3600, 1) if seconds > 0 else None  # nan (no frame rate) is not > 0
     return DecodeLimit(round(rate, 1), round(frames, 2), round(ms, 3), num_frames, round(1 / per_clip_s, 2), mb)
-
-
-def _bytes(path: Path) -> int:
-    """Bytes of a file, or of the files of a frame folder."""
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _frames_decoded(wanted: list[int], keys: list[int] | None) -> int:
@@ -151,17 +147,9 @@ def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], flo
     """Decode-only frames/s of one file (one thread), its frame count, keyframe positions in display order, and the
     milliseconds of converting a frame to RGB at ``short_side`` as the reader does (best cases: the faster of two
     decoding passes, the fastest of 16 conversions)."""
-    source, _ = decode.file_source(path)
-    with decode.open_input(source) as container:
-        stream = container.streams.video[0]
-        stamps, flags = [], []
-        for packet in container.demux(stream):
-            if packet.size:
-                stamps.append(packet.pts if packet.pts is not None else packet.dts)
-                flags.append(bool(packet.is_keyframe))
-    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
-    keys = [pos for pos, i in enumerate(order) if flags[i]] or [0]
-    picked = set(range(0, len(stamps), max(1, len(stamps) // 16))[:16])  # frames kept to time their conversion
+    with decode.PyAVReader(path, index_cache=decode.LRUCache(0)) as video:
+        keys, frames = video.keyframes or [0], video.info.num_frames
+    picked = set(range(0, frames, max(1, frames // 16))[:16])  # frames kept to time their conversion
     sample: list = []
     count, seconds = 0, math.inf
     for _ in range(2):  # the faster of two passes: a limit is a best case, and other work shares the CPU
@@ -277,8 +265,6 @@ def benchmark_sources(
     With ``prepare`` each real clip also comes as ``omniclip prepare`` writes it at short side 256: H.264 with a
     keyframe every 16 frames (the default), all-intra (``--gop 1``), and JPEG frame folders (``--format frames``).
     """
-    from omniclip.data.prepare import prepare_dataset
-
     sources: dict[str, Source] = {}
     if list_file is not None:
         sources[Path(list_file).name] = Source(read_annotations(list_file, root))
