@@ -25,8 +25,6 @@ What a tree may hold and what happens to it:
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from omniclip.data.decode import split_tar_path
-from omniclip.data.records import VideoRecord, write_list
+from omniclip.data.records import VideoRecord, csv_text, write_class_names, write_list
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
@@ -352,17 +350,7 @@ def write_split_files(ds: FolderDataset, splits: dict[str, list[VideoRecord]], o
     for split in SPLITS:
         if split in splits:
             written[split] = write_list(splits[split], out / f"{split}.txt", ds.root)
-    classes = _csv(["id", "name"], [(c.label, c.name) for c in ds.classes])
-    written["classes"] = write_text(out / "classes.csv", classes)
-    folders = _csv(["id", "folder", "name"], [(c.label, c.folder, c.name) for c in ds.classes])
+    written["classes"] = write_class_names([c.name for c in ds.classes], out / "classes.csv")
+    folders = csv_text(["id", "folder", "name"], [(c.label, c.folder, c.name) for c in ds.classes])
     written["folders"] = write_text(out / "folders.csv", folders)
     return written
-
-
-def _csv(header: list[str], rows: list[tuple[object, ...]]) -> str:
-    """CSV text with ``\n`` line ends; a field holding a comma or a quote is quoted (``read_class_names`` reads it)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()

@@ -24,7 +24,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -313,3 +313,17 @@ def write_list(records: Sequence[VideoRecord], path: str | Path, root: str | Pat
             text = os.path.relpath(tar[0], root) + f"#{tar[1]}" if tar else os.path.relpath(rec.path, root)
         lines.append(f"{text}{chr(9) if ',' in text else ' '}{rec.label}\n")
     return write_text(path, "".join(lines))
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text with ``\\n`` line ends; a field holding a comma or a quote is quoted (``read_class_names`` reads it)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_class_names(names: Sequence[str], path: str | Path) -> Path:
+    """Write an ``id,name`` CSV with a header, as ``read_class_names`` reads it, atomically."""
+    return write_text(path, csv_text(["id", "name"], enumerate(names)))

@@ -7,8 +7,6 @@ Every file is written atomically (temporary file, then ``os.replace``).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from omniclip.data.records import csv_text
 from omniclip.files import pyplot, save_figure, write_text
 from omniclip.protocols.evaluate import EvalResult
 
@@ -54,23 +53,17 @@ def write_eval_report(result: EvalResult, out_dir: str | Path, class_names: Sequ
 
 
 def _per_class_csv(result: EvalResult, class_names: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["class_id", "name", "num_videos", "correct", "accuracy"])
-    counts = result.confusion.sum(axis=1)
-    for c, name in enumerate(class_names):
-        acc = result.per_class_accuracy[c]
-        writer.writerow([c, name, int(counts[c]), int(result.confusion[c, c]), "" if math.isnan(acc) else f"{acc:.4f}"])
-    return buf.getvalue()
+    counts, acc = result.confusion.sum(axis=1), result.per_class_accuracy
+    rows = [
+        [c, name, int(counts[c]), int(result.confusion[c, c]), "" if math.isnan(acc[c]) else f"{acc[c]:.4f}"]
+        for c, name in enumerate(class_names)
+    ]
+    return csv_text(["class_id", "name", "num_videos", "correct", "accuracy"], rows)
 
 
 def _confusion_csv(confusion: np.ndarray, class_names: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["true\\predicted", *class_names])
-    for name, row in zip(class_names, confusion.tolist(), strict=True):
-        writer.writerow([name, *row])
-    return buf.getvalue()
+    rows = [[name, *row] for name, row in zip(class_names, confusion.tolist(), strict=True)]
+    return csv_text(["true\\predicted", *class_names], rows)
 
 
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], out_png: str | Path) -> Path:
@@ -80,6 +73,8 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], out_png: s
     and cell counts are printed only up to ``ANNOTATED_CLASSES``.
     """
     plt = pyplot()
+    from matplotlib import colors
+
     C = confusion.shape[0]
     rows = confusion.sum(axis=1, keepdims=True)
     rates = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=float), where=rows > 0)
@@ -87,7 +82,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], out_png: s
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     # Many classes spread errors thinly: a square-root colour scale keeps the off-diagonal mass visible.
     many = C > LABELLED_CLASSES
-    norm = _colors().PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0) if many else _colors().Normalize(0.0, 1.0)
+    norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0) if many else colors.Normalize(0.0, 1.0)
     im = ax.imshow(rates, cmap="Blues", norm=norm, interpolation="nearest")
     label = "fraction of the true class" + (" (square-root scale)" if many else "")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
@@ -199,9 +194,3 @@ def _panel(key: str) -> str | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _colors() -> Any:
-    import matplotlib.colors
-
-    return matplotlib.colors

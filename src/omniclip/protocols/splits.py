@@ -29,8 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from omniclip.data.records import VideoRecord, read_annotations, read_class_names, write_list
-from omniclip.files import write_text
+from omniclip.data.records import (
+    VideoRecord,
+    read_annotations,
+    read_class_names,
+    write_class_names,
+    write_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +169,7 @@ def relabel(records: Sequence[VideoRecord], classes: Sequence[int]) -> list[Vide
 write_records = write_list  # a ``path label`` list (paths relative to ``root`` when given), written atomically
 
 
-def write_class_file(names: Sequence[str], path: str | Path) -> Path:
-    """Write an ``id,name`` CSV with a header, atomically."""
-    return write_text(path, "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
+write_class_file = write_class_names  # an ``id,name`` CSV with a header, written atomically
 
 
 # ----------------------------------------------------------------------------------------------- file writers
