@@ -116,10 +116,6 @@ class DecordReader(VideoReader):
 
 
 # ----------------------------------------------------------------------------------------------- frame folders
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def _frame_files(folder: Path) -> list[Path]:
     """The image files of a frame folder; each must be a regular file, and a symlink must stay in the folder."""
     real = os.path.realpath(folder)
@@ -152,7 +148,7 @@ class FrameFolderReader(VideoReader):
         files = _frame_files(self.path)
         if not files:
             raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        self._files = sorted(files, key=lambda p: _natural_key(p.name))
+        self._files = sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
         with Image.open(self._files[0]) as img:
             width, height = img.size
         self.info = VideoInfo(len(self._files), 0.0, width, height)

@@ -35,7 +35,7 @@ from omniclip.data.dataset import VideoDataset, item_generator
 from omniclip.data.loader import build_loader
 from omniclip.data.prepare import disk_bytes, prepare_dataset
 from omniclip.data.records import VideoRecord, read_annotations, write_list
-from omniclip.data.sampling import Sampling, clip_indices
+from omniclip.data.sampling import clip_indices
 from omniclip.data.synthetic import write_synthetic_dataset
 from omniclip.data.transforms import short_side_size
 
@@ -79,6 +79,7 @@ class BenchResult:
         )
 
 
+LIMIT_FILES = 8  # files of a source whose decoding is measured for its decode limit
 TABLE_HEADER = (
     "| source | resolution | MB per hour of video | workers | clips | clips/s | clips/s per worker | decode limit, "
     "clips/s per core (frames decoded per clip at frames/s) | efficiency |\n|---|---|---|---|---|---|---|---|---|"
@@ -91,13 +92,10 @@ def decode_limit(
     num_frames: int = 8,
     size: int = 224,
     clips: int = 32,
-    files: int = 8,
-    sampling: Sampling = "segment",
-    frame_interval: int = 2,
-    seed: int = 0,
     fps: float | None = None,
 ) -> DecodeLimit:
-    """The decode limit of ``records`` (the first ``files`` of them) for ``clips`` training clips of T frames.
+    """The decode limit of ``records`` (the first ``LIMIT_FILES`` of them) for ``clips`` training clips of T frames
+    sampled as ``VideoDataset`` samples them by default (``segment``).
 
     A frame folder decodes only the sampled images (its decode rate is the rate of reading them as RGB; nothing is
     left to convert). ``size`` gives the short side the reader converts to (``VideoDataset``'s training default).
@@ -106,7 +104,7 @@ def decode_limit(
     short = round(size * 256 / 224)
     rates, per_clip, convert = [], [], []
     size_bytes, seconds = 0, 0.0
-    for i, rec in enumerate(records[:files]):
+    for i, rec in enumerate(records[:LIMIT_FILES]):
         if rec.path.is_dir():
             rate, n, keys, ms = _image_rate(rec.path)
         else:
@@ -116,9 +114,9 @@ def decode_limit(
         video_fps = fps or (0.0 if rec.path.is_dir() else decode.probe(rec.path).fps)
         size_bytes += disk_bytes(rec.path)
         seconds += n / video_fps if video_fps else float("nan")
-        draws = max(1, clips // min(len(records), files))
+        draws = max(1, clips // min(len(records), LIMIT_FILES))
         for c in range(draws):
-            idx = clip_indices(n, num_frames, item_generator(seed, 0, i, c), sampling, frame_interval)
+            idx = clip_indices(n, num_frames, item_generator(0, 0, i, c))
             per_clip.append(_frames_decoded(sorted(set(int(j) for j in idx)), keys))
     rate, frames, ms = statistics.median(rates), float(np.mean(per_clip)), statistics.median(convert)
     per_clip_s = frames / rate + num_frames * ms / 1000
@@ -202,16 +200,14 @@ def bench_records(
     num_frames: int = 8,
     size: int = 224,
     batch_size: int = 4,
-    mode: str = "train",
-    decoder: str = "pyav",
     limit: DecodeLimit | None = None,
 ) -> BenchResult:
-    """Time ``clips`` training (or test) clips through ``VideoDataset`` + ``build_loader`` after one warm-up batch;
+    """Time ``clips`` training clips through ``VideoDataset`` + ``build_loader`` after one warm-up batch;
     with the source's ``limit`` (``decode_limit``) the result says how close the pipeline comes to it."""
     pool = [records[i % len(records)] for i in range(clips + batch_size)]
     pool = [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(pool)]
-    ds = VideoDataset(pool, num_frames=num_frames, mode=mode, size=size, decoder=decoder)  # type: ignore[arg-type]
-    loader = build_loader(ds, batch_size=batch_size, train=mode == "train", workers=workers)
+    ds = VideoDataset(pool, num_frames=num_frames, mode="train", size=size)
+    loader = build_loader(ds, batch_size=batch_size, train=True, workers=workers)
     cache_size = decode.INDEX_CACHE.size
     decode.INDEX_CACHE.resize(0)
     done, start, failed = 0, 0.0, 0
@@ -227,7 +223,7 @@ def bench_records(
     seconds = time.perf_counter() - start
     if failed:
         log.warning("%s: %d clips could not be read", source, failed)
-    info = decode.probe(records[0].path, decoder)
+    info = decode.probe(records[0].path)
     rate = done / seconds if seconds > 0 else 0.0
     per_worker = rate / max(workers, 1)
     efficiency = round(per_worker / limit.clips_per_s, 3) if limit is not None and limit.clips_per_s > 0 else None
@@ -299,13 +295,11 @@ def run_data_benchmark(
     size: int = 224,
     prepare: bool = True,
     real_clips: bool = True,
-    work_dir: str | Path | None = None,
 ) -> list[BenchResult]:
     """Benchmark every source with every worker count; returns one ``BenchResult`` per pair."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="omniclip-bench-") as tmp:
-        work = Path(work_dir) if work_dir is not None else Path(tmp)
-        sources = benchmark_sources(list_file, root, work, prepare=prepare, real_clips=real_clips)
+        sources = benchmark_sources(list_file, root, Path(tmp), prepare=prepare, real_clips=real_clips)
         results = []
         for name, source in sources.items():
             limit = decode_limit(source.records, num_frames=num_frames, size=size, clips=clips, fps=source.fps)
