@@ -35,9 +35,9 @@ def test_data_class_subsets_and_base_novel_halves() -> None:
     assert [len(s) for s in subsets] == [160, 160, 160] and all(s == sorted(s) for s in subsets)
     assert len({tuple(s) for s in subsets}) == 3
     assert splits.zero_shot_subsets(range(220), 160, num_splits=3, seed=0) == subsets
-    assert splits.class_subset(range(220), 160, seed=1) == subsets[1]
+    assert splits.zero_shot_subsets(range(220), 160, num_splits=1, seed=1) == subsets[1:2]
     with pytest.raises(ValueError, match="cannot draw"):
-        splits.class_subset(range(5), 6)
+        splits.zero_shot_subsets(range(5), 6)
     sizes = {n: tuple(map(len, splits.base_novel_classes(n))) for n in (400, 51, 101, 174)}
     assert sizes == {400: (200, 200), 51: (26, 25), 101: (51, 50), 174: (87, 87)}
     assert splits.base_novel_classes(51)[1][0] == 26

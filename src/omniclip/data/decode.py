@@ -181,11 +181,8 @@ _TAR_MEMBERS = LRUCache(64)  # member table (name -> offset, size) per tar file
 
 def split_tar_path(path: str | Path) -> tuple[Path, str] | None:
     """``(tar_file, member)`` for a ``file.tar#member`` path, else None."""
-    text = str(path)
-    container, sep, member = text.partition("#")
-    if sep and container.endswith(".tar"):
-        return Path(container), member
-    return None
+    container, sep, member = str(path).partition("#")
+    return (Path(container), member) if sep and container.endswith(".tar") else None
 
 
 def read_tar_member(tar_path: Path, member: str) -> bytes:

@@ -183,7 +183,8 @@ class _Walker:
         return found
 
     def top(self, folder: Path, rel: str) -> list[tuple[os.DirEntry[str], str]]:
-        """The folders directly in ``folder``; the files there are skipped (videos listed as outside a class)."""
+        """The folders directly in ``folder``, marked as walked (a link into one of them is not walked again); the
+        files there are skipped (videos listed as outside a class)."""
         dirs = []
         for entry, path in self.entries(folder, rel):
             if entry.is_dir():
@@ -192,13 +193,12 @@ class _Walker:
                 self.skipped.loose.append(path)
             else:
                 self.skipped.not_video[Path(entry.name).suffix.lower()] += 1
+        self.seen.update(os.path.realpath(entry.path) for entry, _ in dirs)
         return dirs
 
     def class_folders(self, folder: Path, rel: str) -> dict[str, list[str]]:
         """Class folder name -> its videos, for the class folders directly in ``folder``."""
-        dirs = self.top(folder, rel)
-        self.seen.update(os.path.realpath(entry.path) for entry, _ in dirs)  # a link into another class is not walked
-        return {entry.name: self.videos(Path(entry.path), path) for entry, path in dirs}
+        return {entry.name: self.videos(Path(entry.path), path) for entry, path in self.top(folder, rel)}
 
 
 def _split_folders(root: Path) -> dict[str, str]:
@@ -238,7 +238,6 @@ def scan_class_folders(root: str | Path) -> FolderDataset:
     split_dirs = _split_folders(root)
     if split_dirs:
         top = {entry.name: entry for entry, _ in walker.top(root, "")}
-        walker.seen.update(os.path.realpath(entry.path) for entry in top.values())
         per_split = {s: walker.class_folders(Path(top[d].path), d) for s, d in split_dirs.items() if d in top}
     else:
         per_split = {"all": walker.class_folders(root, "")}

@@ -95,18 +95,14 @@ def check_shots(records: Sequence[VideoRecord], shots: int, num_classes: int, *,
         raise ValueError(f"{source}: {len(wrong)} classes do not have K={shots} videos ({detail})")
 
 
-def class_subset(classes: Sequence[int], size: int, *, seed: int = 0) -> list[int]:
-    """``size`` class ids drawn from ``classes`` with ``seed``, returned in ascending order."""
+def zero_shot_subsets(classes: Sequence[int], size: int, *, num_splits: int = 3, seed: int = 0) -> list[list[int]]:
+    """``num_splits`` subsets of ``size`` class ids drawn from ``classes``, subset ``k`` with seed ``seed + k``; each
+    in ascending order."""
     pool = sorted(set(int(c) for c in classes))
     if not 0 < size <= len(pool):
         raise ValueError(f"cannot draw {size} classes from {len(pool)}")
-    rng = np.random.default_rng(seed)
-    return sorted(pool[i] for i in rng.choice(len(pool), size=size, replace=False))
-
-
-def zero_shot_subsets(classes: Sequence[int], size: int, *, num_splits: int = 3, seed: int = 0) -> list[list[int]]:
-    """``num_splits`` class subsets; subset ``k`` uses seed ``seed + k``."""
-    return [class_subset(classes, size, seed=seed + k) for k in range(num_splits)]
+    draws = [np.random.default_rng(seed + k).choice(len(pool), size=size, replace=False) for k in range(num_splits)]
+    return [sorted(pool[i] for i in draw) for draw in draws]
 
 
 def base_novel_classes(num_classes: int, base: int = 0) -> tuple[list[int], list[int]]:
