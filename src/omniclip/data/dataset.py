@@ -100,11 +100,6 @@ class VideoDataset(Dataset):
         self.sampling, self.frame_interval = sampling, frame_interval
         self.rand_augment_ops, self.rand_augment_magnitude = rand_augment_ops, rand_augment_magnitude
 
-    @property
-    def views(self) -> int:
-        """V, views per video."""
-        return self.clips * self.crops
-
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the training randomness of plain integer indices."""
         self.epoch = int(epoch)
