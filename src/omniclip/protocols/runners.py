@@ -22,7 +22,7 @@ from omniclip import files
 from omniclip.config import RunConfig, replace_sections
 from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import build_loader
-from omniclip.data.records import VideoRecord, read_annotations, read_class_names
+from omniclip.data.records import VideoRecord, read_annotations, read_class_names, write_class_names, write_list
 from omniclip.dist import barrier, get_rank, get_world_size
 from omniclip.model import OmniCLIP
 from omniclip.precision import resolve_precision
@@ -211,7 +211,7 @@ def _write_shots(cfg: RunConfig, stage: Path, seed: int, classes: Sequence[int] 
             if classes is not None:
                 records = splits.relabel(records, classes)
             chosen = splits.few_shot_records(records, p.shots, seed=seed, num_classes=num_classes)
-        splits.write_records(chosen, path, root=cfg.data.root)
+        write_list(chosen, path, root=cfg.data.root)
     barrier()
     return path
 
@@ -236,7 +236,7 @@ def run_base_to_novel(
         shot_list = _write_shots(cfg, stage, seed, classes=base, num_classes=len(base))
         base_file = stage / "splits" / "base_classes.csv"
         if get_rank() == 0:
-            splits.write_class_file([names[c] for c in base], base_file)
+            write_class_names([names[c] for c in base], base_file)
         stage_cfg = replace_sections(
             cfg,
             data={"train_list": str(shot_list.resolve()), "class_names": str(base_file.resolve())},

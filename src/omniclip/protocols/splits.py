@@ -162,12 +162,6 @@ def relabel(records: Sequence[VideoRecord], classes: Sequence[int]) -> list[Vide
     return [VideoRecord(r.path, new[r.label], i, r.num_frames) for i, r in enumerate(kept)]
 
 
-write_records = write_list  # a ``path label`` list (paths relative to ``root`` when given), written atomically
-
-
-write_class_file = write_class_names  # an ``id,name`` CSV with a header, written atomically
-
-
 # ----------------------------------------------------------------------------------------------- file writers
 def write_few_shot_splits(
     list_file: str | Path,
@@ -184,7 +178,7 @@ def write_few_shot_splits(
     for k in shots:
         for seed in seeds:
             chosen = few_shot_records(records, k, seed=seed, num_classes=num_classes)
-            written.append(write_records(chosen, Path(out_dir) / f"train_{k}shot_seed{seed}.txt", root))
+            written.append(write_list(chosen, Path(out_dir) / f"train_{k}shot_seed{seed}.txt", root))
             log.info("%s: %d videos (%d per class)", written[-1], len(chosen), k)
     return written
 
@@ -224,8 +218,8 @@ def write_zero_shot_splits(
     stem, written = Path(list_file).stem, []
     for k, subset in enumerate(zero_shot_subsets(pool, size, num_splits=num_splits, seed=seed)):
         videos = relabel(records, subset)
-        lst = write_records(videos, Path(out_dir) / f"{stem}_subset{k}.txt", root)
-        cls = write_class_file([names[c] for c in subset], Path(out_dir) / f"{stem}_subset{k}_classes.csv")
+        lst = write_list(videos, Path(out_dir) / f"{stem}_subset{k}.txt", root)
+        cls = write_class_names([names[c] for c in subset], Path(out_dir) / f"{stem}_subset{k}_classes.csv")
         missing = sorted(set(range(len(subset))) - {r.label for r in videos})
         if missing:
             log.warning("%s: %d classes have no video", lst, len(missing))
@@ -253,14 +247,14 @@ def write_base_novel_splits(
     base, novel = base_novel_from_file(base_file, names) if base_file else base_novel_classes(len(names))
     out = Path(out_dir)
     files = {
-        "base_classes": write_class_file([names[c] for c in base], out / "base_classes.csv"),
-        "novel_classes": write_class_file([names[c] for c in novel], out / "novel_classes.csv"),
+        "base_classes": write_class_names([names[c] for c in base], out / "base_classes.csv"),
+        "novel_classes": write_class_names([names[c] for c in novel], out / "novel_classes.csv"),
     }
     train = relabel(read_annotations(train_list, root), base)
     for seed in seeds:
         chosen = few_shot_records(train, shots, seed=seed, num_classes=len(base))
-        files[f"train_seed{seed}"] = write_records(chosen, out / f"train_base_{shots}shot_seed{seed}.txt", root)
+        files[f"train_seed{seed}"] = write_list(chosen, out / f"train_base_{shots}shot_seed{seed}.txt", root)
     test = read_annotations(test_list, root)
-    files["test_base"] = write_records(relabel(test, base), out / "test_base.txt", root)
-    files["test_novel"] = write_records(relabel(test, novel), out / "test_novel.txt", root)
+    files["test_base"] = write_list(relabel(test, base), out / "test_base.txt", root)
+    files["test_novel"] = write_list(relabel(test, novel), out / "test_novel.txt", root)
     return files
