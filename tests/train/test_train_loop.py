@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from omniclip.data.transforms import mixup, normalize
 from omniclip.runlog import read_metrics
 from omniclip.train.checkpoint import find_checkpoint, load_trained_model, read_meta
 from omniclip.train.loop import NonFiniteLossError, build_train_model, plan_steps, train
+from omniclip.train.optim import GradClipper
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 CLASSES = ["moving left", "moving right", "growing", "shrinking"]  # conftest.CLASSES
@@ -174,6 +176,20 @@ def test_metrics_carry_gradient_norms_per_group_the_clip_factor_and_the_logit_sc
         assert row["clip_factor"] == pytest.approx(min(1.0, 0.05 / (row["grad_norm"] + 1e-6)), rel=1e-6)
         assert row["clip_factor"] < 1  # the norm is logged before clipping
     assert rows[-1]["logit_scale"] == pytest.approx(float(result.model.logit_scale()), rel=1e-6)
+
+
+def test_a_gradient_spike_is_logged_with_the_group_that_carries_it(
+    tiny_clip_file, synthetic, tmp_path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(GradClipper, "MIN_RECENT", 1)
+    monkeypatch.setattr(GradClipper, "SPIKE", 1e-9)  # every step after the first counts as one
+    with caplog.at_level(logging.WARNING, logger="omniclip"):
+        train(_cfg(tiny_clip_file, synthetic, "train.max_steps=3"), tmp_path / "run")
+    spikes = read_metrics(tmp_path / "run", "spike")
+    assert [s["step"] for s in spikes] == [2, 3]
+    groups = {k: v for k, v in spikes[0].items() if k.startswith("grad_norm_")}
+    top = max(groups, key=lambda k: groups[k]).removeprefix("grad_norm_")
+    assert "step 2: gradient norm" in caplog.text and f"mostly {top} (" in caplog.text
 
 
 def test_unreadable_training_videos_are_skipped_and_counted(tiny_clip_file, synthetic, tmp_path) -> None:

@@ -95,3 +95,10 @@ def test_grad_clipper_reports_group_norms_before_clipping_and_clips_like_torch()
     for (_, p), c in zip(named, copies, strict=True):
         torch.testing.assert_close(p.grad, c.grad)  # what torch's own clipping left
     assert clipper.factor(float(total)) == pytest.approx(scale) and GradClipper(named, 0).factor(5.0) == 1.0
+
+
+def test_grad_clipper_calls_a_norm_ten_times_its_recent_median_a_spike() -> None:
+    clipper = GradClipper([], max_norm=1.0)
+    assert [clipper.spike(v) for v in [1.0, 2.0] * 10] == [0.0] * 20  # 20 norms before judging
+    assert clipper.spike(15.0) == pytest.approx(10.0)  # median 1.5
+    assert clipper.spike(3.0) == 0.0

@@ -472,6 +472,15 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                     f"loss {loss} / gradient norm {grad_norm}{where} at step {state.step + 1} (epoch {state.epoch}); "
                     f"stopped. Last good checkpoint: {last or 'none'}. Lower train.lr or check the data."
                 )
+            ratio = clip_grads.spike(grad_norm)
+            if ratio:  # an explosion: say which group carries it (the loss often goes back to chance after one)
+                norms = {g: float(n) for g, n in group_norms.items()}
+                top = max(norms, key=lambda g: norms[g])
+                log.warning(
+                    "step %d: gradient norm %.3g is %.0fx its recent median, mostly %s (%.3g)",
+                    state.step + 1, grad_norm, ratio, top, norms[top],
+                )  # fmt: skip
+                runlog.write("spike", step=state.step + 1, grad_norm=grad_norm, ratio=ratio, **_by_group(norms))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1

@@ -7,6 +7,8 @@ Weight decay goes only on parameters with ``ndim >= 2``, minus the names the mod
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -113,10 +115,15 @@ class GradClipper:
     """Gradient norms per group before clipping, then the global norm clipped to ``max_norm`` (0 = no clipping).
 
     One pass computes both: the global norm is the norm of the group norms. Norms stay on the device; the caller
-    reads them when it logs.
+    reads them when it logs. ``spike`` watches the global norm for explosions.
     """
 
+    SPIKE = 10.0  # a norm this many times the median of the recent ones is an explosion
+    WINDOW = 50  # recent norms kept
+    MIN_RECENT = 20  # norms needed before judging
+
     def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], max_norm: float) -> None:
+        self.recent: deque[float] = deque(maxlen=self.WINDOW)
         self.groups: dict[str, list[nn.Parameter]] = {}
         for name, p in named_params:
             if p.requires_grad:
@@ -135,6 +142,12 @@ class GradClipper:
         if self.max_norm:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.max_norm, total)
         return total, norms
+
+    def spike(self, total: float) -> float:
+        """``total`` over the median of the recent norms when it is a spike (else 0); then remembers it."""
+        ratio = total / max(statistics.median(self.recent), 1e-12) if len(self.recent) >= self.MIN_RECENT else 0.0
+        self.recent.append(total)
+        return ratio if ratio >= self.SPIKE else 0.0
 
     def factor(self, total: float) -> float:
         """What clipping multiplied the gradients by (1 = not clipped), as ``clip_grad_norm_`` computes it."""
