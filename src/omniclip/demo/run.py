@@ -174,10 +174,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
         row = measure_run(run, cfg, out / run.name, budget, dist)
         result.runs.append(row)
         m = row.metrics
-        say(
-            f"      top-1 {m['all']:.1f}%  (direction {m['direction']:.1f}, scale {m['scale']:.1f}, "
-            f"order {m['order']:.1f}; within pair {m['within pair']:.1f})  {row.seconds:.0f} s"
-        )
+        groups = ", ".join(f"{g} {m[g]:.1f}" for g in budget.dataset.group_map)
+        say(f"      top-1 {m['all']:.1f}%  ({groups}; within pair {m['within pair']:.1f})  {row.seconds:.0f} s")
     spec = budget.long_video
     say(f"[{stages - 1}/{stages}] timeline of a long video of {spec.segments} test clips -> {out / LONG_VIDEO}")
     runs = [(name, label, out / name) for name, label in TIMELINE_RUNS]
