@@ -25,18 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from omniclip.config import parse_override
+from omniclip.config import apply_overrides
 from omniclip.demo.dataset import ensure_dataset
 from omniclip.demo.recipes import BUDGETS, RunSpec, run_overrides
 from omniclip.demo.report import group_metrics, read_confusion
-
-
-def set_key(raw: dict, dotted: str) -> None:
-    keys, value = parse_override(dotted)
-    node = raw
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
+from omniclip.runlog import read_metrics
 
 
 def run_one(
@@ -52,8 +45,7 @@ def run_one(
     budget = BUDGETS[budget_name]
     run = RunSpec(f"{variant}", variant, "supervised", variant)  # type: ignore[arg-type]
     raw = run_overrides(budget, run, data_root=str(data_root), clip="omniclip-tiny", seed=seed, steps=steps)
-    for item in overrides:
-        set_key(raw, item)
+    raw = apply_overrides(raw, overrides)
     run_dir = out / setting.replace(" ", "_") / variant / f"seed_{seed}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     config = run_dir.parent / f"seed_{seed}.yaml"
@@ -79,8 +71,7 @@ def run_one(
     seconds = time.perf_counter() - tick
     names, matrix = read_confusion(confusion)
     metrics = group_metrics(names, matrix, budget.dataset.group_map)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train_rows = [r for r in rows if r.get("kind") == "train"]
+    train_rows = read_metrics(run_dir, "train")
     return {
         "setting": setting,
         "variant": variant,

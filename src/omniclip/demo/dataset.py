@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ HARD_GROUPS: Groups = (
 SPEC_FILE = "dataset.json"
 
 
-def twins_of(groups: Groups) -> tuple[tuple[str, str], ...]:
+def twins_of(groups: Iterable[tuple[str, Sequence[str]]]) -> tuple[tuple[str, str], ...]:
     """The twin pairs of ``groups``: consecutive classes of each group (a group's odd last class has none)."""
     return tuple((names[i], names[i + 1]) for _, names in groups for i in range(0, len(names) - 1, 2))
 

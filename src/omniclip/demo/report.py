@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniclip.demo.dataset import GROUPS
+from omniclip.demo.dataset import GROUPS, twins_of
 from omniclip.files import pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ def group_metrics(names: Sequence[str], confusion: np.ndarray, groups: GroupMap 
     for group, members in groups.items():
         rows = [index[m] for m in members if m in index]
         out[group] = _percent(sum(confusion[r, r] for r in rows), confusion[rows].sum())
-    twins = [(m[i], m[i + 1]) for m in groups.values() for i in range(0, len(m) - 1, 2)]
-    twin_of = {index[a]: index[b] for a, b in twins if a in index and b in index}
+    twin_of = {index[a]: index[b] for a, b in twins_of(groups.items()) if a in index and b in index}
     twin_of |= {b: a for a, b in twin_of.items()}
     rows = sorted(twin_of)
     in_pair = sum(confusion[r, r] + confusion[r, twin_of[r]] for r in rows)

@@ -460,13 +460,11 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
             total_norm, group_norms = clip_grads()
             grad_norm = float(total_norm)
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                norms = {g: float(n) for g, n in group_norms.items()}
-                runlog.write(
-                    "stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm, **_by_group(norms)
-                )
+                norms = _by_group(group_norms)
+                runlog.write("stop", step=state.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm, **norms)
                 bar.close()
                 runlog.close()
-                bad = [g for g, n in norms.items() if not math.isfinite(n)]
+                bad = [k.removeprefix("grad_norm_") for k, n in norms.items() if not math.isfinite(n)]
                 where = f" (non-finite in {', '.join(bad)})" if bad else ""
                 raise NonFiniteLossError(
                     f"loss {loss} / gradient norm {grad_norm}{where} at step {state.step + 1} (epoch {state.epoch}); "
@@ -474,13 +472,13 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                 )
             ratio = clip_grads.spike(grad_norm)
             if ratio:  # an explosion: say which group carries it (the loss often goes back to chance after one)
-                norms = {g: float(n) for g, n in group_norms.items()}
-                top = max(norms, key=lambda g: norms[g])
+                norms = _by_group(group_norms)
+                top = max(norms, key=lambda k: norms[k])
                 log.warning(
                     "step %d: gradient norm %.3g is %.0fx its recent median, mostly %s (%.3g)",
-                    state.step + 1, grad_norm, ratio, top, norms[top],
+                    state.step + 1, grad_norm, ratio, top.removeprefix("grad_norm_"), norms[top],
                 )  # fmt: skip
-                runlog.write("spike", step=state.step + 1, grad_norm=grad_norm, ratio=ratio, **_by_group(norms))
+                runlog.write("spike", step=state.step + 1, grad_norm=grad_norm, ratio=ratio, **norms)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -499,7 +497,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                     grad_norm=grad_norm,  # before clipping
                     clip_factor=clip_grads.factor(grad_norm),
                     logit_scale=float(model.logit_scale()),
-                    **_by_group({g: float(n) for g, n in group_norms.items()}),
+                    **_by_group(group_norms),
                     clips_per_s=speed,
                     failed=int(failed),
                 )
@@ -525,9 +523,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     return TrainResult(model.eval(), run_dir, last, state.step, state.epoch >= t.epochs, names)
 
 
-def _by_group(norms: dict[str, float]) -> dict[str, float]:
-    """``grad_norm_<group>`` keys for metrics.jsonl (flat, so TensorBoard plots each)."""
-    return {f"grad_norm_{g}": n for g, n in norms.items()}
+def _by_group(norms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The group norms as ``grad_norm_<group>`` floats for metrics.jsonl (flat, so TensorBoard plots each)."""
+    return {f"grad_norm_{g}": float(n) for g, n in norms.items()}
 
 
 def _check_labels(records: list, names: list[str], where: str) -> None:

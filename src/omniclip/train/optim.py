@@ -92,12 +92,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-# Groups whose gradient norms are logged apart: the branches, the temporal embeddings (PTA and SPG), the text side.
-GRAD_GROUPS = ("pta", "spg", "temporal_embedding", "text_context", "logit_scale", "backbone")
-
-
 def grad_group(name: str) -> str:
-    """The group (of ``GRAD_GROUPS``) under which a trainable parameter's gradient norm is reported."""
+    """The group of a trainable parameter, for its learning-rate scale and its logged gradient norm.
+
+    One of pta, spg, temporal_embedding (PTA and SPG), text_context, logit_scale, backbone (full fine-tuning).
+    """
     if name.endswith("temporal_embedding"):
         return "temporal_embedding"
     if ".pta." in name:
