@@ -1,11 +1,11 @@
 """Synthetic videos whose classes differ only by motion: rendered shapes, real mp4 files, annotation lists.
 
 Each video shows one shape (random kind, colour, background shade and position) doing what its class says:
-moving left/right/up/down, growing, shrinking, appearing, disappearing, rotating clockwise/counterclockwise,
-brightening, darkening, or two shapes approaching/separating (also available: blinking, rotating, standing still).
-Paired classes visit the same positions, sizes, angles, brightness and visibility counts in opposite orders, so a
-frame-average model (which is permutation-invariant over frames, METHOD.md) cannot separate them, while a model
-that sees temporal order can. Class names are plain words for text prompts ("a circle moving left").
+moving left/right/up/down, growing, shrinking, appearing, disappearing, turning blue/red (red to blue and back),
+brightening, darkening, or two shapes approaching/separating (also available: rotating clockwise/counterclockwise,
+blinking, rotating, standing still). Paired classes visit the same positions, sizes, angles, colours, brightness and
+visibility counts in opposite orders, so a frame-average model (which is permutation-invariant over frames,
+METHOD.md) cannot separate them, while a model that sees temporal order can. Class names are plain words for text prompts ("a circle moving left").
 
 A ``Scene`` adds what makes the task harder without giving the order away: a small grey distractor moving between
 two random points, drifting background stripes, per-frame brightness flicker, pixel noise, and a change that happens in
@@ -184,10 +184,11 @@ def _track(p: np.ndarray, rng: np.random.Generator, motion: str) -> Track:
     elif motion in ("rotating clockwise", "rotating counterclockwise"):
         turn = rng.uniform(60, 120) * (1 if motion == "rotating counterclockwise" else -1)
         angle = angle[0] + turn * p
-    elif motion in ("brightening", "darkening"):
-        pass  # the level (``_level``) changes, not the track
+    elif motion in ("brightening", "darkening") or motion in COLOR_CHANGES:
+        pass  # the level (``_level``) or the colour (``_colors``) changes, not the track
     elif motion in TWO_SHAPES:
         scale = np.full_like(p, rng.uniform(0.15, 0.22))
+        x, y = 0.5 + (x - 0.5) / 4, 0.5 + (y - 0.5) / 4  # near the centre, so the far apart shapes stay in view
     elif motion == "blinking":
         visible = (np.arange(len(p)) // 2) % 2 == 0
     elif motion == "rotating":
@@ -203,16 +204,19 @@ TWIN_PAIRS: tuple[tuple[str, str], ...] = (
     ("moving up", "moving down"),
     ("growing", "shrinking"),  # scale
     ("appearing", "disappearing"),  # appearance
-    ("rotating clockwise", "rotating counterclockwise"),  # rotation
+    ("turning blue", "turning red"),  # colour
     ("brightening", "darkening"),  # brightness
     ("approaching", "separating"),  # two objects
 )
 MOTIONS: tuple[str, ...] = tuple(dict.fromkeys([*DEFAULT_CLASSES, *(c for pair in TWIN_PAIRS for c in pair)])) + (
+    "rotating clockwise",  # orientation is below what the embedded CLIP sees (docs/model.md, "Runs that agree")
+    "rotating counterclockwise",
     "blinking",
     "rotating",
     "standing still",
 )
 TWO_SHAPES = ("approaching", "separating")
+COLOR_CHANGES = {"turning blue": ("red", "blue"), "turning red": ("blue", "red")}  # (first colour, last colour)
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ def _pair_centres(
     p: np.ndarray, rng: np.random.Generator, motion: str, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centres (T, 2) of two shapes on a random axis through (x, y) whose gap closes (approaching) or opens."""
-    theta, near, far = rng.uniform(0, np.pi), rng.uniform(0.22, 0.28), rng.uniform(0.45, 0.55)
+    theta, near, far = rng.uniform(0, np.pi), rng.uniform(0.2, 0.25), rng.uniform(0.6, 0.7)
     gap = far + (near - far) * (p if motion == "approaching" else 1 - p)  # (T,)
     axis = np.array([np.cos(theta), np.sin(theta)]) / 2
     centre = np.stack([x, y], axis=1)  # (T, 2)
@@ -304,7 +308,15 @@ def render_video(
     x, y, scale, angle, visible = _track(p, rng, motion)
     level = _level(p, rng, motion)
     rgb = np.asarray(_rgb(color), dtype=np.float64)
-    colors: list[tuple[int, int, int]] = [tuple(int(round(c)) for c in shade + (rgb - shade) * v) for v in level]  # type: ignore[misc]
+    rgbs = np.broadcast_to(rgb, (num_frames, 3))  # (T, 3): the shape's full colour per frame
+    if motion in COLOR_CHANGES:
+        first, last = (np.asarray(_rgb(c), dtype=np.float64) for c in COLOR_CHANGES[motion])
+        rgbs = first + (last - first) * p[:, None]
+        color = "{} to {}".format(*COLOR_CHANGES[motion])
+    colors: list[tuple[int, int, int]] = [
+        tuple(int(round(c)) for c in shade + (full - shade) * v)  # type: ignore[misc]
+        for full, v in zip(rgbs, level, strict=True)
+    ]
     if motion in TWO_SHAPES:
         first, second = _pair_centres(p, rng, motion, x, y)
         shapes = [

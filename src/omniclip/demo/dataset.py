@@ -9,7 +9,7 @@ which writes identical bytes on every run (libx264 does not here), so results re
 generated into a folder at first use (a few seconds) and reused while its ``dataset.json`` matches.
 
 ``HARD``, the harder temporal benchmark: fourteen classes in seven twin pairs of six kinds of change (direction,
-scale, appearance, rotation, brightness, two objects), 24 frames, with a moving distractor, drifting background,
+scale, appearance, colour, brightness, two objects), 24 frames, with a moving distractor, drifting background,
 flicker, noise and a change that fills a random part of the clip (``omniclip.data.synthetic.HARD_SCENE``).
 """
 
@@ -37,7 +37,7 @@ DEMO_GROUPS: Groups = (
 HARD_GROUPS: Groups = (
     *DEMO_GROUPS[:2],
     ("appearance", ("appearing", "disappearing")),
-    ("rotation", ("rotating clockwise", "rotating counterclockwise")),
+    ("colour", ("turning blue", "turning red")),
     ("brightness", ("brightening", "darkening")),
     ("two objects", ("approaching", "separating")),
 )
