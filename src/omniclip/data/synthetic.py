@@ -5,7 +5,8 @@ moving left/right/up/down, growing, shrinking, appearing, disappearing, turning 
 brightening, darkening, or two shapes approaching/separating (also available: rotating clockwise/counterclockwise,
 blinking, rotating, standing still). Paired classes visit the same positions, sizes, angles, colours, brightness and
 visibility counts in opposite orders, so a frame-average model (which is permutation-invariant over frames,
-METHOD.md) cannot separate them, while a model that sees temporal order can. Class names are plain words for text prompts ("a circle moving left").
+METHOD.md) cannot separate them, while a model that sees temporal order can. Class names are plain words for text
+prompts ("a circle moving left").
 
 A ``Scene`` adds what makes the task harder without giving the order away: a small grey distractor moving between
 two random points, drifting background stripes, per-frame brightness flicker, pixel noise, and a change that happens in
