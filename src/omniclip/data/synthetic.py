@@ -245,7 +245,8 @@ def _level(p: np.ndarray, rng: np.random.Generator, motion: str) -> np.ndarray:
     """How far the shape's colour stands out from the background per frame (1 = its full colour)."""
     if motion not in ("brightening", "darkening"):
         return np.ones_like(p)  # no draw: the other classes keep their random streams
-    low = rng.uniform(0.1, 0.3)
+    # dimmest at a third to half of its colour: always in view, so a quick brightening is not an appearance
+    low = rng.uniform(0.35, 0.5)
     return low + (1 - low) * (p if motion == "brightening" else 1 - p)
 
 
