@@ -1,7 +1,8 @@
 """Train the same recipe over several seeds on the harder temporal benchmark and report the spread (docs/model.md).
 
 Each run is an ordinary ``omniclip train`` (supervised, the demo's "hard" budget: 14 classes, 8 frames, batch 8) in
-its own process with one thread; ``--jobs`` run side by side. A setting is a name and config overrides:
+its own process with ``--threads`` torch threads (default 1); ``--jobs`` run side by side. A setting is a name and
+config overrides:
 
     .venv/bin/python benchmarks/seed_study.py --seeds 0 1 2 3 4 --jobs 2 \\
         --setting "default" --setting "clip 10" train.grad_clip=10 --variants omniclip frame_average
@@ -41,6 +42,7 @@ def run_one(
     variant: str,
     seed: int,
     steps: int | None,
+    threads: int,
 ) -> dict:
     budget = BUDGETS[budget_name]
     run = RunSpec(f"{variant}", variant, "supervised", variant)  # type: ignore[arg-type]
@@ -53,7 +55,7 @@ def run_one(
     confusion = run_dir / "eval" / "test" / "confusion.csv"
     tick = time.perf_counter()
     if not confusion.is_file():
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         cmd = [
             sys.executable,
             "-m",
@@ -129,7 +131,8 @@ def main() -> None:
         metavar=("NAME", "KEY=VALUE"),
         help="a named setting and its config overrides (repeat); default: one setting 'default'",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     args = parser.parse_args()
     settings = [(s[0], s[1:]) for s in (args.setting or [["default"]])]
@@ -141,7 +144,7 @@ def main() -> None:
         for seed in args.seeds
     ]
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, args.out, data, args.budget, *task, args.steps) for task in tasks]
+        futures = [pool.submit(run_one, args.out, data, args.budget, *task, args.steps, args.threads) for task in tasks]
         results = []
         for f in futures:
             r = f.result()
