@@ -41,7 +41,7 @@ def _train(variant: str, data: Path, out: Path, capsys: pytest.CaptureFixture[st
     assert cli.main(["train", "--config", str(config), "--output", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]["top1"]
     per_seed = [
-        group_metrics(*read_confusion(out / f"seed_{s}" / "eval" / "test" / "confusion.csv"), dict(GROUPS))
+        group_metrics(*read_confusion(out / f"seed_{s}" / "eval" / "test" / "confusion.csv"), SPEC.group_map)
         for s in SEEDS
     ]
     return summary, per_seed

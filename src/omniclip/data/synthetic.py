@@ -309,12 +309,12 @@ def render_video(
         p = np.clip((t - rng.uniform(0, 1 - length)) / length, 0.0, 1.0)
     x, y, scale, angle, visible = _track(p, rng, motion)
     level = _level(p, rng, motion)
-    rgb = np.asarray(_rgb(color), dtype=np.float64)
-    rgbs = np.broadcast_to(rgb, (num_frames, 3))  # (T, 3): the shape's full colour per frame
-    if motion in COLOR_CHANGES:
+    if motion in COLOR_CHANGES:  # (T, 3): the shape's full colour per frame
         first, last = (np.asarray(_rgb(c), dtype=np.float64) for c in COLOR_CHANGES[motion])
         rgbs = first + (last - first) * p[:, None]
         color = "{} to {}".format(*COLOR_CHANGES[motion])
+    else:
+        rgbs = np.broadcast_to(np.asarray(_rgb(color), dtype=np.float64), (num_frames, 3))
     colors: list[tuple[int, int, int]] = [
         tuple(int(round(c)) for c in shade + (full - shade) * v)  # type: ignore[misc]
         for full, v in zip(rgbs, level, strict=True)

@@ -129,8 +129,7 @@ def run_overrides(
     }
     if run.protocol != "zero_shot":
         model["text_context"] = budget.text_context
-        if not budget.train_logit_scale:
-            model["train_logit_scale"] = False
+        model["train_logit_scale"] = budget.train_logit_scale
     raw: dict[str, Any] = {
         "clip": {"source": clip},
         "model": model,
