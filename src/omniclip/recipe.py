@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from omniclip.clip.presets import PRESETS, CLIPConfig, canonical_name
 from omniclip.clip.weights import CONFIG_METADATA, resolve_source
 from omniclip.config import RunConfig, config_from_dict, parse_override, read_yaml, save_config
 from omniclip.data.folders import FolderDataset, draw_splits, scan_class_folders, write_split_files
+from omniclip.data.loader import usable_cores
 from omniclip.data.records import VideoRecord
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Hardware:
 
 def detect_hardware(device: str = "auto") -> Hardware:
     """The hardware ``train.device`` selects ("auto": CUDA when available)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cores()
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not cuda:
         return Hardware("cpu", cpus)

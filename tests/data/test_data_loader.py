@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from omniclip.data.loader import prefetch
 
@@ -66,3 +67,14 @@ def test_leaving_early_stops_the_thread() -> None:
     assert _threads() == 0 and len(produced) <= 4 + 2 + 1  # at most depth items ahead, plus the one being made
     with pytest.raises(ValueError, match="prefetch depth must be at least 1, got 0"):
         next(prefetch([1], depth=0))
+
+
+def test_decode_ahead_only_where_a_core_is_left_for_the_thread(monkeypatch) -> None:
+    from omniclip.data import loader
+
+    monkeypatch.setattr(loader, "usable_cores", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert not loader.decode_ahead("cpu")  # torch holds every core: decode in line
+    assert loader.decode_ahead(torch.device("cuda"))  # the model computes elsewhere
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert loader.decode_ahead("cpu")

@@ -129,6 +129,28 @@ def test_text_context_bypasses_cache_and_trains(tiny_clip) -> None:
     torch.testing.assert_close(model.encode_classes(names), ref, atol=1e-6, rtol=0)
 
 
+def test_text_tower_drops_the_positions_after_the_end_token(tiny_clip) -> None:
+    model = build_model(tiny_clip, 2, text_context=4)
+    tokens = tokenize([model.config.templates[0].format(n) for n in ["archery", "surfing a big wave"]])
+    lengths: list[int] = []
+    hook = tiny_clip.transformer.register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[1]))
+    got = model.text_prompt(tiny_clip, tokens)
+    hook.remove()
+    assert lengths == [int(tokens.argmax(-1).max()) + 4 + 1]  # the longest text, end token included
+    (grad,) = torch.autograd.grad(got.square().sum(), model.text_prompt.context)
+    # CLIP's text tower over all 77 positions, as OpenAI's runs it
+    x = tiny_clip.token_embedding(tokens)
+    x = (
+        torch.cat([x[:, :1], model.text_prompt.context.expand(2, -1, -1), x[:, 1:-4]], 1)
+        + tiny_clip.positional_embedding
+    )
+    h = tiny_clip.ln_final(tiny_clip.transformer(x, causal=True))
+    want = h[torch.arange(2), tokens.argmax(-1) + 4] @ tiny_clip.text_projection
+    (want_grad,) = torch.autograd.grad(want.square().sum(), model.text_prompt.context)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=1e-5)
+
+
 def test_text_context_too_long_text_raises(tiny_clip) -> None:
     model = build_model(tiny_clip, 2, text_context=70)
     with pytest.raises(ValueError, match="with 70 learnable context tokens exceeds the context length 77"):

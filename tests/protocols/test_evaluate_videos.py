@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from omniclip.clip import build_clip
+from omniclip.data import loader as loader_module
 from omniclip.data.dataset import VideoDataset
 from omniclip.data.loader import build_loader
 from omniclip.data.records import read_annotations
@@ -73,7 +74,13 @@ def _prefetch_threads() -> int:
     return sum(t.name == "omniclip-prefetch" for t in threading.enumerate())
 
 
-def test_evaluate_without_workers_decodes_ahead_in_a_thread_with_the_same_results(dataset) -> None:
+@pytest.fixture
+def spare_core(monkeypatch):
+    """A core left over beside torch's threads, so that ``decode_ahead`` reads ahead in a thread."""
+    monkeypatch.setattr(loader_module, "usable_cores", lambda: torch.get_num_threads() + 1)
+
+
+def test_evaluate_without_workers_decodes_ahead_in_a_thread_with_the_same_results(dataset, spare_core) -> None:
     data, records = dataset
     torch.manual_seed(0)
     classifier = classifier_from_clip(build_clip("tiny").eval(), num_frames=T, variant="omniclip")
@@ -90,7 +97,17 @@ def test_evaluate_without_workers_decodes_ahead_in_a_thread_with_the_same_result
     assert ahead.num_videos == 6 and ahead.num_scored == 5
 
 
-def test_a_loader_error_during_prefetched_evaluation_surfaces_as_without_it(dataset) -> None:
+def test_evaluate_decodes_in_line_when_torch_holds_every_core(dataset, monkeypatch) -> None:
+    data, records = dataset
+    monkeypatch.setattr(loader_module, "usable_cores", torch.get_num_threads)
+    classifier = classifier_from_clip(build_clip("tiny").eval(), num_frames=T, variant="omniclip")
+    ds = ThreadNoting(records, num_frames=T, mode="test", size=32, clips=2, crops=1)
+    loader = build_loader(ds, batch_size=2, train=False, workers=0)
+    result = evaluate(classifier.model, loader, classifier.class_embeddings(data.class_names), device="cpu")
+    assert set(ds.threads) == {threading.current_thread().name} and result.num_scored == 5
+
+
+def test_a_loader_error_during_prefetched_evaluation_surfaces_as_without_it(dataset, spare_core) -> None:
     data, records = dataset
     classifier = classifier_from_clip(build_clip("tiny"), num_frames=T, variant="omniclip")
     embeddings, model = classifier.class_embeddings(data.class_names), classifier.model.train()
@@ -103,7 +120,7 @@ def test_a_loader_error_during_prefetched_evaluation_surfaces_as_without_it(data
         assert _prefetch_threads() == 0  # and no thread is left decoding
 
 
-def test_a_model_error_during_prefetched_evaluation_stops_the_thread(dataset) -> None:
+def test_a_model_error_during_prefetched_evaluation_stops_the_thread(dataset, spare_core) -> None:
     class Broken(torch.nn.Module):
         def forward(self, video: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("model broke")

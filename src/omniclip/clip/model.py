@@ -239,7 +239,13 @@ class CLIP(nn.Module):
         return self.text_features(x, tokens.argmax(dim=-1))
 
     def text_features(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-        """Text tower from embedded tokens ``(B, L, W)``; pools the token at index ``eot`` per row."""
+        """Text tower from embedded tokens ``(B, L, W)``; pools the token at index ``eot`` per row.
+
+        The positions after the last end token are dropped first: under the causal mask no position up to an end
+        token attends to them, so the features are the same, at a fraction of the cost (a prompt fills about 10
+        of the 77 positions).
+        """
+        x = x[:, : int(eot.max()) + 1]
         x = self.transformer(x, causal=True)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection  # (B, E)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from omniclip.data import transforms as tf
+from omniclip.data.loader import decode_ahead
 from omniclip.data.loader import prefetch as prefetched
 from omniclip.predict import VideoClassifier
 from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter
@@ -58,15 +59,16 @@ def embed_video(
     windows: VideoWindows,
     batch_size: int = 16,
     *,
-    prefetch: bool = True,
+    prefetch: bool | None = None,
     share_frames: bool | None = None,
 ) -> Iterator[WindowBatch]:
     """Embed every window of ``windows``, ``batch_size`` windows' worth of frames per forward pass.
 
     With ``share_frames`` (default: when ``frames_independent``) each grid frame is encoded once and a window's
     embedding is the mean of its frames' embeddings, as ``encode_video`` computes it; otherwise each window goes
-    through the model as a clip. With ``prefetch`` a thread decodes the next frames while the model encodes (a
-    bounded queue, so memory stays flat). Errors of the decoding thread are raised here.
+    through the model as a clip. With ``prefetch`` (default: where ``decode_ahead`` says it pays) a thread decodes
+    the next frames while the model encodes (a bounded queue, so memory stays flat). Errors of the decoding thread
+    are raised here.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -74,6 +76,8 @@ def embed_video(
         share_frames = frames_independent(classifier)
     T = windows.spec.num_frames
     grid = windows.grid()
+    if prefetch is None:
+        prefetch = decode_ahead(classifier.device)
     source: Iterator[tuple[int, np.ndarray]] = prefetched(grid, 2 * batch_size * T) if prefetch else grid
     if share_frames:
         yield from _embed_shared(classifier, windows, source, batch_size * T)
