@@ -129,6 +129,8 @@ def test_data_frame_folders_mmaction_and_plain_names(tmp_path: Path) -> None:
     for i in range(12):
         Image.fromarray(index_frame(i, 32)).save(mm / f"img_{i + 1:05d}.png")
         Image.fromarray(index_frame(i, 32)).save(plain / f"{i}.png")  # 10.png sorts after 9.png
+    (mm / "._img_00001.png").write_bytes(b"\x00\x05\x16\x07")  # a macOS copy's metadata file: hidden, not a frame
+    (plain / "notes.txt").write_text("not a frame")
     for folder in (mm, plain):
         assert probe(folder).num_frames == 12
         assert [frame_index(f) for f in read_frames(folder, [11, 0, 9, 10, 2])] == [11, 0, 9, 10, 2]

@@ -116,22 +116,35 @@ class DecordReader(VideoReader):
 
 
 # ----------------------------------------------------------------------------------------------- frame folders
-def _frame_files(folder: Path) -> list[Path]:
-    """The image files of a frame folder; each must be a regular file, and a symlink must stay in the folder."""
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural_key(name: str) -> list:
+    """``2.png`` before ``10.png``: runs of digits compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in _DIGITS.split(name)]
+
+
+def _frame_files(folder: Path) -> list[str]:
+    """The image file names of a frame folder in natural order, hidden files left out.
+
+    Each must be a regular file, and a symlink must stay in the folder. Names, not paths: a folder holds hundreds of
+    frames and a clip reads eight (building a ``Path`` per frame took more time than listing the folder).
+    """
     real = os.path.realpath(folder)
-    files = []
+    names = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
+            name = entry.name
+            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+                continue  # hidden files are not frames (macOS copies leave "._img_00001.jpg" metadata beside them)
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
                 if os.path.dirname(target) != real:
-                    raise DecodeError(f"frame {entry.name} is a symlink leading out of its folder")
+                    raise DecodeError(f"frame {name} is a symlink leading out of its folder")
             if not entry.is_file():
-                raise DecodeError(f"frame {entry.name} is not a regular file")
-            files.append(folder / entry.name)
-    return files
+                raise DecodeError(f"frame {name} is not a regular file")
+            names.append(name)
+    return sorted(names, key=_natural_key)
 
 
 class FrameFolderReader(VideoReader):
@@ -145,13 +158,12 @@ class FrameFolderReader(VideoReader):
         from PIL import Image
 
         self.path = Path(path)
-        files = _frame_files(self.path)
-        if not files:
+        self._names = _frame_files(self.path)
+        if not self._names:
             raise DecodeError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        self._files = sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
-        with Image.open(self._files[0]) as img:
+        with Image.open(self.path / self._names[0]) as img:
             width, height = img.size
-        self.info = VideoInfo(len(self._files), 0.0, width, height)
+        self.info = VideoInfo(len(self._names), 0.0, width, height)
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         from PIL import Image
@@ -160,8 +172,8 @@ class FrameFolderReader(VideoReader):
         cache: dict[int, np.ndarray] = {}
         for i in sorted(set(idx)):
             try:
-                with Image.open(self._files[i]) as img:
-                    cache[i] = np.asarray(img.convert("RGB"))
+                with Image.open(os.path.join(self.path, self._names[i])) as img:
+                    cache[i] = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
             except OSError as err:
-                raise DecodeError(f"{self._files[i].name}: {err}") from err
+                raise DecodeError(f"{self._names[i]}: {err}") from err
         return np.stack([cache[i] for i in idx])
