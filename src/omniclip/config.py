@@ -32,7 +32,7 @@ from omniclip.files import write_text
 from omniclip.model.config import ModelConfig
 
 ProtocolName = Literal["supervised", "few_shot", "zero_shot", "base_to_novel"]
-Decoder = Literal["pyav", "opencv", "decord"]  # omniclip.data.decode.DECODERS
+Decoder = Literal["pyav", "pyav-cuda", "opencv", "decord"]  # omniclip.data.decode.DECODERS
 
 
 @dataclass(frozen=True)

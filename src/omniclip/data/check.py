@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from omniclip.data.decode import DecodeError, PyAVReader, open_video
+from omniclip.data.decode import DecodeError, PyAVReader, open_video, require_gpu_decoding, worker_start
 from omniclip.data.records import VideoRecord
 from omniclip.files import write_text
 
@@ -75,12 +75,15 @@ def verify_records(
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Check every video, ``workers`` processes in parallel; ``progress(1)`` after each."""
+    if decoder == "pyav-cuda":
+        require_gpu_decoding()
     report = VerifyReport(total=len(records))
     check = functools.partial(check_video, decoder=decoder, mode=mode)
     with contextlib.ExitStack() as stack:
         results: Iterable[tuple[str | None, bool]]
         if workers > 1:
-            results = stack.enter_context(mp.get_context("fork").Pool(workers)).imap(check, records, chunksize=4)
+            pool = mp.get_context(worker_start(decoder) or "fork").Pool(workers)
+            results = stack.enter_context(pool).imap(check, records, chunksize=4)
         else:
             results = map(check, records)
         for rec, (reason, mismatch) in zip(records, results, strict=True):

@@ -1,8 +1,10 @@
 """Video decoding behind one small interface: open a video, read its info, read frames by index.
 
-Backends: PyAV (default), OpenCV and decord (imported lazily, only when asked for), and folders of extracted
-frames (``img_00001.jpg`` mmaction2 naming or any names, sorted naturally). A path ``shard.tar#member.mp4``
-reads a member of an uncompressed tar shard through PyAV without extracting it.
+Backends: PyAV (default), PyAV decoding on an NVIDIA GPU (``pyav-cuda``: FFmpeg's NVDEC through PyAV's ``HWAccel``,
+frames downloaded for the same RGB conversion; a codec NVDEC lacks falls back to the CPU), OpenCV and decord
+(imported lazily, only when asked for), and folders of extracted frames (``img_00001.jpg`` mmaction2 naming or any
+names, sorted naturally). A path ``shard.tar#member.mp4`` reads a member of an uncompressed tar shard through PyAV
+without extracting it.
 
 An entry reads only its own bytes: every FFmpeg input is opened by ``open_input`` with the file protocol only
 (a list path is never read as a URL or an FFmpeg protocol such as ``concat:``), and FFmpeg may pick only a demuxer
@@ -25,8 +27,10 @@ Frame index ``i`` always means the ``i``-th frame in presentation order, whateve
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import logging
+import os
 import re
 import tarfile
 import threading
@@ -42,7 +46,7 @@ from omniclip.data.transforms import short_side_size
 
 log = logging.getLogger(__name__)
 
-DECODERS = ("pyav", "opencv", "decord")
+DECODERS = ("pyav", "pyav-cuda", "opencv", "decord")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SEEK_GAP = 12  # frames: below this, decoding forward is cheaper than a seek plus decoder flush
 # FFmpeg demuxers of self-contained video files, matched against each name of the detected format: mov/mp4/3gp,
@@ -264,18 +268,48 @@ def _refusal(source: Path | io.BytesIO) -> str | None:
     )
 
 
-def _open_container(source: Path | io.BytesIO):
+def _open_container(source: Path | io.BytesIO, gpu: bool = False):
     import av
 
+    # the process's GPU: torchrun's LOCAL_RANK (a CUDA device index, as FFmpeg's CUDA device counts them)
+    hwaccel = _cuda_accel() if gpu else None
     if isinstance(source, io.BytesIO):
         source.seek(0)
-        return av.open(source, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS))
+        return av.open(source, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
     # "file:" makes FFmpeg read the path as a file name even when it looks like a URL or "concat:...".
-    return av.open(f"file:{source}", mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS))
+    url = f"file:{source}"
+    return av.open(url, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
 
 
-def open_input(source: Path | io.BytesIO):
-    """Open ``source`` (from ``file_source``) with PyAV, reading nothing but its own bytes.
+def _cuda_accel() -> Any:
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel("cuda", device=os.environ.get("LOCAL_RANK", "0"), allow_software_fallback=True)
+
+
+def require_gpu_decoding() -> None:
+    """Raise ``ValueError`` unless ``pyav-cuda`` can run here: a CUDA GPU for torch and FFmpeg built with CUDA.
+
+    Call it in the main process before the loader starts: a worker process may not touch CUDA itself.
+    """
+    from av.codec.hwaccel import hwdevices_available
+
+    if "cuda" not in hwdevices_available():
+        raise ValueError("decoder 'pyav-cuda': this PyAV's FFmpeg was built without CUDA; use decoder 'pyav'")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("decoder 'pyav-cuda' decodes on an NVIDIA GPU, and none is usable here; use decoder 'pyav'")
+
+
+def worker_start(decoder: str) -> str | None:
+    """How worker processes start for ``decoder``: ``"spawn"`` for ``pyav-cuda`` (CUDA does not work in a process
+    forked from one that has initialised it), else None (the platform's default)."""
+    return "spawn" if decoder == "pyav-cuda" else None
+
+
+def open_input(source: Path | io.BytesIO, gpu: bool = False):
+    """Open ``source`` (from ``file_source``) with PyAV, reading nothing but its own bytes; ``gpu``: decode on CUDA.
 
     Only the file protocol and the demuxers of ``VIDEO_DEMUXERS`` are allowed; the mov demuxer's external data
     references stay off.
@@ -286,7 +320,7 @@ def open_input(source: Path | io.BytesIO):
     import av
 
     try:
-        return _open_container(source)
+        return _open_container(source, gpu)
     except av.error.ArgumentError as err:
         reason = _refusal(source)
         raise DecodeError(reason or f"cannot open: {error_reason(err)}") from err
@@ -318,6 +352,7 @@ class PyAVReader(VideoReader):
         threads: Decoder threads (1 suits data-loader workers; 0 lets FFmpeg choose).
         seek_gap: Seek to a later keyframe only when it skips more than this many frames.
         index_cache: Where demuxed frame indices are kept (default ``INDEX_CACHE``, shared by the process).
+        gpu: Decode on the process's CUDA GPU (``pyav-cuda``; check ``require_gpu_decoding`` first).
 
     Attributes:
         keyframes: Positions of the keyframes in presentation order (empty without usable timestamps).
@@ -330,8 +365,10 @@ class PyAVReader(VideoReader):
         threads: int = 1,
         seek_gap: int = SEEK_GAP,
         index_cache: LRUCache | None = None,
+        gpu: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.gpu = gpu
         self.seek_gap = seek_gap
         self.threads = threads
         self._cache = INDEX_CACHE if index_cache is None else index_cache
@@ -364,7 +401,7 @@ class PyAVReader(VideoReader):
             raise DecodeError(error_reason(err)) from err
 
     def _open(self) -> None:
-        self._container = open_input(self._src)
+        self._container = open_input(self._src, self.gpu)
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             if self.threads != 1:
@@ -482,10 +519,15 @@ class PyAVReader(VideoReader):
 
 # ----------------------------------------------------------------------------------------------- entry points
 def available_decoders() -> list[str]:
-    """Backends importable here (``pyav`` always)."""
+    """Backends usable here (``pyav`` always; ``pyav-cuda`` with a CUDA GPU)."""
     import importlib.util
 
     names = ["pyav"]
+    try:
+        require_gpu_decoding()
+        names.append("pyav-cuda")
+    except ValueError:
+        pass
     names += [n for n, mod in (("opencv", "cv2"), ("decord", "decord")) if importlib.util.find_spec(mod)]
     return names
 
@@ -504,6 +546,7 @@ def open_video(path: str | Path, decoder: str = "pyav") -> VideoReader:
         return FrameFolderReader(path)
     readers: dict[str, Callable[[Path], VideoReader]] = {
         "pyav": PyAVReader,
+        "pyav-cuda": functools.partial(PyAVReader, gpu=True),
         "opencv": OpenCVReader,
         "decord": DecordReader,
     }

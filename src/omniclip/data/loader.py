@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omniclip.data.dataset import VideoItem
+from omniclip.data.decode import worker_start
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def build_loader(
         collate_fn=collate_videos,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=workers > 0,
+        multiprocessing_context=worker_start(getattr(dataset, "decoder", "pyav")) if workers > 0 else None,
         worker_init_fn=_worker_init if workers > 0 else None,
     )
 
