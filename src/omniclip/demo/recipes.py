@@ -80,7 +80,7 @@ BUDGETS: dict[str, Budget] = {
         "hard",
         HARD,
         num_frames=8,
-        supervised_steps=882,  # 21 epochs: 6.4 min of training with two threads (docs/model.md)
+        supervised_steps=882,  # 21 epochs: 3.9 min of training with two threads (docs/model.md)
         long_video=LongVideoSpec(segments=28),
     ),
 }
