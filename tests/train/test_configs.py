@@ -265,7 +265,7 @@ def test_train_refuses_bad_values_before_creating_the_run_folder(key: str, value
         ("train.lr=.inf", "train.lr must be > 0, got inf"),
         ("train.betas=[0.9, 1]", "train.betas[1] must be in [0, 1), got 1.0"),
         ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
-        ("data.decoder=ffmpeg", "config key data.decoder expects one of pyav|opencv|decord, got 'ffmpeg'"),
+        ("data.decoder=ffmpeg", "config key data.decoder expects one of pyav|pyav-cuda|opencv|decord, got 'ffmpeg'"),
         ("eval.crops=2", "config key eval.crops expects one of 1|3, got 2"),
         ("protocol.seeds=[0, -3]", "protocol.seeds[1] must be in [0, 4294967295], got -3"),
     ],
