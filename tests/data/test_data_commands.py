@@ -61,6 +61,18 @@ def test_data_verify_reports_user_errors_in_one_line(tmp_path: Path, capsys) -> 
     assert "l.txt:2" in capsys.readouterr().err
 
 
+def test_data_verify_on_the_gpu_decoder_without_a_gpu_is_one_line(broken_root, monkeypatch, capsys) -> None:
+    root, listing = broken_root
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["verify", str(listing), "--root", str(root), "--decoder", "pyav-cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "omniclip verify: error: decoder 'pyav-cuda' decodes on an NVIDIA GPU, and none is usable here; "
+        "use decoder 'pyav'"
+    )
+    assert not list(listing.parent.glob("*_bad.txt"))  # nothing written
+
+
 def test_data_prepare_reencodes_to_short_side_and_shards(tmp_path: Path, broken_root) -> None:
     root, listing = broken_root
     write_index_video(root / "sub" / "big.mp4", 20, 320, gop=5)
