@@ -3,8 +3,8 @@
 The run is the demo's ``hard`` budget's supervised OmniCLIP (omniclip-tiny, 14 classes, 8 frames, batch 8, no
 worker processes). The two choices:
 
-- ``decode thread``: the next batches decoded in a thread beside the step (``prefetch``) or in line; by default the
-  loop decides with ``decode_ahead``;
+- ``decode thread``: the next batches decoded in a thread beside the step (``prefetch``) or in line; by default
+  ``read_batches`` decides with ``decode_ahead``;
 - ``text cut``: the text tower drops the positions after the last end token, or runs all 77 (the former code).
 
 Settings take turns in each repeat; the table gives the median seconds per step (from ``metrics.jsonl``, steps 10
@@ -38,11 +38,12 @@ from omniclip.config import config_from_dict
 from omniclip.demo.dataset import ensure_dataset
 from omniclip.demo.recipes import BUDGETS, RUNS, run_overrides
 from omniclip.runlog import read_metrics
+import omniclip.data.loader as data_loader
 import omniclip.train.loop as loop
 
 thread, cut, steps, threads, data, out = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
-loop.decode_ahead = lambda device: thread
+data_loader.decode_ahead = lambda device: thread
 if not cut:
     def full_length(self, x, eot):  # the former text tower: all 77 positions
         x = self.ln_final(self.transformer(x, causal=True))

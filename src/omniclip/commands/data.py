@@ -32,10 +32,9 @@ crf = number_type(int, lambda v: 0 <= v <= 51, "an integer", "in 0..51 (H.264)")
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from omniclip.data.check import verify_records, write_bad_list
-    from omniclip.data.decode import require_gpu_decoding
+    from omniclip.data.decode import check_decoder
 
-    if args.decoder == "pyav-cuda":
-        require_gpu_decoding()  # before the list is read and the progress bar drawn
+    check_decoder(args.decoder)  # before the list is read and the progress bar drawn
     records = read_annotations(args.list, args.root, fmt=args.fmt, allow_outside_root=args.allow_outside_root)
     out = writable_file(args.out or Path(args.list).with_name(Path(args.list).stem + "_bad.txt"), "bad list")
     with tqdm(total=len(records), desc="verify", unit="video", disable=args.no_progress) as bar:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from omniclip.data.decode import DecodeError, PyAVReader, open_video, require_gpu_decoding, worker_start
+from omniclip.data.decode import DecodeError, PyAVReader, check_decoder, open_video, worker_start
 from omniclip.data.records import VideoRecord
 from omniclip.files import write_text
 
@@ -75,8 +75,7 @@ def verify_records(
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Check every video, ``workers`` processes in parallel; ``progress(1)`` after each."""
-    if decoder == "pyav-cuda":
-        require_gpu_decoding()
+    check_decoder(decoder)
     report = VerifyReport(total=len(records))
     check = functools.partial(check_video, decoder=decoder, mode=mode)
     with contextlib.ExitStack() as stack:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from omniclip.data import transforms as tf
-from omniclip.data.decode import DecodeError, open_video, require_gpu_decoding
+from omniclip.data.decode import DecodeError, check_decoder, open_video
 from omniclip.data.records import VideoRecord
 from omniclip.data.sampling import Sampling, clip_indices, multiview_indices
 
@@ -89,8 +89,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"crops must be 1 (centre) or 3 (three crops), got {crops}")
         if clips < 1 or num_frames < 1:
             raise ValueError(f"clips and num_frames must be >= 1, got {clips}, {num_frames}")
-        if decoder == "pyav-cuda":
-            require_gpu_decoding()  # here, in the main process: a clear error before any worker starts
+        check_decoder(decoder)  # here, in the main process: a clear error before any worker starts
         self.records = list(records)
         self.num_frames, self.mode, self.size = num_frames, mode, size
         default_short = size if crops == 3 else round(size * 256 / 224)

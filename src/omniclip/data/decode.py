@@ -271,7 +271,6 @@ def _refusal(source: Path | io.BytesIO) -> str | None:
 def _open_container(source: Path | io.BytesIO, gpu: bool = False):
     import av
 
-    # the process's GPU: torchrun's LOCAL_RANK (a CUDA device index, as FFmpeg's CUDA device counts them)
     hwaccel = _cuda_accel() if gpu else None
     if isinstance(source, io.BytesIO):
         source.seek(0)
@@ -284,14 +283,18 @@ def _open_container(source: Path | io.BytesIO, gpu: bool = False):
 def _cuda_accel() -> Any:
     from av.codec.hwaccel import HWAccel
 
+    # the process's GPU: torchrun's LOCAL_RANK (a CUDA device index, as FFmpeg's CUDA device counts them)
     return HWAccel("cuda", device=os.environ.get("LOCAL_RANK", "0"), allow_software_fallback=True)
 
 
-def require_gpu_decoding() -> None:
-    """Raise ``ValueError`` unless ``pyav-cuda`` can run here: a CUDA GPU for torch and FFmpeg built with CUDA.
+def check_decoder(decoder: str) -> None:
+    """Raise ``ValueError`` unless ``decoder`` can run here. Only ``pyav-cuda`` can fail: it needs a CUDA GPU for
+    torch and an FFmpeg built with CUDA.
 
     Call it in the main process before the loader starts: a worker process may not touch CUDA itself.
     """
+    if decoder != "pyav-cuda":
+        return
     from av.codec.hwaccel import hwdevices_available
 
     if "cuda" not in hwdevices_available():
@@ -352,7 +355,7 @@ class PyAVReader(VideoReader):
         threads: Decoder threads (1 suits data-loader workers; 0 lets FFmpeg choose).
         seek_gap: Seek to a later keyframe only when it skips more than this many frames.
         index_cache: Where demuxed frame indices are kept (default ``INDEX_CACHE``, shared by the process).
-        gpu: Decode on the process's CUDA GPU (``pyav-cuda``; check ``require_gpu_decoding`` first).
+        gpu: Decode on the process's CUDA GPU (``pyav-cuda``; check ``check_decoder`` first).
 
     Attributes:
         keyframes: Positions of the keyframes in presentation order (empty without usable timestamps).
@@ -524,7 +527,7 @@ def available_decoders() -> list[str]:
 
     names = ["pyav"]
     try:
-        require_gpu_decoding()
+        check_decoder("pyav-cuda")
         names.append("pyav-cuda")
     except ValueError:
         pass

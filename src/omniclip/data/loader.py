@@ -180,6 +180,14 @@ def decode_ahead(device: torch.device | str) -> bool:
     return torch.device(device).type != "cpu" or torch.get_num_threads() < usable_cores()
 
 
+def read_batches(loader: Iterable[T], device: torch.device | str) -> Iterator[T]:
+    """The loader's batches: through ``prefetch`` when it has no worker processes and ``decode_ahead`` says a
+    decoding thread pays on ``device``, else as the loader gives them (the same batches in the same order)."""
+    if getattr(loader, "num_workers", None) == 0 and decode_ahead(device):
+        return prefetch(loader)
+    return iter(loader)
+
+
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead; the same items in the same order.
 

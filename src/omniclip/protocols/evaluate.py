@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from omniclip.data.loader import decode_ahead, prefetch
+from omniclip.data.loader import read_batches
 from omniclip.data.transforms import normalize
 from omniclip.dist import all_gather_object, get_world_size
 from omniclip.precision import autocast
@@ -122,17 +122,15 @@ def score_loader(
 ) -> tuple[Scores, list[tuple[int, str]]]:
     """This rank's ``{index: (label, probabilities)}`` and ``(index, error)`` failures, model in eval mode.
 
-    A ``DataLoader`` without worker processes is read through ``prefetch`` where ``decode_ahead`` says it pays, as
-    training does: a thread decodes the next batches while the model scores this one (same batches, same order; a
-    loader error is raised at its batch).
+    The batches come through ``read_batches``, as in training: where a decoding thread pays, it decodes the next
+    batches while the model scores this one (same batches, same order; a loader error is raised at its batch).
     """
     was_training = model.training
     model.eval()
     scores: Scores = {}
     failed: list[tuple[int, str]] = []
     amp = autocast(device, amp_dtype)
-    in_line = getattr(loader, "num_workers", None) != 0 or not decode_ahead(device)
-    batches = iter(loader) if in_line else prefetch(loader)
+    batches = read_batches(loader, device)
     try:
         for batch in batches:
             failed.extend((int(i), str(err)) for i, err in batch.get("failed", []))

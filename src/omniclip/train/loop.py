@@ -36,7 +36,7 @@ from omniclip.clip.model import CLIP
 from omniclip.clip.weights import load_clip
 from omniclip.config import RunConfig, config_to_dict, save_config
 from omniclip.data.dataset import VideoDataset, item_generator
-from omniclip.data.loader import TrainSampler, build_loader, decode_ahead, prefetch
+from omniclip.data.loader import TrainSampler, build_loader, read_batches
 from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import mixup, normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
@@ -428,7 +428,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     while state.epoch < t.epochs and state.step < stop_at:
         sampler.set_epoch(state.epoch, skip=state.micro * t.batch_size)
         # worker processes decode ahead of the step; without them a thread does where a core is free for it
-        for batch in prefetch(loader) if cfg.data.workers == 0 and decode_ahead(device) else loader:
+        for batch in read_batches(loader, device):
             boundary = (state.micro + 1) % plan.accum == 0
             # nanoGPT: skip the gradient all-reduce on all but the last accumulation pass
             sync = (
