@@ -74,6 +74,7 @@ class Pattern:
 PosInt = Annotated[int, Range(1)]
 NonNegInt = Annotated[int, Range(0)]  # 0 usually means "off" or "the default", as the field's comment says
 PosFloat = Annotated[float, Range(0, lo_open=True)]
+Share = Annotated[float, Range(0, 1, lo_open=True)]
 NonNegFloat = Annotated[float, Range(0)]
 Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's legacy seeding takes 32 bits
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
@@ -104,6 +105,7 @@ class DataConfig:
     decoder: Decoder = "pyav"  # video decoder backend
     workers: NonNegInt = 4  # DataLoader worker processes per rank (0 = decode in the main process)
     flip: bool = True  # random horizontal flips during training
+    crop_scales: tuple[Share, ...] = (1.0, 0.875, 0.75, 0.66)  # training crop sides as shares of the short side (TSN)
     sampling: Sampling = "segment"  # a clip's frames: one per equal segment (TSN, X-CLIP) or "dense" (Kinetics style)
     frame_interval: PosInt = 2  # dense sampling: T frames this many apart (training and evaluation)
     rand_augment_ops: NonNegInt = 0  # RandAugment colour operations per training clip (0 = off; "m9-n2" = 2)
@@ -115,6 +117,8 @@ class DataConfig:
         check_fields(self, "data")
         if not self.test_lists:
             raise ValueError("data.test_lists must name at least one list, got []")
+        if not self.crop_scales:
+            raise ValueError("data.crop_scales must hold at least one scale, got [] (the whole frame: [1.0])")
         if 0 < self.short_side < self.image_size:
             raise ValueError(
                 f"data.short_side must be 0 (the default) or >= data.image_size={self.image_size}, "

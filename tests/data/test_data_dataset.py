@@ -155,6 +155,24 @@ def test_data_dense_sampling_reads_frames_an_interval_apart(tmp_path: Path) -> N
     np.testing.assert_array_equal(levels.numpy(), multiview_indices(30, 4, 2, "dense", 3))
 
 
+def test_data_crop_scales_of_one_train_on_the_whole_frame(tmp_path: Path) -> None:
+    """``crop_scales=(1.0,)``: every training clip is the whole (square) frame, as the test view with short_side=size."""
+    from PIL import Image
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"img_{i + 1:05d}.png")
+    rec = VideoRecord(tmp_path, 0, 0)
+    kw: dict = dict(num_frames=8, size=32, short_side=32, flip=False)
+    whole = VideoDataset([rec], mode="train", crop_scales=(1.0,), **kw)
+    test = VideoDataset([rec], mode="test", **kw)[0]["video"]
+    assert all(torch.equal(whole[(0, epoch)]["video"], test) for epoch in range(5))
+    cropped = VideoDataset([rec], mode="train", **kw)  # TSN's scales: most clips are a part of the frame, enlarged
+    assert sum(not torch.equal(cropped[(0, epoch)]["video"], test) for epoch in range(5)) >= 3
+    with pytest.raises(ValueError, match="crop_scales"):
+        VideoDataset([rec], mode="train", crop_scales=(1.2,), **kw)
+
+
 def test_data_rand_augment_changes_training_clips_reproducibly(records) -> None:
     kw: dict = dict(num_frames=4, mode="train", size=24, short_side=28, seed=0)
     plain = VideoDataset(records, **kw)

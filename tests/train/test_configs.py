@@ -168,6 +168,7 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "data.rand_augment_magnitude": ["-1", "11"],
     "data.mixup_alpha": ["-0.2", ".inf"],
     "data.label_smoothing": ["-0.1", "1"],
+    "data.crop_scales": ["[]", "[0]", "[1.5]"],
     "train.epochs": ["0", "-1"],
     "train.max_steps": ["-5"],
     "train.batch_size": ["0", "-4"],
@@ -310,11 +311,13 @@ def test_data_keys_reach_the_training_and_evaluation_datasets(smoke_args, tmp_pa
     monkeypatch.setattr(runners, "VideoDataset", Recorded)
     keys = ["data.sampling=dense", "data.frame_interval=3", "data.rand_augment_ops=2", "data.rand_augment_magnitude=5"]
     keys += ["data.mixup_alpha=0.8", "data.label_smoothing=0.1", "train.max_steps=2", "data.test_lists=[test1.txt]"]
+    keys += ["data.crop_scales=[1.0, 0.9]"]
     assert cli.main(["train", "--output", str(tmp_path / "run"), *smoke_args, *keys]) == 0
     trained, tested = made
     assert (trained["mode"], trained["sampling"], trained["frame_interval"]) == ("train", "dense", 3)
     assert (trained["rand_augment_ops"], trained["rand_augment_magnitude"]) == (2, 5)
+    assert trained["crop_scales"] == (1.0, 0.9)
     assert (tested["mode"], tested["sampling"], tested["frame_interval"]) == ("test", "dense", 3)
-    assert "rand_augment_ops" not in tested
+    assert "rand_augment_ops" not in tested and "crop_scales" not in tested
     saved = load_config(tmp_path / "run" / "config.yaml").data
     assert (saved.mixup_alpha, saved.label_smoothing) == (0.8, 0.1)

@@ -55,6 +55,8 @@ class VideoDataset(Dataset):
         clips: Temporal views in test mode.
         crops: Spatial views in test mode (1 = centre, 3 = three crops along the long side).
         flip: Random horizontal flip in training (turn off for direction classes, e.g. SSv2).
+        crop_scales: Training crop sides as shares of the short side (TSN multi-scale crop; ``(1.0,)``: the whole
+            short side).
         decoder: ``pyav``, ``opencv`` or ``decord`` (frame folders are detected by path).
         seed: Base seed of the training randomness.
         sampling: ``segment`` (TSN, one frame per segment) or ``dense`` (T frames ``frame_interval`` apart).
@@ -74,6 +76,7 @@ class VideoDataset(Dataset):
         clips: int = 1,
         crops: int = 1,
         flip: bool = True,
+        crop_scales: tuple[float, ...] = tf.MULTI_SCALES,
         decoder: str = "pyav",
         seed: int = 0,
         sampling: Sampling = "segment",
@@ -96,7 +99,9 @@ class VideoDataset(Dataset):
         self.short_side = short_side if short_side is not None else default_short
         if self.short_side < size:
             raise ValueError(f"short_side {self.short_side} is smaller than the crop size {size}")
-        self.clips, self.crops, self.flip = clips, crops, flip
+        if not crop_scales or not all(0 < s <= 1 for s in crop_scales):
+            raise ValueError(f"crop_scales must be shares of the short side in (0, 1], got {list(crop_scales)}")
+        self.clips, self.crops, self.flip, self.crop_scales = clips, crops, flip, tuple(crop_scales)
         self.decoder, self.seed, self.epoch = decoder, seed, 0
         self.sampling, self.frame_interval = sampling, frame_interval
         self.rand_augment_ops, self.rand_augment_magnitude = rand_augment_ops, rand_augment_magnitude
@@ -140,7 +145,7 @@ class VideoDataset(Dataset):
         # resized once, straight to S x S (crop first): cheaper than resizing twice.
         H, W = video.shape[-2:]
         h, w = tf.short_side_size(H, W, self.short_side)
-        top, left, ch, cw = tf.multi_scale_box(h, w, generator)
+        top, left, ch, cw = tf.multi_scale_box(h, w, generator, scales=self.crop_scales)
         ry, rx = H / h, W / w
         box = round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
         video = tf.resize(tf.crop(video, *box), self.size)

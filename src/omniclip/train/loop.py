@@ -295,6 +295,7 @@ def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo)
         size=d.image_size,
         short_side=d.short_side or None,
         flip=d.flip,
+        crop_scales=d.crop_scales,
         decoder=d.decoder,
         seed=cfg.train.seed,
         sampling=d.sampling,
