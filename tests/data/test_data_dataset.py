@@ -156,7 +156,7 @@ def test_data_dense_sampling_reads_frames_an_interval_apart(tmp_path: Path) -> N
 
 
 def test_data_crop_scales_of_one_train_on_the_whole_frame(tmp_path: Path) -> None:
-    """``crop_scales=(1.0,)``: every training clip is the whole (square) frame, as the test view with short_side=size."""
+    """``crop_scales=(1.0,)``: each training clip is the whole (square) frame, as the test view with short_side=size."""
     from PIL import Image
 
     frames = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
