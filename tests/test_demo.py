@@ -106,6 +106,7 @@ def test_run_configs_are_valid_and_compare_like_with_like(budget: str) -> None:
         assert isinstance(cfg, RunConfig) and config_from_dict(config_to_dict(cfg)) == cfg
         assert cfg.data.flip is False, "a mirrored 'moving left' is 'moving right'"
         assert cfg.data.image_size == b.dataset.size and cfg.data.num_frames == b.num_frames
+        assert cfg.data.crop_scales == b.crop_scales
         assert cfg.clip.source == "omniclip-tiny" and cfg.train.seed == 3 and cfg.protocol.seeds == (3,)
     for protocol in ("few_shot", "supervised"):
         fa, oc = cfgs[f"{protocol}/frame_average"], cfgs[f"{protocol}/omniclip"]

@@ -64,6 +64,7 @@ class Budget:
     pta_ratio: float = 0.5  # OmniCLIP's PTA bottleneck as a share of the tower's width (model.pta_ratio)
     pta_heads: int | None = 2  # heads of the PTA's attention over frames (model.pta_heads)
     train_logit_scale: bool = False
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # training crop sides (data.crop_scales; TSN's)
     long_video: LongVideoSpec = field(default_factory=LongVideoSpec)  # the closing timeline
 
 
@@ -80,7 +81,11 @@ BUDGETS: dict[str, Budget] = {
         "hard",
         HARD,
         num_frames=8,
-        supervised_steps=882,  # 21 epochs: 3.9 min of training with two threads (docs/model.md)
+        supervised_steps=882,  # 21 epochs: 4.4-5 min of training with two threads (docs/model.md)
+        # TSN's smallest crops (2/3 of the frame, at a corner) cut a shape that moves or grows towards the edge in
+        # about half of such clips, so that "moving right" can look like "disappearing"; crops of at least 7/8 of the
+        # frame cut fewer and less (docs/model.md, "Runs that agree").
+        crop_scales=(1.0, 0.875),
         long_video=LongVideoSpec(segments=28),
     ),
 }
@@ -141,6 +146,7 @@ def run_overrides(
             "image_size": budget.dataset.size,
             "workers": 0,  # 64-px clips decode in ~2 ms: worker processes would cost more than they save
             "flip": False,  # a mirrored "moving left" is "moving right"
+            "crop_scales": list(budget.crop_scales),
         },
         "eval": {"batch_size": 32},
         "protocol": {"name": run.protocol, "shots": budget.shots, "seeds": [seed]},
