@@ -28,6 +28,7 @@ import yaml
 
 from omniclip.data.records import ListFormat
 from omniclip.data.sampling import Sampling
+from omniclip.data.transforms import MULTI_SCALES
 from omniclip.files import write_text
 from omniclip.model.config import ModelConfig
 
@@ -105,7 +106,7 @@ class DataConfig:
     decoder: Decoder = "pyav"  # video decoder backend
     workers: NonNegInt = 4  # DataLoader worker processes per rank (0 = decode in the main process)
     flip: bool = True  # random horizontal flips during training
-    crop_scales: tuple[Share, ...] = (1.0, 0.875, 0.75, 0.66)  # training crop sides as shares of the short side (TSN)
+    crop_scales: tuple[Share, ...] = MULTI_SCALES  # training crop sides as shares of the short side (TSN's)
     sampling: Sampling = "segment"  # a clip's frames: one per equal segment (TSN, X-CLIP) or "dense" (Kinetics style)
     frame_interval: PosInt = 2  # dense sampling: T frames this many apart (training and evaluation)
     rand_augment_ops: NonNegInt = 0  # RandAugment colour operations per training clip (0 = off; "m9-n2" = 2)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omniclip.config import RunConfig, config_from_dict
+from omniclip.data.transforms import MULTI_SCALES
 from omniclip.demo.dataset import HARD, DatasetSpec
 
 Protocol = Literal["zero_shot", "few_shot", "supervised"]
@@ -64,7 +65,7 @@ class Budget:
     pta_ratio: float = 0.5  # OmniCLIP's PTA bottleneck as a share of the tower's width (model.pta_ratio)
     pta_heads: int | None = 2  # heads of the PTA's attention over frames (model.pta_heads)
     train_logit_scale: bool = False
-    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # training crop sides (data.crop_scales; TSN's)
+    crop_scales: tuple[float, ...] = MULTI_SCALES  # training crop sides (data.crop_scales; TSN's)
     long_video: LongVideoSpec = field(default_factory=LongVideoSpec)  # the closing timeline
 
 
