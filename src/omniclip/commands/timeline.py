@@ -40,12 +40,8 @@ def _model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--window", type=positive_seconds, default=None, help="seconds per window (default T x 0.5 s: 4 s for T=8)"
-    )
-    p.add_argument(
-        "--stride", type=positive_seconds, default=None, help="seconds between window starts (default: half the window)"
-    )
+    p.add_argument("--window", type=positive_seconds, help="seconds per window (default T x 0.5 s: 4 s for T=8)")
+    p.add_argument("--stride", type=positive_seconds, help="seconds between window starts (default: half the window)")
     p.add_argument("--batch", type=positive_int, default=16, help="windows per forward pass (default 16)")
 
 
@@ -64,10 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _window_args(t)
     t.add_argument("--smooth", type=positive_int, default=3, help="windows in the moving average (default 3)")
     t.add_argument("--threshold", type=probability, default=0.5, help="probability that labels a window (0.5)")
-    t.add_argument(
-        "--min-length", type=non_negative_seconds, default=None, help="shortest segment in seconds (default: window)"
-    )
-    t.add_argument("--top-k", type=positive_int, default=None, help="timeline.json keeps the k best classes per window")
+    t.add_argument("--min-length", type=non_negative_seconds, help="shortest segment in seconds (default: window)")
+    t.add_argument("--top-k", type=positive_int, help="timeline.json keeps the k best classes per window")
     t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.set_defaults(func=run_timeline)
 
@@ -148,8 +142,7 @@ def _list_videos(args: argparse.Namespace) -> list[Path]:
         for line in args.list.read_text(encoding="utf-8").splitlines():
             entry = line.strip()
             if entry and not entry.startswith("#"):
-                path = Path(entry)
-                named.append(path if path.is_absolute() else args.list.parent / path)
+                named.append(args.list.parent / entry)  # an absolute entry stays as it is
     if not named:
         raise ValueError("no videos: name video files or folders, or give --list L")
     return video_files(named)

@@ -10,6 +10,7 @@ the model, through a bounded queue (``omniclip.data.loader.prefetch``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice, takewhile
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +21,7 @@ from omniclip.data import transforms as tf
 from omniclip.data.loader import decode_ahead
 from omniclip.data.loader import prefetch as prefetched
 from omniclip.predict import VideoClassifier
-from omniclip.timeline.windows import Span, VideoWindows, Window, WindowCutter
+from omniclip.timeline.windows import Span, VideoWindows, WindowCutter
 
 
 def frames_independent(classifier: VideoClassifier) -> bool:
@@ -72,35 +73,23 @@ def embed_video(
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    if share_frames is None:
-        share_frames = frames_independent(classifier)
     T = windows.spec.num_frames
     grid = windows.grid()
-    if prefetch is None:
-        prefetch = decode_ahead(classifier.device)
-    source: Iterator[tuple[int, np.ndarray]] = prefetched(grid, 2 * batch_size * T) if prefetch else grid
-    if share_frames:
-        yield from _embed_shared(classifier, windows, source, batch_size * T)
+    if prefetch or (prefetch is None and decode_ahead(classifier.device)):
+        grid = prefetched(grid, 2 * batch_size * T)
+    if share_frames or (share_frames is None and frames_independent(classifier)):
+        yield from _embed_shared(classifier, windows, grid, batch_size * T)
     else:
-        yield from _embed_clips(classifier, windows, source, batch_size)
+        yield from _embed_clips(classifier, windows, grid, batch_size)
 
 
 def _embed_clips(
     classifier: VideoClassifier, windows: VideoWindows, grid: Iterator[tuple[int, np.ndarray]], batch_size: int
 ) -> Iterator[WindowBatch]:
-    pending: list[Window] = []
-    for window in windows.cut(grid):
-        pending.append(window)
-        if len(pending) == batch_size:
-            yield _encode_clips(classifier, pending)
-            pending = []
-    if pending:
-        yield _encode_clips(classifier, pending)
-
-
-def _encode_clips(classifier: VideoClassifier, windows: list[Window]) -> WindowBatch:
-    frames = torch.stack([w.frames for w in windows])  # (B, T, 3, S, S)
-    return WindowBatch([w.start for w in windows], [w.end for w in windows], encode_windows(classifier, frames))
+    cut = windows.cut(grid)
+    while batch := list(islice(cut, batch_size)):
+        frames = torch.stack([w.frames for w in batch])  # (B, T, 3, S, S)
+        yield WindowBatch([w.start for w in batch], [w.end for w in batch], encode_windows(classifier, frames))
 
 
 def _embed_shared(
@@ -109,18 +98,18 @@ def _embed_shared(
     cutter = WindowCutter(windows.spec)
     embedded: dict[int, torch.Tensor] = {}  # grid point -> (E,) frame embedding
     waiting: list[Span] = []  # complete windows whose frames are not all embedded yet
-    frames: list[np.ndarray] = []
+    frames: list[np.ndarray] = []  # grid points filled - len(frames) .. filled - 1, not embedded yet
     filled = 0
 
-    def ready() -> list[WindowBatch]:
-        """The waiting windows whose frames are all embedded, averaged (one batch or none); embeddings no later
-        window needs go."""
-        encoded = filled - len(frames)  # grid points embedded so far
-        count = 0
-        while count < len(waiting) and max(waiting[count].points) < encoded:
-            count += 1
-        done = waiting[:count]
-        del waiting[:count]
+    def flush() -> list[WindowBatch]:
+        """Embed the pending frames, then average the waiting windows whose frames are all embedded (one batch or
+        none); embeddings no later window needs go."""
+        if frames:
+            emb = encode_frames(classifier, torch.from_numpy(np.stack(frames)))  # (N, E)
+            embedded.update(zip(range(filled - len(frames), filled), emb, strict=True))
+            frames.clear()
+        done = list(takewhile(lambda s: max(s.points) < filled, waiting))
+        del waiting[: len(done)]
         if not done:
             return []
         mean = torch.stack([torch.stack([embedded[i] for i in s.points]).mean(dim=0) for s in done])  # (B, E)
@@ -134,19 +123,7 @@ def _embed_shared(
         filled = j + 1
         waiting += cutter.arrived(filled)
         if len(frames) == frames_per_pass:
-            embedded.update(_encode_grid(classifier, frames, filled))
-            frames = []
-            yield from ready()
+            yield from flush()
     assert windows.duration is not None
     waiting += cutter.finish(filled, windows.duration)
-    if frames:
-        embedded.update(_encode_grid(classifier, frames, filled))
-        frames = []
-    yield from ready()
-
-
-def _encode_grid(classifier: VideoClassifier, frames: list[np.ndarray], filled: int) -> dict[int, torch.Tensor]:
-    """Embeddings of the grid points ``filled - len(frames) .. filled - 1``, keyed by grid point."""
-    emb = encode_frames(classifier, torch.from_numpy(np.stack(frames)))  # (N, E)
-    first = filled - len(frames)
-    return {first + i: e for i, e in enumerate(emb)}
+    yield from flush()

@@ -106,8 +106,9 @@ def read_settings(index: Path) -> dict[str, Any]:
     return data
 
 
-def check_index_folder(index: Path) -> None:
-    """Before any model loads: ``index`` is an index, an empty folder, or a folder that can be made.
+def check_index_folder(index: Path) -> dict[str, Any] | None:
+    """Before any model loads: ``index`` is an index (its settings are returned), an empty folder, or a folder that
+    can be made.
 
     Raises:
         ValueError: ``index`` is a file, lies under a file, cannot be written, or is a folder holding other files.
@@ -115,9 +116,9 @@ def check_index_folder(index: Path) -> None:
     if index.exists() and not index.is_dir():
         raise ValueError(f"--out {index} is an existing file, not an index folder")
     if index.is_dir() and any(index.iterdir()):
-        read_settings(index)
-    else:
-        writable_dir(index, "--out")
+        return read_settings(index)
+    writable_dir(index, "--out")
+    return None
 
 
 def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dict[str, Any]:
@@ -126,15 +127,9 @@ def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dic
     Raises:
         ValueError: the folder holds something else, or an index of another model or other windows.
     """
-    wanted = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": dataclasses.asdict(record),
-        "windows": spec.to_dict(),
-    }
-    check_index_folder(index)
-    if any(index.iterdir()):
-        settings = read_settings(index)
+    wanted = {"format": FORMAT, "version": VERSION, "model": dataclasses.asdict(record), "windows": spec.to_dict()}
+    settings = check_index_folder(index)
+    if settings is not None:
         have = settings.get("model", {}).get("fingerprint")
         if have != record.fingerprint:
             raise ValueError(
@@ -151,9 +146,9 @@ def open_index_folder(index: Path, record: ModelRecord, spec: WindowSpec) -> dic
     return wanted
 
 
-def shard_key(video: Path) -> str:
-    """The shard name of a video: a hash of its absolute path."""
-    return hashlib.sha256(str(video.absolute()).encode()).hexdigest()[:24]
+def shard_path(index: Path, video: Path) -> Path:
+    """The shard of a video, named by a hash of its absolute path."""
+    return index / SHARDS / f"{hashlib.sha256(str(video.absolute()).encode()).hexdigest()[:24]}.safetensors"
 
 
 def file_state(video: Path) -> dict[str, int]:
@@ -210,7 +205,7 @@ def embed_to_shard(
     record: ModelRecord,
     *,
     batch_size: int,
-    on_windows: Callable[[int], object] | None = None,
+    on_windows: Callable[[int], object],
 ) -> int:
     """Embed every window of ``video`` and write its shard atomically; returns the window count."""
     state = file_state(video)
@@ -220,8 +215,7 @@ def embed_to_shard(
         embeddings.append(batch.embeddings.half())
         starts += batch.starts
         ends += batch.ends
-        if on_windows is not None:
-            on_windows(len(batch.starts))
+        on_windows(len(batch.starts))
     assert windows.duration is not None
     meta = {"video": str(video.absolute()), **state, "fingerprint": record.fingerprint, "duration": windows.duration}
     tensors = {
@@ -237,7 +231,7 @@ def pending_videos(index: Path, videos: Sequence[Path], fingerprint: str) -> lis
     """The videos without an up-to-date shard (new, changed since, or embedded by another model)."""
     todo = []
     for video in videos:
-        meta = shard_meta(index / SHARDS / f"{shard_key(video)}.safetensors")
+        meta = shard_meta(shard_path(index, video))
         fresh = (
             meta is not None
             and meta.get("video") == str(video.absolute())
@@ -291,7 +285,7 @@ def build_index(
     bar = tqdm(total=total, unit="win", desc="windows", disable=not progress or dist.get_rank() != 0, smoothing=0.1)
     try:
         for video in mine:
-            shard = index / SHARDS / f"{shard_key(video)}.safetensors"
+            shard = shard_path(index, video)
             try:
                 result.windows += embed_to_shard(
                     classifier, video, spec, shard, record, batch_size=batch_size, on_windows=bar.update
@@ -334,26 +328,23 @@ def merge_index(index: Path, record: ModelRecord, failed: Sequence[tuple[str, st
         old["failed"] = [list(f) for f in failed]
         write_json(index / MANIFEST, old)
         return int(old.get("rows", 0))
-    embeddings, video_ids, starts, ends, table = [], [], [], [], []
-    first = 0
+    parts, table = [], []
+    rows = 0
     for i, (meta, path) in enumerate(shards):
         tensors = load_file(str(path))
         n = int(tensors["embeddings"].shape[0])
-        table.append({**meta, "windows": n, "first_row": first})
-        first += n
-        embeddings.append(tensors["embeddings"])
-        video_ids.append(torch.full((n,), i, dtype=torch.int32))
-        starts.append(tensors["start"])
-        ends.append(tensors["end"])
-    dim = int(embeddings[0].shape[1]) if embeddings else 0
-    name = f"embeddings-{secrets.token_hex(6)}.safetensors"
-    merged = {
-        "embeddings": torch.cat(embeddings) if embeddings else torch.zeros(0, dim, dtype=torch.float16),
-        "video": torch.cat(video_ids) if video_ids else torch.zeros(0, dtype=torch.int32),
-        "start": torch.cat(starts) if starts else torch.zeros(0),
-        "end": torch.cat(ends) if ends else torch.zeros(0),
+        table.append({**meta, "windows": n, "first_row": rows})
+        rows += n
+        parts.append({**tensors, "video": torch.full((n,), i, dtype=torch.int32)})
+    dim = int(parts[0]["embeddings"].shape[1]) if parts else 0
+    empty = {
+        "embeddings": torch.zeros(0, dim, dtype=torch.float16),
+        "video": torch.zeros(0, dtype=torch.int32),
+        "start": torch.zeros(0),
+        "end": torch.zeros(0),
     }
-    rows = int(merged["embeddings"].shape[0])
+    merged = {key: torch.cat([none, *(p[key] for p in parts)]) for key, none in empty.items()}
+    name = f"embeddings-{secrets.token_hex(6)}.safetensors"
     save_safetensors(index / name, merged)
     settings = read_settings(index)
     manifest = {

@@ -139,13 +139,12 @@ def frame_predictions(
     lo = np.searchsorted(sorted_t, s, side="left")
     hi = np.searchsorted(sorted_t, e, side="left")
     hi[-1] = np.searchsorted(sorted_t, e[-1], side="right")  # the last window includes its end
-    diff = np.zeros((len(t) + 1, probs.shape[1]))
-    np.add.at(diff, lo, probs)
-    np.add.at(diff, hi, -probs)
-    count = np.zeros(len(t) + 1)
-    np.add.at(count, lo, 1.0)
-    np.add.at(count, hi, -1.0)
-    total, held = np.cumsum(diff, axis=0)[:-1], np.rint(np.cumsum(count)[:-1])
+    counted = np.hstack([probs, np.ones((len(s), 1))])  # the last column counts the windows holding a point
+    diff = np.zeros((len(t) + 1, counted.shape[1]))
+    np.add.at(diff, lo, counted)
+    np.add.at(diff, hi, -counted)
+    sums = np.cumsum(diff, axis=0)[:-1]
+    total, held = sums[:, :-1], np.rint(sums[:, -1])
     alone = np.flatnonzero(held <= 0)
     if len(alone):
         nearest = np.abs(sorted_t[alone, None] - (s + e)[None, :] / 2).argmin(axis=1)

@@ -160,7 +160,7 @@ def _curve(values: Sequence[float], bounds: Sequence[float], duration: float) ->
     )
 
 
-def timeline_html(tl: Timeline, page_dir: str | Path, *, figure: bool = True) -> str:
+def timeline_html(tl: Timeline, page_dir: str | Path) -> str:
     """The report page of ``tl`` for a file in ``page_dir`` (the video is linked relative to it)."""
     esc = html.escape
     colors = class_colors(len(tl.classes))
@@ -198,7 +198,6 @@ def timeline_html(tl: Timeline, page_dir: str | Path, *, figure: bool = True) ->
         f"({spec['frames']} frames) &middot; smoothing {seg['smooth']} windows, threshold {seg['threshold']:g}, "
         f"segments of at least {seg['min_length']:g} s &middot; model {esc(tl.source or '?')}"
     )
-    img = f'<img class="figure" alt="class probabilities over time" src="{_png_data_uri(tl)}">' if figure else ""
     empty = "" if tl.segments else "<p>No segment: no class reached the threshold long enough.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -209,7 +208,7 @@ def timeline_html(tl: Timeline, page_dir: str | Path, *, figure: bool = True) ->
 <div id="lanes">{"".join(lane_rows)}<div class="playhead"></div></div>
 {empty}<table id="segments"><thead><tr><th>#</th><th>start</th><th>end</th><th>class</th><th>score</th></tr></thead>
 <tbody>{table_rows}</tbody></table>
-{img}
+<img class="figure" alt="class probabilities over time" src="{_png_data_uri(tl)}">
 <script>{_TIMELINE_SCRIPT}</script>
 </body></html>
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from omniclip.data.decode import DecodeError
+from omniclip.data.records import csv_text
+from omniclip.files import save_figure, write_json, write_text
 from omniclip.predict import VideoClassifier, VideoReadError, check_class_names
 from omniclip.timeline.embed import embed_video
 from omniclip.timeline.segments import Segment, SegmentConfig, find_segments
@@ -42,14 +44,12 @@ class Timeline:
     segments: list[Segment]
     source: str = ""  # where the model came from
     seconds: float = 0.0  # wall time of decoding and scoring
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         """JSON-ready: settings, windows (all class probabilities, or the ``top_k`` best) and segments."""
         windows = []
-        for i, (start, end) in enumerate(zip(self.starts, self.ends, strict=True)):
+        for start, end, probs in zip(self.starts, self.ends, self.probabilities, strict=True):
             row: dict[str, Any] = {"start": round(start, 3), "end": round(end, 3)}
-            probs = self.probabilities[i]
             if top_k is None:
                 row["probabilities"] = [round(float(p), 5) for p in probs]
             else:
@@ -170,21 +170,13 @@ def write_timeline(tl: Timeline, out: str | Path, *, top_k: int | None = None) -
 
     Each file is written whole (``omniclip.files``); the report comes last and links the video relative to ``out``.
     """
-    import csv
-    import io
-
-    from omniclip.files import save_figure, write_json, write_text
     from omniclip.timeline.pages import timeline_figure, timeline_html
 
     out = Path(out)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["start", "end", "class", "score"])
-    for s in tl.segments:
-        writer.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.label, f"{s.score:.5f}"])
+    rows = [[f"{s.start:.3f}", f"{s.end:.3f}", s.label, f"{s.score:.5f}"] for s in tl.segments]
     return {
         "timeline": write_json(out / "timeline.json", tl.to_dict(top_k)),
-        "segments": write_text(out / "segments.csv", buf.getvalue()),
+        "segments": write_text(out / "segments.csv", csv_text(["start", "end", "class", "score"], rows)),
         "figure": save_figure(timeline_figure(tl), out / "timeline.png"),
         "report": write_text(out / "report.html", timeline_html(tl, out)),
     }

@@ -88,11 +88,11 @@ def read_safetensors_mapped(path: Path) -> dict[str, np.ndarray]:
         if info["dtype"] not in _DTYPES:
             raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, expected one of {sorted(_DTYPES)}")
         begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end == begin:
-            out[name] = np.zeros(shape, dtype=_DTYPES[info["dtype"]])
-            continue
-        out[name] = np.memmap(path, dtype=_DTYPES[info["dtype"]], mode="c", offset=8 + size + begin, shape=shape)
+        shape, dtype = tuple(info["shape"]), _DTYPES[info["dtype"]]
+        if end == begin:  # numpy cannot map zero bytes
+            out[name] = np.zeros(shape, dtype=dtype)
+        else:
+            out[name] = np.memmap(path, dtype=dtype, mode="c", offset=8 + size + begin, shape=shape)
     return out
 
 
@@ -118,14 +118,15 @@ def load_index(index: str | Path) -> MomentIndex:
         raise ValueError(f"{path} is not a complete omniclip index manifest version {VERSION}")
     if manifest.get("model") != settings.get("model"):
         raise ValueError(f"{path} names another model than {index / SETTINGS}; the index is damaged: rebuild it")
-    tensors = read_safetensors_mapped(index / str(manifest.get("embeddings")))
+    file = index / str(manifest.get("embeddings"))
+    tensors = read_safetensors_mapped(file)
     rows = int(manifest.get("rows", -1))
     emb = tensors.get("embeddings")
     if emb is None or emb.ndim != 2 or emb.shape[0] != rows or emb.dtype != np.float16:
-        raise ValueError(f"{index / str(manifest.get('embeddings'))} does not hold the {rows} fp16 rows {path} lists")
+        raise ValueError(f"{file} does not hold the {rows} fp16 rows {path} lists")
     for key in ("video", "start", "end"):
         if key not in tensors or tensors[key].shape != (rows,):
-            raise ValueError(f"{index / str(manifest.get('embeddings'))}: tensor {key!r} missing or not {rows} long")
+            raise ValueError(f"{file}: tensor {key!r} missing or not {rows} long")
     return MomentIndex(
         index, manifest, torch.from_numpy(emb), np.asarray(tensors["video"]), tensors["start"], tensors["end"]
     )

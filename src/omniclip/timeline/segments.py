@@ -106,7 +106,7 @@ def find_segments(
     smoothed = smooth_probabilities(np.asarray(probs, dtype=np.float64), config.smooth)
     bounds = owned_bounds(starts, ends, duration)
     # a video shorter than min_length still gets its segment
-    min_length = min(config.min_length if config.min_length is not None else window, duration)
+    min_length = min(config.to_dict(window)["min_length"], duration)
     kept = [r for r in _runs(window_labels(smoothed, config.threshold)) if bounds[r[2]] - bounds[r[1]] >= min_length]
     joined: list[list[int]] = []  # [label, first, last + 1]: neighbours of one class across removed runs joined
     for label, first, stop in kept:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from omniclip.data.decode import DecodeError, file_source, open_input
+from omniclip.data.transforms import short_side_size
 from omniclip.predict import VideoClassifier
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,9 @@ class VideoWindows:
         DecodeError: the file cannot be opened, has no video stream or no decodable frame.
     """
 
-    def __init__(self, path: str | Path, spec: WindowSpec, *, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, spec: WindowSpec) -> None:
         self.path = Path(path)
         self.spec = spec
-        self.threads = threads
         self.duration: float | None = None
 
     def __iter__(self) -> Iterator[Window]:
@@ -194,7 +194,7 @@ class VideoWindows:
         would compete with the model's."""
         short, size = self.spec.short_side, self.spec.size
         h, w = int(frame.height), int(frame.width)
-        th, tw = (short, max(1, round(w * short / h))) if h <= w else (max(1, round(h * short / w)), short)
+        th, tw = short_side_size(h, w, short)
         if (th, tw) == (h, w):
             rgb = frame.to_ndarray(format="rgb24")
         else:
@@ -207,9 +207,8 @@ class VideoWindows:
         ``(3, S, S)``; at least one point (a video shorter than half a step gives its last frame)."""
         g = self.spec.step
         with video_stream(self.path) as (container, stream):
-            if self.threads != 1:
-                stream.thread_type = "AUTO"  # FFmpeg's own threads: decoding runs beside the model
-                stream.codec_context.thread_count = self.threads
+            stream.thread_type = "AUTO"  # FFmpeg's own threads: decoding runs beside the model
+            stream.codec_context.thread_count = 0  # 0: FFmpeg picks the count
             rate = stream.average_rate or stream.guessed_rate
             filled = 0  # grid points given so far
             prev: Any = None  # last decoded frame, not yet converted
@@ -218,12 +217,10 @@ class VideoWindows:
             t_prev = 0.0
             gap = 1.0 / float(rate) if rate else 0.04  # frame duration, refined from timestamps
             for frame, t in self._frames(container, stream, gap):
-                if t0 is None:
-                    t0 = t
+                t0 = t if t0 is None else t0
                 t -= t0
                 while prev is not None and (filled + 0.5) * g < t:  # grid points shown before this frame
-                    if prev_x is None:
-                        prev_x = self._convert(prev)
+                    prev_x = self._convert(prev) if prev_x is None else prev_x
                     yield filled, prev_x
                     filled += 1
                 if prev is not None and t > t_prev:
@@ -233,8 +230,7 @@ class VideoWindows:
                 raise DecodeError("no frame could be decoded")
             self.duration = t_prev + gap
             while filled == 0 or (filled + 0.5) * g < self.duration:
-                if prev_x is None:
-                    prev_x = self._convert(prev)
+                prev_x = self._convert(prev) if prev_x is None else prev_x
                 yield filled, prev_x
                 filled += 1
 
