@@ -10,8 +10,8 @@ PROTOCOLS.md describes): their content does not change the compute, and the benc
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,7 @@ class BenchConfig:
 
     def resolved(self) -> BenchConfig:
         """Fill device-dependent defaults and validate; raises ValueError naming the bad option."""
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else self.device
-        device = "cpu" if device == "auto" else device
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
         try:
             cuda = torch.device(device).type == "cuda"
         except RuntimeError as err:
@@ -131,12 +130,11 @@ def class_tokens(
     """
     g = torch.Generator().manual_seed(seed)
     tokens = torch.zeros(num_classes, context_length, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
     lengths = torch.randint(6, 15, (num_classes,), generator=g).clamp(max=context_length - 2)
     for i, k in enumerate(lengths.tolist()):
         words = torch.randint(1, vocab_size - 2, (k,), generator=g)
         tokens[i, : k + 2] = torch.cat([torch.tensor([vocab_size - 2]), words, torch.tensor([vocab_size - 1])])
-        mask[i, : k + 2] = 1
+    mask = (tokens != 0).long()  # word ids start at 1, so only the padding is 0
     return tokens.to(device), mask.to(device)
 
 
@@ -160,12 +158,9 @@ def build_subject(name: str, cfg: BenchConfig, device: torch.device, *, graph_sa
         raise ValueError(f"unknown bench subject {name!r}; expected one of {', '.join(SUBJECTS)}")
     assert cfg.size and cfg.dtype and cfg.classes, "build_subject needs a resolved BenchConfig"
     torch.manual_seed(cfg.seed)
-    clip_cfg, dtype = cfg.clip_config(), cfg.dtype
+    clip_cfg = cfg.clip_config()
     tokens, mask = class_tokens(cfg.classes, clip_cfg.text.context_length, clip_cfg.text.vocab_size, device=device)
-
-    def amp() -> AbstractContextManager[object]:
-        return autocast(device, dtype, cache=not graph_safe)
-
+    amp = functools.partial(autocast, device, cfg.dtype, cache=not graph_safe)
     if name == "xclip":
         return _xclip_subject(clip_cfg, cfg.frames, tokens, mask, amp)
     variant = "frame_average" if name == "vificlip" else name

@@ -28,18 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", default="tiny", help="CLIP preset: ViT-B-16, ViT-B-32, ViT-L-14, small, tiny (default)")
     p.add_argument("--frames", type=positive_int, default=8, help="frames per clip T (default 8)")
-    p.add_argument("--size", type=positive_int, default=None, help="frame size in pixels (default: the preset's)")
-    p.add_argument("--batch", type=positive_int, default=None, help="clips per step (default 32 on CUDA, 4 on the CPU)")
+    p.add_argument("--size", type=positive_int, help="frame size in pixels (default: the preset's)")
+    p.add_argument("--batch", type=positive_int, help="clips per step (default 32 on CUDA, 4 on the CPU)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
-    p.add_argument(
-        "--dtype", choices=["bf16", "fp32"], default=None, help="bf16 autocast or fp32 (default: bf16 on CUDA)"
-    )
-    p.add_argument(
-        "--classes", type=positive_int, default=None, help="class texts to train against (default 400 CUDA, 16 CPU)"
-    )
+    p.add_argument("--dtype", choices=["bf16", "fp32"], help="bf16 autocast or fp32 (default: bf16 on CUDA)")
+    p.add_argument("--classes", type=positive_int, help="class texts to train against (default 400 CUDA, 16 CPU)")
     p.add_argument(
         "--variants",
-        default=None,
         help="comma-separated subjects (default all): frame_average,vificlip,omniclip,pta,spg,serial,xclip",
     )
     p.add_argument("--modes", default="infer,train", help="infer,train (default both)")
@@ -52,9 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", action="store_true", help="replay steps as CUDA graphs (CUDA only)")
     p.add_argument("--full-finetune", action="store_true", help="train every CLIP weight in our variants")
     p.add_argument("--max-batch", action="store_true", help="search the largest training batch (with and without ckpt)")
-    p.add_argument(
-        "--max-batch-limit", type=positive_int, default=None, help="largest batch tried (default 4096 CUDA, 4x CPU)"
-    )
+    p.add_argument("--max-batch-limit", type=positive_int, help="largest batch tried (default 4096 CUDA, 4x CPU)")
     p.add_argument(
         "--max-batch-tolerance",
         type=fraction,
@@ -62,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop bisecting within this fraction (default 0: exact)",
     )
     p.add_argument("--interleave", action="store_true", help="time all models taking turns (shared CPUs; no memory)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     p.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of weights, inputs and class texts (default 0)"
     )
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
     p.set_defaults(func=run_bench_command)
 
 

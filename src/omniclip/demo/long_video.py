@@ -20,8 +20,6 @@ The settings follow from the clips (docs/demo.md gives the measurements behind t
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 
 from omniclip.data.decode import open_video
 from omniclip.data.encode import VideoWriter
+from omniclip.data.records import csv_text, read_annotations
 from omniclip.demo.dataset import DemoDataset
 from omniclip.demo.recipes import LongVideoSpec
 from omniclip.files import write_text
@@ -77,20 +76,6 @@ def segment_order(classes: int, segments: int, seed: int) -> list[int]:
     return order[:segments]
 
 
-def _test_clips(bench: DemoDataset) -> dict[int, list[str]]:
-    """Test clips per class index from the dataset's ``test.txt`` (``path label`` lines)."""
-    per_class: dict[int, list[str]] = {}
-    path = bench.list_file("test")
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}:{lineno}: expected '<video> <label>', got {line!r}")
-        per_class.setdefault(int(parts[1]), []).append(parts[0])
-    return per_class
-
-
 def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed: int) -> StitchedVideo:
     """Write ``out/long_video.mp4`` and ``out/truth.csv``; the same dataset, spec and seed write the same bytes.
 
@@ -99,7 +84,9 @@ def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed:
     """
     out = Path(out)
     names = bench.class_names
-    clips = _test_clips(bench)
+    clips: dict[int, list[str]] = {}  # test clips per class index, as the dataset's test.txt names them
+    for record in read_annotations(bench.list_file("test")):
+        clips.setdefault(record.label, []).append(str(record.path))
     order = segment_order(len(names), spec.segments, seed)
     rng = np.random.default_rng([seed, 0xC11B5])
     pools = {c: [str(p) for p in rng.permutation(clips.get(c, []))] for c in range(len(names))}
@@ -112,10 +99,9 @@ def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed:
     try:
         for c in order:
             if not pools[c]:
-                need = order.count(c)
                 raise ValueError(
                     f"{bench.list_file('test')}: class {names[c]!r} has {len(clips.get(c, []))} test clips, "
-                    f"the long video needs {need}"
+                    f"the long video needs {order.count(c)}"
                 )
             rel = pools[c].pop(0)
             with open_video(bench.root / rel) as reader:
@@ -137,18 +123,9 @@ def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed:
         truth=truth,
         sources=sources,
     )
-    write_text(video.truth_csv, truth_csv_text(video))
+    rows = [[f"{s.start:.3f}", f"{s.end:.3f}", s.label, clip] for s, clip in zip(truth, sources, strict=True)]
+    write_text(video.truth_csv, csv_text(["start", "end", "class", "clip"], rows))
     return video
-
-
-def truth_csv_text(video: StitchedVideo) -> str:
-    """``start,end,class,clip``: seconds with 3 decimals, the test clip as a path in the dataset."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["start", "end", "class", "clip"])
-    for s, clip in zip(video.truth, video.sources, strict=True):
-        writer.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.label, clip])
-    return buf.getvalue()
 
 
 @dataclass
@@ -161,7 +138,6 @@ class ModelTimeline:
     scores: Localization
     seconds: float  # wall time of loading the model, the timeline and its files
     cpu_seconds: float  # process CPU time of the same
-    files: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,16 +171,14 @@ def localize(
         threshold=spec.threshold,
         min_length=window * spec.min_length,
     )
-    scores = evaluate_timeline(tl, video.truth, video.fps)
-    files = write_timeline(tl, out)
+    write_timeline(tl, out)
     return ModelTimeline(
         name=name,
         label=label,
         timeline=tl,
-        scores=scores,
+        scores=evaluate_timeline(tl, video.truth, video.fps),
         seconds=time.perf_counter() - tick,
         cpu_seconds=time.process_time() - cpu,
-        files=files,
     )
 
 

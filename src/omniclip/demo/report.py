@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 GroupMap = Mapping[str, Sequence[str]]  # group name -> classes, each group made of twin pairs
 
 
-def columns(groups: GroupMap = GROUPS) -> tuple[str, ...]:
-    """The table's accuracy columns: all, one per group, pair, within pair."""
-    return ("all", *groups, "pair", "within pair")
-
-
 @dataclass
 class RunResult:
     """One row of the table: what ran, how it scored, how long it took."""
@@ -45,7 +40,7 @@ class RunResult:
     videos: int  # training videos
     steps: int  # optimizer steps done
     seconds: float  # wall-clock time of training and evaluation
-    metrics: dict[str, float] = field(default_factory=dict)  # columns() -> accuracy in %
+    metrics: dict[str, float] = field(default_factory=dict)  # all, each group, pair, within pair -> accuracy in %
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,17 +105,15 @@ def read_curve(metrics_jsonl: str | Path) -> list[tuple[int, float]]:
     return curve
 
 
-PROTOCOL_NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "supervised": "supervised"}
-
-
 def format_table(results: Sequence[RunResult], shots: int, groups: GroupMap = GROUPS) -> str:
     """The results as a Markdown table (accuracies in %, one decimal)."""
-    head = ["training", "model", "videos", "steps", *columns(groups), "time"]
+    columns = ("all", *groups, "pair", "within pair")
+    head = ["training", "model", "videos", "steps", *columns, "time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for r in results:
-        protocol = PROTOCOL_NAMES[r.protocol] + (f" (K={shots})" if r.protocol == "few_shot" else "")
+        protocol = r.protocol.replace("_", "-") + (f" (K={shots})" if r.protocol == "few_shot" else "")
         cells = [protocol, r.label, str(r.videos), str(r.steps)]
-        cells += ["–" if math.isnan(r.metrics[c]) else f"{r.metrics[c]:.1f}" for c in columns(groups)]
+        cells += ["–" if math.isnan(r.metrics[c]) else f"{r.metrics[c]:.1f}" for c in columns]
         cells.append(f"{r.seconds:.0f} s")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -149,7 +142,7 @@ def plot_demo(results: Sequence[RunResult], out_png: str | Path, title: str = ""
         color = colors[family][min(used[family], len(colors[family]) - 1)]
         used[family] += 1
         xs = np.arange(len(bars_at)) + (k - (len(results) - 1) / 2) * width
-        label = f"{PROTOCOL_NAMES[r.protocol]}: {r.label}"
+        label = f"{r.protocol.replace('_', '-')}: {r.label}"
         bars.bar(xs, [r.metrics[g] for g in bars_at], width, color=color, label=label, edgecolor="white")
         if r.curve:
             steps, losses = zip(*r.curve, strict=True)
@@ -183,12 +176,6 @@ def timeline_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-# Twins share a hue (dark, light: tab20's pairs), so a wrong twin shows as the right colour in the wrong shade.
-def class_palette(count: int) -> list[Any]:
-    cmap = pyplot().get_cmap("tab20")
-    return [cmap(i % cmap.N) for i in range(count)]
-
-
 def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     """``(label, first, last + 1)`` of each run of equal values."""
     cuts = np.flatnonzero(np.diff(labels)) + 1
@@ -201,7 +188,9 @@ def plot_long_video(result: LongVideoResult, out_png: str | Path, title: str = "
     time points it gets wrong marked below."""
     plt = pyplot()
     video, classes = result.video, result.models[0].timeline.classes if result.models else []
-    colors = class_palette(len(classes))
+    # Twins share a hue (dark, light: tab20's pairs), so a wrong twin shows as the right colour in the wrong shade.
+    cmap = plt.get_cmap("tab20")
+    colors = [cmap(i % cmap.N) for i in range(len(classes))]
     index = {c: i for i, c in enumerate(classes)}
     lanes = 1 + 2 * len(result.models)
     fig, ax = plt.subplots(figsize=(13, 1.6 + 0.55 * lanes))

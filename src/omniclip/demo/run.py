@@ -41,10 +41,10 @@ from omniclip.demo.report import (
 )
 from omniclip.dist import DistInfo, init_distributed
 from omniclip.embedded import EMBEDDED_CLIP
-from omniclip.files import write_text
+from omniclip.files import write_json, write_text
 from omniclip.model import OmniCLIP
 from omniclip.protocols.report import plot_curves
-from omniclip.protocols.runners import evaluate_protocol, run_protocol, write_json
+from omniclip.protocols.runners import evaluate_protocol, run_protocol
 from omniclip.train.loop import TrainResult, build_train_model, train
 
 log = logging.getLogger(__name__)
@@ -79,58 +79,39 @@ class DemoResult:
     long_video: LongVideoResult | None = None  # the closing timeline
 
 
-class _Fit:
-    """The ``fit`` callable of ``run_protocol``: the engine's training loop, keeping its ``TrainResult``."""
-
-    def __init__(self, dist: DistInfo) -> None:
-        self.dist = dist
-        self.result: TrainResult | None = None
-
-    def __call__(self, cfg: RunConfig, run_dir: Path, resume: bool) -> OmniCLIP:
-        self.result = train(cfg, run_dir, resume=resume, dist=self.dist)
-        return self.result.model
-
-
-def get_budget(name: str) -> Budget:
-    """``BUDGETS[name]``, or ValueError naming the choices."""
-    if name not in BUDGETS:
-        raise ValueError(f"unknown demo budget {name!r}; choose one of {', '.join(BUDGETS)}")
-    return BUDGETS[name]
-
-
 def write_dataset(out: Path, budget: Budget, say: Callable[[str], None]) -> DemoDataset:
     """The dataset under ``out/data`` (written at first use, with a progress bar)."""
-    total = num_videos(budget.dataset)
-    with tqdm(total=total, unit="video", dynamic_ncols=True, leave=False) as bar:
-        bench = ensure_dataset(out / "data", budget.dataset, progress=bar.update)
     spec = budget.dataset
-    verb = "wrote" if bench.created else "reusing"
+    total = num_videos(spec)
+    with tqdm(total=total, unit="video", dynamic_ncols=True, leave=False) as bar:
+        bench = ensure_dataset(out / "data", spec, progress=bar.update)
     say(
-        f"{verb} {total} videos in {bench.root} ({len(spec.classes)} classes, {spec.train}/{spec.val}/{spec.test} "
-        f"train/val/test per class, {spec.num_frames} frames of {spec.size} px)"
+        f"{'wrote' if bench.created else 'reusing'} {total} videos in {bench.root} ({len(spec.classes)} classes, "
+        f"{spec.train}/{spec.val}/{spec.test} train/val/test per class, {spec.num_frames} frames of {spec.size} px)"
     )
     return bench
 
 
-def execute_run(run: RunSpec, cfg: RunConfig, run_dir: Path, dist: DistInfo) -> tuple[Path, int]:
-    """Train and evaluate one run with the engine; returns its test confusion CSV and the steps done."""
+def measure_run(run: RunSpec, cfg: RunConfig, run_dir: Path, budget: Budget, dist: DistInfo) -> RunResult:
+    """Train and evaluate one run with the engine, timed, with the group accuracies of its test confusion matrix and
+    its loss curve."""
+    tick = time.perf_counter()
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a rerun replaces the run: no stale checkpoints or metrics lines
+    trained: list[TrainResult] = []
+
+    def fit(stage_cfg: RunConfig, stage: Path, resume: bool) -> OmniCLIP:  # the engine's loop, keeping its result
+        trained.append(train(stage_cfg, stage, resume=resume, dist=dist))
+        return trained[-1].model
+
     if run.protocol == "zero_shot":
-        model = build_train_model(cfg, dist.device).eval()
-        evaluate_protocol(cfg, model, run_dir, device=dist.device)
-        return run_dir / "test" / "confusion.csv", 0
-    fit = _Fit(dist)
-    run_protocol(cfg, run_dir, fit=fit, device=dist.device)
-    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    assert fit.result is not None
-    return run_dir / "eval" / "test" / "confusion.csv", fit.result.step
-
-
-def measure_run(run: RunSpec, cfg: RunConfig, run_dir: Path, budget: Budget, dist: DistInfo) -> RunResult:
-    """``execute_run`` timed, with the group accuracies of its test confusion matrix and its loss curve."""
-    tick = time.perf_counter()
-    confusion_csv, steps = execute_run(run, cfg, run_dir, dist)
+        evaluate_protocol(cfg, build_train_model(cfg, dist.device).eval(), run_dir, device=dist.device)
+        confusion_csv = run_dir / "test" / "confusion.csv"
+    else:
+        run_protocol(cfg, run_dir, fit=fit, device=dist.device)
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        confusion_csv = run_dir / "eval" / "test" / "confusion.csv"
+    steps = trained[-1].step if trained else 0
     names, confusion = read_confusion(confusion_csv)
     return RunResult(
         name=run.name,
@@ -156,7 +137,9 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = log.info) -> Dem
             "omniclip demo runs in one process; launch it without torchrun. "
             "For several processes use `torchrun ... -m omniclip train --config configs/...`"
         )
-    budget = get_budget(options.budget)
+    if options.budget not in BUDGETS:
+        raise ValueError(f"unknown demo budget {options.budget!r}; choose one of {', '.join(BUDGETS)}")
+    budget = BUDGETS[options.budget]
     if options.steps is not None and options.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {options.steps}")
     resolve_source(options.clip)  # a missing CLIP fails before any work

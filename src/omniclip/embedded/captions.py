@@ -26,19 +26,7 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white", "purple", 
 # Ranges of ``Shape.scale`` (bounding-circle diameter / image side) per size word; the videos span 0.1..0.6, and the
 # gaps between ranges keep the words unambiguous.
 SIZES: dict[str, tuple[float, float]] = {"small": (0.12, 0.2), "medium": (0.26, 0.36), "large": (0.44, 0.6)}
-# 3 x 3 grid: name -> (column, row) in 0..2; left to right, top to bottom.
-POSITIONS: dict[str, tuple[int, int]] = {
-    "top left": (0, 0),
-    "top": (1, 0),
-    "top right": (2, 0),
-    "left": (0, 1),
-    "centre": (1, 1),
-    "right": (2, 1),
-    "bottom left": (0, 2),
-    "bottom": (1, 2),
-    "bottom right": (2, 2),
-}
-# The first phrase of each is the one zero-shot prompts use.
+# The cells of a 3 x 3 grid, left to right, top to bottom. The first phrase of each is the one zero-shot prompts use.
 POSITION_PHRASES: dict[str, tuple[str, ...]] = {
     "top left": ("in the top left", "at the top left"),
     "top": ("at the top", "near the top"),
@@ -50,6 +38,8 @@ POSITION_PHRASES: dict[str, tuple[str, ...]] = {
     "bottom": ("at the bottom", "near the bottom"),
     "bottom right": ("in the bottom right", "at the bottom right"),
 }
+# name -> (column, row) in 0..2
+POSITIONS: dict[str, tuple[int, int]] = {name: (i % 3, i // 3) for i, name in enumerate(POSITION_PHRASES)}
 CELL_CENTRES = (0.2, 0.5, 0.8)  # object centre per grid column/row, before jitter
 CELL_JITTER = 0.08  # uniform jitter of the centre around its cell, in frame fractions
 TEMPLATES: tuple[str, ...] = (
@@ -148,12 +138,12 @@ def noun_phrase(obj: SceneObject, noun: str = "shape", where: int = 0) -> str:
     return text
 
 
-def allowed_pairs(split: Split, held_out: tuple[tuple[str, str], ...] = HELD_OUT_PAIRS) -> list[tuple[str, str]]:
-    """The (shape, colour) pairs a split draws: all but ``held_out`` for ``"train"``, only those for ``"unseen"``."""
+def allowed_pairs(split: Split) -> list[tuple[str, str]]:
+    """The (shape, colour) pairs a split draws: all but the held-out ones for "train", only those for "unseen"."""
     if split == "unseen":
-        return list(held_out)
+        return list(HELD_OUT_PAIRS)
     if split == "train":
-        return [(s, c) for s in SHAPES for c in COLORS if (s, c) not in held_out]
+        return [(s, c) for s in SHAPES for c in COLORS if (s, c) not in HELD_OUT_PAIRS]
     raise ValueError(f"unknown split {split!r}; expected 'train' or 'unseen'")
 
 
@@ -185,7 +175,6 @@ class CaptionGenerator:
             negatives also differ by shape or position alone, not only by the colour that is easiest to see.
         spatial: name only shape and position in captions and vary only those in groups (the curriculum's first
             stage, ``SPATIAL_MENTION_PROBS``).
-        held_out: the (shape, colour) pairs kept out of training.
     """
 
     def __init__(
@@ -196,7 +185,6 @@ class CaptionGenerator:
         empty: float = EMPTY_PROB,
         group: int = 1,
         spatial: bool = False,
-        held_out: tuple[tuple[str, str], ...] = HELD_OUT_PAIRS,
     ) -> None:
         self.image_size = image_size
         self.split = split
@@ -205,7 +193,7 @@ class CaptionGenerator:
         self.group = group
         self.mention = SPATIAL_MENTION_PROBS if spatial else MENTION_PROBS
         self.vary = SPATIAL_VARY_PROBS if spatial else VARY_PROBS
-        self.pairs = allowed_pairs(split, held_out)
+        self.pairs = allowed_pairs(split)
 
     def scene(self, rng: np.random.Generator) -> tuple[SceneObject, ...]:
         """No object (rarely), one, or two objects that cannot overlap (opposite sides of the grid, not large)."""

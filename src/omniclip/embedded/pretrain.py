@@ -33,9 +33,7 @@ from omniclip.data.transforms import normalize
 from omniclip.embedded import EMBEDDED_CLIP
 from omniclip.embedded.captions import (
     ATTRIBUTES,
-    COLORS,
     HELD_OUT_PAIRS,
-    SHAPES,
     TEMPLATES,
     CaptionBatch,
     CaptionGenerator,
@@ -269,10 +267,7 @@ def zero_shot_accuracy(model: CLIP, *, seed: int = EVAL_SEED, images: int = 1024
 
 def chance_levels() -> dict[str, float]:
     """Accuracy of a uniform guess per task of ``zero_shot_accuracy``."""
-    return {
-        **{a: round(1 / len(class_phrases(a)), 4) for a in ATTRIBUTES},
-        "pair": round(1 / (len(SHAPES) * len(COLORS)), 4),
-    }
+    return {**{a: round(1 / len(class_phrases(a)), 4) for a in ATTRIBUTES}, "pair": round(1 / len(pair_phrases()), 4)}
 
 
 def canonicalise_header(path: Path) -> None:
