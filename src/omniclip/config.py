@@ -14,6 +14,7 @@ value and what is valid, before any output folder exists. A new field gets its r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -388,7 +389,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the nested dict ``raw`` with ``key=value`` overrides applied in order."""
-    out = _deep_copy(raw)
+    out = copy.deepcopy(raw)
     for item in overrides:
         path, value = parse_override(item)
         node = out
@@ -399,10 +400,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[path[-1]] = value
     return out
-
-
-def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

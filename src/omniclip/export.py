@@ -130,12 +130,7 @@ def export_model(
 
 
 def export_meta(
-    classifier: VideoClassifier,
-    *,
-    fmt: str,
-    num_classes: int,
-    embed_dim: int,
-    templates: Sequence[str] | None = None,
+    classifier: VideoClassifier, *, fmt: str, num_classes: int, embed_dim: int, templates: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """The ``export.json`` contract: how to prepare inputs and combine the two exported parts."""
     from omniclip.data.transforms import CLIP_MEAN, CLIP_STD

@@ -143,16 +143,10 @@ def _load_clip(
 ) -> VideoClassifier:
     from omniclip.clip import load_clip
 
-    clip = load_clip(str(source), device=device)
-    classifier = classifier_from_clip(clip, num_frames=num_frames or DEFAULT_FRAMES, variant=variant)
+    T = num_frames or DEFAULT_FRAMES
+    classifier = classifier_from_clip(load_clip(str(source), device=device), num_frames=T, variant=variant)
     classifier.source = str(source)
-    log.info(
-        "zero-shot %s from %s: T=%d, S=%d",
-        classifier.model.config.variant,
-        source,
-        classifier.num_frames,
-        classifier.image_size,
-    )
+    log.info("zero-shot %s from %s: T=%d, S=%d", classifier.model.config.variant, source, T, classifier.image_size)
     return classifier
 
 
@@ -170,11 +164,8 @@ def is_trained_checkpoint(source: str | Path) -> bool:
     """True when ``source`` is an omniclip training checkpoint (folder or file with omniclip metadata)."""
     from omniclip.train.checkpoint import META_KEY, find_checkpoint
 
-    path = Path(source)
-    if not path.exists():
-        return False
     try:
-        ckpt = find_checkpoint(path)
+        ckpt = find_checkpoint(source)
     except FileNotFoundError:
         return False
     if ckpt.is_dir():

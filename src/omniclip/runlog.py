@@ -37,10 +37,10 @@ def arch_tag(source: str) -> str:
     return name.replace("/", "-").replace("@", "-") or "clip"
 
 
-def default_run_dir(protocol: str, dataset: str, source: str, num_frames: int, root: str | Path = "runs") -> Path:
+def default_run_dir(protocol: str, dataset: str, source: str, num_frames: int) -> Path:
     """``runs/<protocol>/<dataset>/<arch>_<T>f/<YYYYmmdd-HHMMSS>``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / protocol / dataset / f"{arch_tag(source)}_{num_frames}f" / stamp
+    return Path("runs") / protocol / dataset / f"{arch_tag(source)}_{num_frames}f" / stamp
 
 
 LOCK_FILE = ".lock"
@@ -136,13 +136,18 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.path = self.run_dir / "metrics.jsonl"
-        self._tb = None
+        self._tb: Any = None
         self._handler: logging.Handler | None = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if tensorboard:
-            self._tb = _tensorboard_writer(self.run_dir / "tb")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning("train.tensorboard=true but tensorboard is not installed; writing metrics.jsonl only")
+            else:
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
         if log_file:
             self._handler = logging.FileHandler(self.run_dir / "train.log")
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -174,15 +179,6 @@ class RunLog:
         if self._handler is not None:
             logging.getLogger("omniclip").removeHandler(self._handler)
             self._handler.close()
-
-
-def _tensorboard_writer(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("train.tensorboard=true but tensorboard is not installed; writing metrics.jsonl only")
-        return None
-    return SummaryWriter(str(path))
 
 
 def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:

@@ -28,6 +28,8 @@ EXPORT_PRECISION = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from omniclip.precision import PRECISION_NAMES
+
     p = subparsers.add_parser(
         "predict",
         help="classify videos with your own class names",
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "videos", nargs="+", metavar="VIDEO", help="video files, or folders: every video under them (sorted)"
     )
     _add_model_args(p)
-    _precision_flag(p, "auto", PREDICT_PRECISION)
+    p.add_argument("--precision", choices=PRECISION_NAMES, default="auto", help=PREDICT_PRECISION)
     p.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video (default 5)")
     p.add_argument("--views", default="1x1", help="clips x crops per video, e.g. 4x3 (default 1x1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "class_names.json and export.json into --out.",
     )
     _add_model_args(e)
-    _precision_flag(e, "fp32", EXPORT_PRECISION)
+    e.add_argument("--precision", choices=PRECISION_NAMES, default="fp32", help=EXPORT_PRECISION)
     e.add_argument("--out", required=True, type=Path, help="export directory")
     e.add_argument(
         "--format",
@@ -79,12 +81,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use a checkpoint on CLIP weights other than those it was trained on (refused by default)",
     )
-
-
-def _precision_flag(p: argparse.ArgumentParser, default: str, help: str) -> None:
-    from omniclip.precision import PRECISION_NAMES
-
-    p.add_argument("--precision", choices=PRECISION_NAMES, default=default, help=help)
 
 
 # The model and class options of predict, export, timeline, index and search, and reading them back.
@@ -190,13 +186,9 @@ def run_export(args: argparse.Namespace) -> int:
     from omniclip.export import export_model
 
     writable_dir(args.out, "--out")
-    paths = export_model(
-        _load(args),
-        args.out,
-        classes=classes_from_args(args, "archery,juggling"),
-        templates=args.templates,
-        fmt=args.fmt,
-    )
+    classifier = _load(args)
+    classes = classes_from_args(args, "archery,juggling")
+    paths = export_model(classifier, args.out, classes=classes, templates=args.templates, fmt=args.fmt)
     for name, path in paths.items():
         print(f"{name:<10} {path}")
     return 0

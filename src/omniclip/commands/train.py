@@ -111,14 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
             if folder is not None:
                 cfg = folder.config(run_dir / DATA_DIR)
             fit = partial(_fit, dist=dist, allow_other_backbone=args.allow_other_backbone)
-            summary = run_protocol(
-                cfg,
-                run_dir,
-                fit=fit,
-                device=dist.device,
-                amp_dtype=amp_dtype(dist.device, cfg.train.amp),
-                resume=args.resume,
-            )
+            amp = amp_dtype(dist.device, cfg.train.amp)
+            summary = run_protocol(cfg, run_dir, fit=fit, device=dist.device, amp_dtype=amp, resume=args.resume)
         except NonFiniteLossError as err:  # raised on every rank at the same step (the loss is all-reduced)
             print(f"omniclip train: stopped: {err}", file=sys.stderr)
             return 1
@@ -249,23 +243,20 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
     with process_group(cfg.train.device) as dist:
         if args.checkpoint:
+            find_checkpoint(args.checkpoint)  # a mistyped path fails before an output folder is made
             base = Path(args.checkpoint)
             base = base if base.is_dir() else base.parent
         else:
             base = Path("runs") / "eval" / cfg.data.dataset
         out = Path(args.output) if args.output else base / f"eval-{Path(args.config).stem}"
-        if args.checkpoint:
-            find_checkpoint(args.checkpoint)  # a mistyped path fails before an output folder is made
         on_main(dist, lambda: writable_dir(out, "--output"))  # before any model is loaded or clip decoded
         if args.checkpoint:
-            model, meta = load_trained_model(
+            model, _ = load_trained_model(
                 args.checkpoint, device=dist.device, allow_other_backbone=args.allow_other_backbone
             )
         else:
             model = build_train_model(cfg, dist.device).eval()
-        summary = evaluate_protocol(
-            cfg, model, out, device=dist.device, amp_dtype=amp_dtype(dist.device, cfg.train.amp)
-        )
+        summary = evaluate_protocol(cfg, model, out, device=dist.device)  # in cfg.train's precision
         if dist.is_main:
             print(json.dumps({"output": str(out), **summary}, indent=2))
         return 0

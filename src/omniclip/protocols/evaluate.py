@@ -21,7 +21,7 @@ from torch import nn
 
 from omniclip.data.loader import read_batches
 from omniclip.data.transforms import normalize
-from omniclip.dist import all_gather_object, get_world_size
+from omniclip.dist import all_gather_object
 from omniclip.precision import autocast
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,6 @@ def evaluate(
     *,
     device: torch.device | str,
     amp_dtype: torch.dtype | None = None,
-    num_classes: int | None = None,
     expected: Iterable[int] | None = None,
 ) -> EvalResult:
     """Score every video of ``loader`` once and compute accuracies (on every rank, identical results).
@@ -84,21 +83,19 @@ def evaluate(
         model: called as ``model(video (B*V, T, 3, S, S) float, class_embeddings) -> logits (B*V, C)``.
         loader: yields ``VideoBatch`` dicts: ``video`` uint8 ``(B, V, T, 3, S, S)``, ``label`` and ``index`` ``(B,)``,
             ``failed`` list of ``(index, error)``. Under ``torch.distributed`` each rank sees its own shard.
-        class_embeddings: ``(C, E)`` L2-normalised class-text embeddings.
+        class_embeddings: ``(C, E)`` L2-normalised class-text embeddings, one row per class.
         device: where the model runs; batches are moved and normalised there.
         amp_dtype: autocast dtype (``torch.bfloat16``) or None for the model's own precision.
-        num_classes: C; defaults to ``class_embeddings.shape[0]``.
         expected: every video index that must be scored or failed; defaults to ``range(len(loader.dataset))``.
 
     Raises:
         RuntimeError: a video index was missing, seen twice, or both scored and failed (a sampler or gather bug).
     """
     device = torch.device(device)
-    num_classes = int(num_classes or class_embeddings.shape[0])
     scores, failed = score_loader(model, loader, class_embeddings.to(device), device=device, amp_dtype=amp_dtype)
     scores, failed = gather_scores(scores, failed)
     check_coverage(scores, failed, _expected_indices(loader, expected))
-    result = compute_metrics(scores, failed, num_classes)
+    result = compute_metrics(scores, failed, int(class_embeddings.shape[0]))
     log.info(
         "evaluated %d videos (%d scored, %d unreadable): top-1 %.2f%%, top-5 %.2f%%, mean class %.2f%%",
         result.num_videos,
@@ -168,13 +165,11 @@ def score_views(model: nn.Module, video: torch.Tensor, class_embeddings: torch.T
 
 
 def gather_scores(scores: Scores, failed: list[tuple[int, str]]) -> tuple[Scores, list[tuple[int, str]]]:
-    """Merge every rank's scores and failures (single-process: returned as they are).
+    """Merge every rank's scores and failures (failures sorted).
 
     Raises:
         RuntimeError: two ranks scored the same video index.
     """
-    if get_world_size() == 1:
-        return scores, sorted(failed)
     parts: list[Any] = all_gather_object((scores, failed))
     merged: Scores = {}
     all_failed: list[tuple[int, str]] = []

@@ -36,7 +36,6 @@ def write_eval_report(result: EvalResult, out_dir: str | Path, class_names: Sequ
             "pass the class list the model was evaluated with"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": out / "metrics.json",
         "per_class": out / "per_class.csv",

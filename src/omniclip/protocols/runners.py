@@ -57,33 +57,33 @@ def eval_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[Eval
     """One ``EvalSet`` per ``data.test_lists`` entry, or per class subset (``protocol.subset_class_files`` or
     ``protocol.class_subset`` > 0)."""
     names = class_names or read_class_names(cfg.data.path(cfg.data.class_names))
-    sets = []
+    p, sets = cfg.protocol, []
     for list_name in cfg.data.test_lists:
         records = read_annotations(cfg.data.path(list_name), root=cfg.data.root, fmt=cfg.data.list_format)
         stem = Path(list_name).stem
-        p = cfg.protocol
         if p.subset_class_files:
-            for file in p.subset_class_files:
-                chosen = splits.classes_named_in(cfg.data.path(file), names)
-                sets.append(
-                    EvalSet(f"{stem}_{Path(file).stem}", splits.relabel(records, chosen), [names[c] for c in chosen])
-                )
-            continue
-        if p.class_subset <= 0:
+            subsets = [
+                (f"{stem}_{Path(f).stem}", splits.classes_named_in(cfg.data.path(f), names))
+                for f in p.subset_class_files
+            ]
+        elif p.class_subset > 0:
+            present = sorted({r.label for r in records})
+            drawn = splits.zero_shot_subsets(present, p.class_subset, num_splits=p.num_subsets)
+            subsets = [(f"{stem}_subset{k}", chosen) for k, chosen in enumerate(drawn)]
+        else:
             sets.append(EvalSet(stem, records, names))
             continue
-        present = sorted({r.label for r in records})
-        for k, chosen in enumerate(splits.zero_shot_subsets(present, p.class_subset, num_splits=p.num_subsets)):
-            sets.append(EvalSet(f"{stem}_subset{k}", splits.relabel(records, chosen), [names[c] for c in chosen]))
+        sets += [EvalSet(name, splits.relabel(records, chosen), [names[c] for c in chosen]) for name, chosen in subsets]
     return sets
 
 
-def base_novel_split(cfg: RunConfig, class_names: list[str]) -> tuple[list[int], list[int]]:
-    """Base and novel class ids: named by ``protocol.base_class_file``, else the first ``base_classes`` ids."""
-    p = cfg.protocol
+def base_novel_split(cfg: RunConfig) -> tuple[list[str], list[int], list[int]]:
+    """The class names, and the base and novel class ids: named by ``protocol.base_class_file``, else the first
+    ``base_classes`` ids."""
+    p, names = cfg.protocol, read_class_names(cfg.data.path(cfg.data.class_names))
     if p.base_class_file:
-        return splits.base_novel_from_file(cfg.data.path(p.base_class_file), class_names)
-    return splits.base_novel_classes(len(class_names), p.base_classes)
+        return names, *splits.base_novel_from_file(cfg.data.path(p.base_class_file), names)
+    return names, *splits.base_novel_classes(len(names), p.base_classes)
 
 
 @torch.no_grad()
@@ -114,8 +114,8 @@ def evaluate_set(
     loader = build_loader(dataset, batch_size=e.batch_size, train=False, workers=workers, rank=rank, world_size=world)
     model.eval()
     classes = model.encode_classes(es.class_names)
-    result = evaluate(model, loader, classes, device=device, amp_dtype=amp_dtype, num_classes=len(es.class_names))
-    if get_rank() == 0:
+    result = evaluate(model, loader, classes, device=device, amp_dtype=amp_dtype)
+    if rank == 0:
         write_eval_report(result, out_dir / es.name, es.class_names)
     return result
 
@@ -228,8 +228,7 @@ def run_base_to_novel(
     cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
 ) -> dict[str, Any]:
     """Per seed: train on K shots of the base classes, evaluate base and novel classes; report the harmonic mean."""
-    names = read_class_names(cfg.data.path(cfg.data.class_names))
-    base, novel = base_novel_split(cfg, names)
+    names, base, novel = base_novel_split(cfg)
     seeds, per_seed = cfg.protocol.seeds, {}
     for seed in seeds:
         stage = _stage_dir(run_dir, seeds, seed)
@@ -270,17 +269,12 @@ def _base_novel_eval(
     return {"base_top1": b, "novel_top1": n, "harmonic_mean": harmonic_mean(b, n), **results}
 
 
-def run_zero_shot(
-    cfg: RunConfig, run_dir: Path, *, fit: Fit, device: torch.device, amp_dtype: Any = None, resume: bool = False
-) -> dict[str, Any]:
-    """Train on the source data (K400), evaluate the config's test lists; other datasets use ``omniclip eval``."""
-    return run_supervised(cfg, run_dir, fit=fit, device=device, amp_dtype=amp_dtype, resume=resume)
-
-
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "supervised": run_supervised,
     "few_shot": run_few_shot,
-    "zero_shot": run_zero_shot,
+    # zero-shot trains on the source data (K400) and evaluates the config's test lists as supervised does; other
+    # datasets are evaluated with ``omniclip eval``
+    "zero_shot": run_supervised,
     "base_to_novel": run_base_to_novel,
 }
 
@@ -314,9 +308,7 @@ def evaluate_protocol(
     precision.apply(model, model.clip.visual)
     amp_dtype = precision.amp if amp_dtype is None else amp_dtype
     if cfg.protocol.name == "base_to_novel":
-        names = read_class_names(cfg.data.path(cfg.data.class_names))
-        base, novel = base_novel_split(cfg, names)
-        out = _base_novel_eval(model, cfg, names, base, novel, out_dir, device, amp_dtype)
+        out = _base_novel_eval(model, cfg, *base_novel_split(cfg), out_dir, device, amp_dtype)
     else:
         out = evaluate_sets(model, eval_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
     out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}

@@ -29,13 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omniclip.data.records import (
-    VideoRecord,
-    read_annotations,
-    read_class_names,
-    write_class_names,
-    write_list,
-)
+from omniclip.data.records import VideoRecord, read_annotations, read_class_names, write_class_names, write_list
 
 log = logging.getLogger(__name__)
 

@@ -79,10 +79,7 @@ class TrainedMeta:
 
 
 def backbone_fingerprint(clip: CLIP) -> str:
-    """``sha256:<hex>`` over a CLIP's architecture and weights, before OmniCLIP branches are attached to it.
-
-    The architecture (``CLIPConfig.to_dict()``) and every weight (``omniclip.clip.weights.fingerprint``).
-    """
+    """``sha256:<hex>`` over a CLIP's architecture and weights, before OmniCLIP branches are attached to it."""
     return fingerprint(clip.cfg.to_dict(), clip.state_dict())
 
 
@@ -129,8 +126,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     tensors: dict[str, torch.Tensor] = {}
     groups = []
     for group in sd["param_groups"]:
-        names = group["names"]
-        for idx, name in zip(group["params"], names, strict=True):
+        for idx, name in zip(group["params"], group["names"], strict=True):
             for slot, value in sd["state"].get(idx, {}).items():
                 tensors[f"{name}.{slot}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
         groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"})
@@ -164,9 +160,13 @@ def load_optimizer_tensors(
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as JSON-able values."""
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the global legacy generator is always MT19937
+    kind, keys, pos, has_gauss, cached = np_state
+    numpy = [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
     state: dict[str, Any] = {
         "python": base64.b64encode(repr(random.getstate()).encode()).decode("ascii"),
-        "numpy": base64.b64encode(json.dumps(_np_state()).encode()).decode("ascii"),
+        "numpy": base64.b64encode(json.dumps(numpy).encode()).decode("ascii"),
         "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
     }
     if torch.cuda.is_available():
@@ -187,13 +187,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         states = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
         torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
-
-
-def _np_state() -> list[Any]:
-    state = np.random.get_state()
-    assert isinstance(state, tuple)  # the global legacy generator is always MT19937
-    kind, keys, pos, has_gauss, cached = state
-    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
 def save_checkpoint(
@@ -221,10 +214,9 @@ def save_checkpoint(
     Returns:
         The checkpoint directory.
     """
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{meta.step:08d}"
     final = checkpoint_dir(run_dir, meta.step)
+    root, name = final.parent, final.name
+    root.mkdir(parents=True, exist_ok=True)
     if is_complete(final):
         log.info("checkpoint %s was already saved; kept", final)
     else:
@@ -343,10 +335,7 @@ def _from_pointer(root: Path) -> Path | None:
     if pointer.is_file() and not pointer.is_symlink():
         with pointer.open("rb") as f:
             raw = f.read(64)
-        try:
-            name = raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            name = ""
+        name = raw.decode("ascii", errors="replace").strip()  # anything but ASCII fails the name check below
         if not STEP_NAME.fullmatch(name):
             problem = f"{pointer} does not hold a checkpoint name (step_NNNNNNNN): {raw[:24]!r}"
         elif not is_complete(root / name):

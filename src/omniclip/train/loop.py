@@ -41,7 +41,7 @@ from omniclip.data.records import read_annotations, read_class_names
 from omniclip.data.transforms import mixup, normalize
 from omniclip.dist import DistInfo, all_reduce_sum, barrier, init_distributed, on_main
 from omniclip.model import OmniCLIP
-from omniclip.precision import Precision, resolve_precision
+from omniclip.precision import resolve_precision
 from omniclip.runlog import RunLog, run_lock
 from omniclip.train import checkpoint as ckpt
 from omniclip.train.optim import GradClipper, build_optimizer, lr_at, set_lr
@@ -142,12 +142,6 @@ def plan_steps(num_videos: int, cfg: RunConfig, world_size: int) -> StepPlan:
     return StepPlan(global_batch // per_pass, global_batch, steps, total, round(t.warmup_epochs * steps))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class ClassifierStep(nn.Module):
     """``model(video, model.encode_classes(names))`` inside one forward, so DDP also sees text-side parameters."""
 
@@ -161,37 +155,16 @@ class ClassifierStep(nn.Module):
 
 
 def load_backbone(cfg: RunConfig) -> CLIP:
-    """Seed everything with ``train.seed``, then load the CLIP of ``clip.source`` (what ``build_train_model`` wraps)."""
-    seed_everything(cfg.train.seed)
+    """Seed Python, NumPy and torch with ``train.seed``, then load the CLIP of ``clip.source``."""
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed % 2**32)
+    torch.manual_seed(cfg.train.seed)
     return load_clip(cfg.clip.source, activation=cfg.clip.activation or None)
 
 
 def build_train_model(cfg: RunConfig, device: torch.device) -> OmniCLIP:
     """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
     return ckpt.build_run_model(cfg, load_backbone(cfg)).to(device)
-
-
-def run_precision(cfg: RunConfig, device: torch.device, model: OmniCLIP) -> Precision:
-    """``train.amp``, ``train.frozen_dtype`` and ``train.compile`` for ``model`` on ``device`` (``auto`` decided)."""
-    t = cfg.train
-    return resolve_precision(device, t.amp, t.frozen_dtype, t.compile, width=model.clip.cfg.vision.width)
-
-
-def make_meta(
-    cfg: RunConfig, model: OmniCLIP, class_names: list[str], state: TrainState, fingerprint: str = ""
-) -> ckpt.TrainedMeta:
-    return ckpt.TrainedMeta(
-        class_names=list(class_names),
-        num_frames=cfg.data.num_frames,
-        image_size=cfg.data.image_size,
-        templates=tuple(cfg.model.templates),
-        config=config_to_dict(cfg),
-        clip_source=cfg.clip.source,
-        clip_arch=model.clip.cfg.to_dict(),
-        step=state.step,
-        epoch=state.epoch,
-        clip_fingerprint=fingerprint,
-    )
 
 
 @dataclass(frozen=True)
@@ -208,23 +181,31 @@ class _Saver:
 
     def __call__(self, state: TrainState) -> Path:
         """Rank 0 writes the checkpoint of ``state``; every rank waits for it and gets its path."""
-        path = _save(self, state) if self.dist.is_main else ckpt.checkpoint_dir(self.run_dir, state.step)
+        cfg = self.cfg
+        if self.dist.is_main:
+            meta = ckpt.TrainedMeta(
+                class_names=list(self.names),
+                num_frames=cfg.data.num_frames,
+                image_size=cfg.data.image_size,
+                templates=tuple(cfg.model.templates),
+                config=config_to_dict(cfg),
+                clip_source=cfg.clip.source,
+                clip_arch=self.model.clip.cfg.to_dict(),
+                step=state.step,
+                epoch=state.epoch,
+                clip_fingerprint=self.fingerprint,
+            )
+            path = ckpt.save_checkpoint(
+                self.run_dir,
+                model=self.model,
+                optimizer=self.optimizer,
+                meta=meta,
+                state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= cfg.train.epochs},
+                keep=cfg.train.keep_checkpoints,
+            )
+            log.info("checkpoint %s", path)
         barrier()
-        return path
-
-
-def _save(s: _Saver, state: TrainState) -> Path:
-    cfg = s.cfg
-    path = ckpt.save_checkpoint(
-        s.run_dir,
-        model=s.model,
-        optimizer=s.optimizer,
-        meta=make_meta(cfg, s.model, s.names, state, s.fingerprint),
-        state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= cfg.train.epochs},
-        keep=cfg.train.keep_checkpoints,
-    )
-    log.info("checkpoint %s", path)
-    return path
+        return ckpt.checkpoint_dir(self.run_dir, state.step)
 
 
 def _resume(start: Path, model: nn.Module, optimizer: Any) -> TrainState:
@@ -317,13 +298,6 @@ def _train_loader(cfg: RunConfig, records: list, plan: StepPlan, dist: DistInfo)
     return cast(TrainSampler, loader.sampler), loader
 
 
-def _describe(plan: StepPlan, batch_size: int, world_size: int) -> str:
-    return (
-        f"{plan.steps_per_epoch} steps/epoch of {plan.global_batch} clips ({batch_size} x {world_size} processes x "
-        f"{plan.accum} accumulated), {plan.total_steps} steps, {plan.warmup_steps} warmup"
-    )
-
-
 def _batch_loss(
     step_model: nn.Module, batch: dict, device: torch.device, cfg: RunConfig, num_classes: int, mix: torch.Generator
 ) -> tuple[torch.Tensor, int]:
@@ -395,12 +369,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     else:
         fingerprint = ckpt.backbone_fingerprint(clip)
     model = ckpt.build_run_model(cfg, clip).to(device)
-    precision = run_precision(cfg, device, model)
+    precision = resolve_precision(device, t.amp, t.frozen_dtype, t.compile, width=model.clip.cfg.vision.width)
     precision.apply(model, model.clip.visual)  # frozen weights cast, trainable ones (and so the optimizer) stay fp32
-    text_scale = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale}
-    optimizer = build_optimizer(
-        model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=text_scale
-    )
+    scales = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale}
+    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=scales)
     state = _resume(start, model, optimizer) if start is not None else TrainState()
     save = _Saver(dist, run_dir, cfg, model, optimizer, names, fingerprint)
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
@@ -412,8 +384,12 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
             for key, (old, new) in changes.items():
                 log.info("resumed with %s: %r -> %r", key, old, new)
         save_config(cfg, run_dir / "config.yaml")
-        how = _describe(plan, t.batch_size, dist.world_size)
-        log.info("%d clips, %d classes; %s; %s", len(records), len(names), how, precision.name)
+        log.info(
+            "%d clips, %d classes; %d steps/epoch of %d clips (%d x %d processes x %d accumulated), %d steps, "
+            "%d warmup; %s",
+            len(records), len(names), plan.steps_per_epoch, plan.global_batch, t.batch_size, dist.world_size,
+            plan.accum, plan.total_steps, plan.warmup_steps, precision.name,
+        )  # fmt: skip
     step_model: nn.Module = ClassifierStep(model, names)
     if dist.world_size > 1:
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
