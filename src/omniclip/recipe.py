@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from omniclip.clip.weights import CONFIG_METADATA, resolve_source
 from omniclip.config import RunConfig, config_from_dict, parse_override, read_yaml, save_config
 from omniclip.data.folders import FolderDataset, draw_splits, scan_class_folders, write_split_files
 from omniclip.data.loader import usable_cores
-from omniclip.data.records import VideoRecord
+from omniclip.data.records import VideoRecord, first_few
 
 log = logging.getLogger(__name__)
 
@@ -332,13 +333,10 @@ def describe(raw: dict[str, Any]) -> str:
 
 
 def _check_shots(ds: FolderDataset, train: list[VideoRecord], shots: int) -> None:
-    counts = {c.label: 0 for c in ds.classes}
-    for r in train:
-        counts[r.label] += 1
+    counts = Counter(r.label for r in train)
     short = [f"{c.folder!r} ({counts[c.label]})" for c in ds.classes if counts[c.label] < shots]
     if short:
-        more = f", and {len(short) - 5} more" if len(short) > 5 else ""
         raise ValueError(
-            f"--shots {shots}: classes with fewer training videos than that: {', '.join(short[:5])}{more}; "
+            f"--shots {shots}: classes with fewer training videos than that: {first_few(short)}; "
             "lower --shots or add videos"
         )

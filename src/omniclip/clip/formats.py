@@ -101,8 +101,6 @@ def hf_to_openai(sd: Tensors) -> Tensors:
 
 def openclip_to_openai(sd: Tensors) -> Tensors:
     """OpenCLIP names -> OpenAI names: the ``text.`` prefix of custom-text models moves to the top level."""
-    if not any(k.startswith("text.") for k in sd):
-        return dict(sd)
     return {k.removeprefix("text."): v for k, v in sd.items()}
 
 
@@ -293,8 +291,6 @@ def openclip_heads_and_activation(config: dict[str, Any], where: str) -> tuple[i
             raise ValueError(f"{where}: OpenCLIP option {key!r} is not supported by omniclip's CLIP towers")
     if vision.get("pool_type", "tok") != "tok" or vision.get("global_average_pool"):
         raise ValueError(f"{where}: only class-token pooling is supported (vision_cfg pool_type 'tok')")
-    v_heads = None
-    if "width" in vision:
-        v_heads = int(vision["width"]) // int(vision.get("head_width", 64))
+    v_heads = int(vision["width"]) // int(vision.get("head_width", 64)) if "width" in vision else None
     t_heads = int(text["heads"]) if "heads" in text else None
     return v_heads, t_heads, "quick_gelu" if cfg.get("quick_gelu") else "gelu"

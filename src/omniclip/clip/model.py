@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from omniclip.clip.presets import Activation, CLIPConfig, TextConfig, VisionConfig
+from omniclip.clip.presets import Activation, CLIPConfig, TextConfig, VisionConfig, get_preset
 
 if TYPE_CHECKING:
     from omniclip.clip.weights import LoadReport
@@ -261,7 +261,5 @@ class CLIP(nn.Module):
 def build_clip(cfg: CLIPConfig | str, **overrides: object) -> CLIP:
     """A randomly initialised CLIP from a config or a preset name (``"ViT-B-16"``, ``"tiny"``)."""
     if isinstance(cfg, str):
-        from omniclip.clip.presets import get_preset
-
         cfg = get_preset(cfg, **overrides)
     return CLIP(cfg)

@@ -39,14 +39,8 @@ _SPACES = regex.compile(r"\s+")
 def bytes_to_unicode() -> dict[int, str]:
     """Map each byte to a printable unicode character (GPT-2's reversible byte encoding)."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(keep)
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
+    moved = [b for b in range(256) if b not in keep]  # the other bytes map to 256, 257, ... in byte order
+    return {b: chr(c) for b, c in zip([*keep, *moved], [*keep, *range(256, 256 + len(moved))], strict=True)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -235,9 +235,6 @@ class _Archive:
         except KeyError:
             return None
 
-    def data_pickle(self) -> bytes:
-        return self.zip.read(self.prefix + "data.pkl")
-
     def script_class(self, module: str, name: str) -> type[ScriptObject]:
         """An inert class standing for ``<module>.<name>``; refused when its source defines load-time code."""
         qualname = f"{module}.{name}"
@@ -256,8 +253,7 @@ class _Archive:
             self.parsed.add(entry)
             source = self._read_optional(f"code/{'/'.join(parts)}.py")
             if source is not None:
-                text = source.decode("utf-8", "replace")
-                self.classes.update(parse_classes(text, module, entry))
+                self.classes.update(parse_classes(source.decode("utf-8", "replace"), module, entry))
         info = self.classes.get(qualname)
         if info is None:
             raise ArchiveError(f"TorchScript archive has no source for class {qualname} (corrupt?)")
@@ -368,7 +364,7 @@ def read_torchscript(path: str | Path) -> dict[str, torch.Tensor]:
     with zipfile.ZipFile(path) as zf:
         archive = _Archive(zf)
         try:
-            root = _Unpickler(archive.data_pickle(), archive).load()
+            root = _Unpickler(archive.zip.read(archive.prefix + "data.pkl"), archive).load()
         except RecursionError as err:
             raise ArchiveError("data.pkl nests too deeply (corrupt?)") from err
         if not isinstance(root, ScriptObject) or not root.info.is_module:

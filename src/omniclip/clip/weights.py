@@ -211,10 +211,8 @@ def read_clip_state(source: str | Path, activation: Activation | None = None) ->
             cfg = CLIPConfig.from_dict(json.loads(raw.metadata[CONFIG_METADATA]))
             fmt, reason = "omniclip", "saved architecture"
         else:
-            if formats.detect_layout(sd) == "hf":
-                layout = _hf_layout(sd, file, hf_config)
-            else:
-                layout = _openai_layout(raw, file, activation)
+            hf = formats.detect_layout(sd) == "hf"
+            layout = _hf_layout(sd, file, hf_config) if hf else _openai_layout(raw, file, activation)
             sd, fmt, reason = layout.state_dict, layout.format, layout.reason
             cfg = formats.config_from_state_dict(sd, layout.activation, *layout.heads)
         if activation is not None:
@@ -303,7 +301,6 @@ def save_clip(model: CLIP, path: str | Path) -> Path:
 
     Injected branches (PTA, SPG) are left out: the file holds exactly a plain CLIP's keys. Written atomically.
     """
-    path = Path(path)
     sd = model.state_dict()
     keys = _expected_shapes(model.cfg)
     missing = [k for k in keys if k not in sd]

@@ -24,17 +24,11 @@ CheckMode = Literal["quick", "full"]
 
 @dataclass
 class VerifyReport:
-    """Result of checking a list of videos.
+    """Result of checking a list of videos."""
 
-    Attributes:
-        total: Videos checked.
-        bad: (record, reason) for each unreadable video, in list order.
-        frame_count_mismatch: Videos whose header frame count differs from the frames indexed (readable, but
-            header counts are not to be trusted for them).
-    """
-
-    total: int
-    bad: list[tuple[VideoRecord, str]] = field(default_factory=list)
+    total: int  # videos checked
+    bad: list[tuple[VideoRecord, str]] = field(default_factory=list)  # (record, reason) per unreadable video, in order
+    # videos whose header frame count differs from the frames indexed (readable, but their header count is not trusted)
     frame_count_mismatch: int = 0
 
     @property

@@ -69,7 +69,6 @@ class VideoWriter:
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
         self._stream = stream
-        self._count = 0
 
     def write(self, frame: np.ndarray, pts: int | None = None) -> None:
         """Encode one uint8 (H, W, 3) RGB frame; ``pts`` in the stream time base (default: frame count)."""
@@ -81,7 +80,6 @@ class VideoWriter:
             vf.time_base = self._stream.codec_context.time_base
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
-        self._count += 1
 
     def close(self) -> Path:
         """Flush the encoder, close the file and move it into place."""

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from omniclip.data.decode import split_tar_path
-from omniclip.data.records import VideoRecord, csv_text, write_class_names, write_list
+from omniclip.data.records import VideoRecord, csv_text, first_few, write_class_names, write_list
 from omniclip.files import write_text
 
 log = logging.getLogger(__name__)
@@ -72,20 +72,13 @@ class Skipped:
 
 @dataclass
 class FolderDataset:
-    """A scanned tree of class folders.
+    """A scanned tree of class folders."""
 
-    Attributes:
-        root: the folder scanned (as given, made absolute).
-        classes: the classes in label order.
-        videos: split -> ``(path relative to root, label)`` sorted by path; the one key ``"all"`` when the tree has no
-            split on disk.
-        skipped: what the scan left out.
-    """
-
-    root: Path
-    classes: list[ClassFolder]
+    root: Path  # the folder scanned (as given, made absolute)
+    classes: list[ClassFolder]  # the classes in label order
+    # split -> ``(path relative to root, label)`` sorted by path; the one key ``"all"`` when there is no split on disk
     videos: dict[str, list[tuple[str, int]]]
-    skipped: Skipped
+    skipped: Skipped  # what the scan left out
 
     @property
     def on_disk(self) -> bool:
@@ -110,15 +103,10 @@ class FolderDataset:
             ("videos outside any class folder", s.loose),
         ):
             if items:
-                out.append(f"skipped {len(items)} {what}: {_some(items)}")
+                out.append(f"skipped {len(items)} {what}: {first_few(items)}")
         if s.empty:
-            out.append(f"dropped {len(s.empty)} class folders without videos: {_some(s.empty)}")
+            out.append(f"dropped {len(s.empty)} class folders without videos: {first_few(s.empty)}")
         return out
-
-
-def _some(items: list[str], n: int = 5) -> str:
-    more = f", and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def class_text(folder: str) -> str:
@@ -265,7 +253,7 @@ def scan_class_folders(root: str | Path) -> FolderDataset:
     if ds.on_disk:
         untrained = [c.folder for c in classes if not any(lab == c.label for _, lab in videos.get("train", []))]
         if untrained:
-            log.warning("%s: classes without training videos (train/ lacks them): %s", root, _some(untrained))
+            log.warning("%s: classes without training videos (train/ lacks them): %s", root, first_few(untrained))
     return ds
 
 
@@ -319,8 +307,8 @@ def draw_splits(
         need = 1 + (val > 0) + (test > 0)
         raise ValueError(
             f"{ds.root}: classes with too few videos for a split with --val {val} --test {test} (each needs at least "
-            f"{need}, one per list, and one left to train): {_some(short)}; add videos, lower --val/--test, or move "
-            "the folder out"
+            f"{need}, one per list, and one left to train): {first_few(short)}; add videos, lower --val/--test, or "
+            "move the folder out"
         )
     out: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS if s == "train" or {"val": val, "test": test}[s]}
     for c in ds.classes:

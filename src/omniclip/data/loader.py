@@ -56,13 +56,7 @@ def _check_rank(rank: int, world_size: int) -> None:
 
 
 class ShardSampler(Sampler[int]):
-    """Evaluation sampler: rank ``r`` gets the indices r, r + world, ... of ``range(n)``.
-
-    Args:
-        n: Dataset length.
-        rank: This process's rank.
-        world_size: Number of processes.
-    """
+    """Evaluation sampler: rank ``r`` gets the indices r, r + world, ... of ``range(n)`` (n: the dataset length)."""
 
     def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
         _check_rank(rank, world_size)
@@ -85,8 +79,6 @@ class TrainSampler(Sampler[tuple[int, int]]):
 
     Args:
         n: Dataset length.
-        rank: This process's rank.
-        world_size: Number of processes.
         seed: Epoch ``e`` uses the permutation seeded by ``seed * 100_003 + e``.
         length: Indices used per epoch over all ranks, a multiple of ``world_size`` (default: all of them, less the
             remainder of ``n / world_size``).
@@ -137,8 +129,6 @@ def build_loader(
         batch_size: Videos per batch per process.
         train: ``TrainSampler`` (shuffled, epoch-aware; call ``loader.sampler.set_epoch(e)``) or ``ShardSampler``.
         workers: Worker processes (0: decode in the main process); >0 keeps workers alive across epochs.
-        rank: This process's rank.
-        world_size: Number of processes.
         seed: Shuffling seed for training.
         length: Training indices per epoch over all ranks (see ``TrainSampler``).
         pin_memory: Pin batches for copies to a GPU (default: when CUDA is available).

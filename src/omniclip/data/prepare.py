@@ -37,7 +37,7 @@ from omniclip.data.decode import DecodeError, error_reason, file_source, open_in
 from omniclip.data.encode import VideoWriter
 from omniclip.data.records import VideoRecord, read_annotations
 from omniclip.data.transforms import short_side_size
-from omniclip.files import write_text
+from omniclip.files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,10 @@ def _write_shards(out: Path, staging: Path, rels: list[str], shards: int) -> tup
     for s in range(shards):
         members = [r for i, r in enumerate(rels) if i * shards // len(rels) == s]
         shard = out / "shards" / f"shard-{s:04d}.tar"
-        shard.parent.mkdir(parents=True, exist_ok=True)
-        tmp = shard.with_name(f".{shard.name}.tmp{os.getpid()}")
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        with atomic_path(shard) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for rel in members:
                 tar.add(staging / rel, arcname=rel)
                 names[rel] = f"shards/{shard.name}#{rel}"
-        os.replace(tmp, shard)
         paths.append(shard)
     shutil.rmtree(staging)
     return paths, names
@@ -246,7 +243,7 @@ def prepare_dataset(
     dest = out / ".staging" if shards > 0 else out
     jobs = [(src, dest / rel, short_side, crf, gop, threads, fmt, quality) for rel, src in sources.items()]
     per_output = Counter(rels)  # list lines per output, for progress
-    results: list[str | None] = []
+    outcome: dict[str, str | None] = {}  # output -> None or why its source failed
     with contextlib.ExitStack() as stack:
         outputs: Iterable[str | None]
         if workers > 1:
@@ -255,10 +252,9 @@ def prepare_dataset(
         else:
             outputs = map(_job, jobs)
         for rel, res in zip(sources, outputs, strict=True):
-            results.append(res)
+            outcome[rel] = res
             if progress is not None:
                 progress(per_output[rel])
-    outcome = dict(zip(sources, results, strict=True))  # output -> None or why its source failed
     done = [rel for rel, why in outcome.items() if why is None]
     report = PrepareReport(out / Path(list_file).name, len(done))
     report.failed = [(str(sources[rel]), why) for rel, why in outcome.items() if why is not None]

@@ -42,19 +42,18 @@ LABEL_COLUMNS = ("label", "label_id", "class_id", "class", "target")
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One annotated video.
+    """One annotated video."""
 
-    Attributes:
-        path: Video file, frame folder, or ``shard.tar#member`` path (already joined with the dataset root).
-        label: Integer class id.
-        index: Position in the annotation list; the video id used in evaluation.
-        num_frames: Frame count from a raw-frame list, else None (probed when decoding).
-    """
+    path: Path  # video file, frame folder, or ``shard.tar#member`` path (already joined with the dataset root)
+    label: int  # integer class id
+    index: int  # position in the annotation list; the video id used in evaluation
+    num_frames: int | None = None  # frame count from a raw-frame list, else None (probed when decoding)
 
-    path: Path
-    label: int
-    index: int
-    num_frames: int | None = None
+
+def first_few(items: Sequence[str], n: int = 5, sep: str = ", ") -> str:
+    """The first ``n`` items joined by ``sep``, then ``, and K more`` when there are more (for messages)."""
+    more = f", and {len(items) - n} more" if len(items) > n else ""
+    return sep.join(items[:n]) + more
 
 
 def _is_int(text: str) -> bool:
@@ -190,13 +189,11 @@ def _warn_duplicates(records: list[VideoRecord], lines: list[int], where: str) -
         else:
             first[rec.path] = lineno
     if repeats:
-        more = f", and {len(repeats) - 5} more" if len(repeats) > 5 else ""
         log.warning(
-            "%s: %d lines repeat the video of an earlier line (it is read and scored once per line): %s%s",
+            "%s: %d lines repeat the video of an earlier line (it is read and scored once per line): %s",
             where,
             len(repeats),
-            "; ".join(repeats[:5]),
-            more,
+            first_few(repeats, sep="; "),
         )
 
 

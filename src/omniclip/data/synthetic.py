@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from omniclip.data.encode import write_video
+from omniclip.data.records import write_class_names
 from omniclip.files import write_text
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -54,21 +55,13 @@ DEFAULT_CLASSES = (
 
 @dataclass(frozen=True)
 class Shape:
-    """A shape to render.
+    """A shape to render."""
 
-    Attributes:
-        kind: circle, square, triangle, star, cross or diamond.
-        color: RGB triple or a name from ``COLORS``.
-        center: (x, y) as fractions of width and height.
-        scale: Diameter of the shape's bounding circle as a fraction of the shorter image side.
-        angle: Rotation in degrees (counter-clockwise).
-    """
-
-    kind: str
-    color: tuple[int, int, int] | str
-    center: tuple[float, float]
-    scale: float
-    angle: float = 0.0
+    kind: str  # circle, square, triangle, star, cross or diamond
+    color: tuple[int, int, int] | str  # RGB triple or a name from ``COLORS``
+    center: tuple[float, float]  # (x, y) as fractions of width and height
+    scale: float  # diameter of the shape's bounding circle as a fraction of the shorter image side
+    angle: float = 0.0  # rotation in degrees (counter-clockwise)
 
 
 def _polygon(dx: np.ndarray, dy: np.ndarray, verts: np.ndarray) -> np.ndarray:
@@ -137,7 +130,6 @@ def render_frame(
     """Render shapes (later ones on top) on a background.
 
     Args:
-        shapes: Shapes to draw.
         size: Side of a square image, or (height, width).
         background: RGB triple, colour name, or an (H, W, 3) image.
 
@@ -320,14 +312,8 @@ def render_video(
         for full, v in zip(rgbs, level, strict=True)
     ]
     if motion in TWO_SHAPES:
-        first, second = _pair_centres(p, rng, motion, x, y)
-        shapes = [
-            [
-                Shape(kind, colors[i], tuple(first[i]), scale[i], angle[i]),
-                Shape(kind, colors[i], tuple(second[i]), scale[i], angle[i]),
-            ]
-            for i in range(num_frames)
-        ]
+        pair = _pair_centres(p, rng, motion, x, y)
+        shapes = [[Shape(kind, colors[i], tuple(c[i]), scale[i], angle[i]) for c in pair] for i in range(num_frames)]
     else:
         shapes = [
             [Shape(kind, colors[i], (x[i], y[i]), scale[i], angle[i])] if visible[i] else [] for i in range(num_frames)
@@ -336,52 +322,30 @@ def render_video(
         shapes = [[d, *s] for d, s in zip(_distractor(t, rng), shapes, strict=True)]
     background = _background(t, rng, shade, size, scene)
     if isinstance(background, int):
-        frames = np.stack([render_frame(s, size, (shade,) * 3) for s in shapes])
+        backgrounds: list[tuple[int, int, int] | np.ndarray] = [(shade, shade, shade)] * num_frames
     else:
-        frames = np.stack(
-            [
-                render_frame(s, size, np.repeat(b[:, :, None], 3, axis=2))
-                for s, b in zip(shapes, background, strict=True)
-            ]
-        )
+        backgrounds = [np.repeat(b[:, :, None], 3, axis=2) for b in background]
+    frames = np.stack([render_frame(s, size, b) for s, b in zip(shapes, backgrounds, strict=True)])
     if scene.flicker or scene.noise:
         offset = rng.normal(0.0, scene.flicker, size=(num_frames, 1, 1, 1)) if scene.flicker else 0.0
         noise = rng.normal(0.0, scene.noise, size=frames.shape) if scene.noise else 0.0
         frames = np.clip(np.rint(frames + offset + noise), 0, 255).astype(np.uint8)
-    meta = {
-        "kind": kind,
-        "color": color,
-        "x": x,
-        "y": y,
-        "scale": scale,
-        "angle": angle,
-        "visible": visible,
-        "level": level,
-    }
+    meta = dict(kind=kind, color=color, x=x, y=y, scale=scale, angle=angle, visible=visible, level=level)
     return frames, meta
 
 
 # ----------------------------------------------------------------------------------------------- datasets
 @dataclass
 class SyntheticDataset:
-    """Paths of a written synthetic dataset.
+    """Paths of a written synthetic dataset."""
 
-    Attributes:
-        root: Dataset root (list paths are relative to it).
-        lists: Annotation list per split (``train.txt`` ...), lines ``videos/<split>/<class>_<k>.mp4 <label>``.
-        classes_file: ``classes.csv`` with header ``id,name``.
-        class_names: Class names in id order.
-        num_frames: Frames per video.
-        size: Frame side in pixels.
-    """
-
-    root: Path
-    lists: dict[str, Path]
-    classes_file: Path
-    class_names: list[str]
-    num_frames: int = 16
-    size: int = 64
-    counts: dict[str, int] = field(default_factory=dict)
+    root: Path  # dataset root (list paths are relative to it)
+    lists: dict[str, Path]  # annotation list per split (``train.txt`` ...): ``videos/<split>/<class>_<k>.mp4 <label>``
+    classes_file: Path  # ``classes.csv`` with header ``id,name``
+    class_names: list[str]  # in id order
+    num_frames: int = 16  # frames per video
+    size: int = 64  # frame side in pixels
+    counts: dict[str, int] = field(default_factory=dict)  # split -> videos per class
 
     @property
     def train(self) -> Path:
@@ -448,7 +412,7 @@ def write_synthetic_dataset(
                 if progress is not None:
                     progress(1)
         lists[split] = write_text(root / f"{split}.txt", "".join(lines))
-    classes_file = write_text(root / "classes.csv", "id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
+    classes_file = write_class_names(names, root / "classes.csv")
     return SyntheticDataset(root, lists, classes_file, names, num_frames, size, counts)
 
 

@@ -87,11 +87,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are an error that lists the valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**d)
+        return cls().replace(**d)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with ``overrides``; unknown keys are an error that lists the valid ones."""

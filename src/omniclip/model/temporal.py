@@ -69,10 +69,8 @@ class TemporalAttention(nn.Module):
         B, T, N, d = z.shape
         H = self.heads
         x = z.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the T frames of one position are a sequence
-        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B*N, T, d)
-        q = q.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
-        k = k.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
-        v = v.view(B * N, T, H, d // H).transpose(1, 2)  # (B*N, H, T, hd)
+        qkv = self.qkv(x).split(d, dim=2)  # 3 x (B*N, T, d)
+        q, k, v = (t.view(B * N, T, H, d // H).transpose(1, 2) for t in qkv)  # 3 x (B*N, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v)  # (B*N, H, T, hd)
         y = y.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the heads side by side again
         y = self.proj(y)  # (B*N, T, d)
