@@ -255,15 +255,17 @@ def bench_source(
     batch_size: int = 4,
     fps: float | None = None,
 ) -> BenchResult:
-    """``bench_records`` and ``decode_limit`` taking turns in ``rounds`` rounds of ``clips / rounds`` clips each
-    (see the module docstring); the efficiency is the median of the rounds' ratios, the limit the median round's."""
-    per_round = max(batch_size, round(clips / rounds))
+    """``bench_records`` and ``decode_limit`` taking turns in ``rounds`` rounds (fewer when ``clips`` does not give
+    each a batch) that share the clips (see the module docstring); the efficiency is the median of the rounds'
+    ratios, the limit the median round's."""
+    rounds = max(1, min(rounds, clips // batch_size))  # at least a batch a round
     shape = {"num_frames": num_frames, "size": size}
     runs = []
-    for _ in range(rounds):
+    for r in range(rounds):
         limit = decode_limit(records, clips=clips, fps=fps, passes=1, **shape)
+        share = clips // rounds + (r < clips % rounds)
         bench = bench_records(
-            records, source=source, workers=workers, clips=per_round, batch_size=batch_size, limit=limit, **shape
+            records, source=source, workers=workers, clips=share, batch_size=batch_size, limit=limit, **shape
         )
         runs.append(bench)
     ratios = tuple(r.efficiency or 0.0 for r in runs)
