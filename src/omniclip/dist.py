@@ -105,15 +105,6 @@ def all_gather_object(obj: object) -> list[object]:
     return parts
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Send a picklable object from rank ``src`` to every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
     """Run ``fn`` on rank 0 only; its result, or the user error it raised, reaches every rank (none waits forever).
 
@@ -127,7 +118,10 @@ def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
             result = fn()
         except (ValueError, FileNotFoundError) as err:
             error = (isinstance(err, FileNotFoundError), str(err))
-    result, error = broadcast_object((result, error))  # type: ignore[misc]
+    box = [(result, error)]
+    if is_distributed():
+        tdist.broadcast_object_list(box, src=0)
+    result, error = box[0]
     if error is not None:
         raise (FileNotFoundError if error[0] else ValueError)(error[1])
     return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -72,7 +73,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from omniclip.data.throughput import results_json, results_table, run_data_benchmark
+    from omniclip.data.throughput import results_table, run_data_benchmark
 
     if args.json:
         writable_file(args.json, "--json")
@@ -83,7 +84,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     print(f"decode + sampling + transforms, {args.frames} frames -> {args.size} px training clips")
     print(results_table(results))
     if args.json:
-        write_json(args.json, results_json(results))
+        write_json(args.json, [asdict(r) for r in results])
     return 0
 
 

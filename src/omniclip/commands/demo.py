@@ -66,18 +66,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-    print()
-    print(result.table)
-    print()
+    print(f"\n{result.table}\n")
     print("pair: prediction in the right twin pair (left/right, up/down, growing/shrinking, appearing/disappearing);")
     print("within pair: of those, the right member; frame averaging cannot tell twins apart (50% = coin toss).")
     if result.long_video is not None:
         from omniclip.demo.report import timeline_lines
 
-        lv = result.long_video
-        print()
-        print("\n".join(timeline_lines(lv.to_dict())))
-        video = lv.video
+        print("\n" + "\n".join(timeline_lines(result.long_video.to_dict())))
+        video = result.long_video.video
         print(f"long video: {len(video.truth)} test clips, {video.duration:.0f} s, truth in {video.truth_csv};")
         print("frame acc: share of its time points given the true class; mAP: true segments found (temporal IoU).")
     threads = torch.get_num_threads()

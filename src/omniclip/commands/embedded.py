@@ -14,7 +14,6 @@ bytes as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -87,20 +86,13 @@ def run(args: argparse.Namespace) -> int:
     writable_file(args.out, "--out")
     shipped_file = record_path()
     shipped = json.loads(shipped_file.read_text()) if shipped_file.is_file() else None  # read before --out replaces it
-    cfg = dataclasses.replace(
-        PretrainConfig(), steps=args.steps, seed=args.seed, batch_size=args.batch_size, threads=args.threads
-    )
+    cfg = PretrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size, threads=args.threads)
     state = args.out.with_name(f"{args.out.stem}.state.pt")  # resumed if the run is interrupted
     model, history = pretrain(cfg, state_file=state)
     record_file, record = save_embedded(
-        model,
-        args.out,
-        cfg,
-        history,
-        wall_time_s=history[-1]["seconds"],
-        eval_seed=args.eval_seed,
+        model, args.out, cfg, history, wall_time_s=history[-1]["seconds"], eval_seed=args.eval_seed,
         eval_images=args.eval_images,
-    )
+    )  # fmt: skip
     state.unlink(missing_ok=True)
     print(f"wrote {args.out} ({record['file_bytes'] / 1e6:.1f} MB, sha256 {record['sha256'][:16]}) and {record_file}")
     print(json.dumps({"wall_time_s": record["wall_time_s"], "final_loss": record["final_loss"]}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from omniclip.clip.presets import CLIPConfig, get_preset
+from omniclip.clip.presets import get_preset
 from omniclip.model.config import VARIANTS, ModelConfig
 from omniclip.model.flops import ModelInfo, describe_model
 
@@ -39,14 +39,6 @@ def _cell(key: str, value: object) -> str:
     return str(value)
 
 
-def _resolve_architecture(args: argparse.Namespace) -> tuple[CLIPConfig, str]:
-    if args.clip is None:
-        return get_preset(args.arch), args.arch
-    from omniclip.clip import load_clip  # reads and checks the weights; only their architecture is used here
-
-    return load_clip(args.clip).cfg, str(args.clip)
-
-
 def format_table(infos: list[ModelInfo]) -> str:
     """A Markdown table, one row per model; total parameters in millions, trainable ones exact."""
     rows = [[_cell(key, info.to_dict()[key]) for _, key in COLUMNS] for info in infos]
@@ -57,7 +49,12 @@ def format_table(infos: list[ModelInfo]) -> str:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    clip_cfg, arch = _resolve_architecture(args)
+    if args.clip is None:
+        clip_cfg, arch = get_preset(args.arch), args.arch
+    else:
+        from omniclip.clip import load_clip  # reads and checks the weights; only their architecture is used here
+
+        clip_cfg, arch = load_clip(args.clip).cfg, str(args.clip)
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
     for t in args.frames:
         if t < 1:

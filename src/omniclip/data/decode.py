@@ -66,23 +66,14 @@ class DecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a backend knows about a video before decoding it.
+    """What a backend knows about a video before decoding it."""
 
-    Attributes:
-        num_frames: Frames the backend will index (exact for PyAV and frame folders).
-        fps: Average frame rate (0.0 when unknown, e.g. frame folders).
-        width: Frame width in pixels.
-        height: Frame height in pixels.
-        header_frames: Frame count written in the container header, if any (may be wrong).
-        num_keyframes: Keyframes found while indexing (PyAV), else None.
-    """
-
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    header_frames: int | None = None
-    num_keyframes: int | None = None
+    num_frames: int  # frames the backend will index (exact for PyAV and frame folders)
+    fps: float  # average frame rate (0.0 when unknown, e.g. frame folders)
+    width: int  # frame width in pixels
+    height: int  # frame height in pixels
+    header_frames: int | None = None  # frame count written in the container header, if any (may be wrong)
+    num_keyframes: int | None = None  # keyframes found while indexing (PyAV), else None
 
 
 class VideoReader:
@@ -271,20 +262,17 @@ def _refusal(source: Path | io.BytesIO) -> str | None:
 def _open_container(source: Path | io.BytesIO, gpu: bool = False):
     import av
 
-    hwaccel = _cuda_accel() if gpu else None
+    hwaccel = None
+    if gpu:
+        from av.codec.hwaccel import HWAccel
+
+        # the process's GPU: torchrun's LOCAL_RANK (a CUDA device index, as FFmpeg's CUDA device counts them)
+        hwaccel = HWAccel("cuda", device=os.environ.get("LOCAL_RANK", "0"), allow_software_fallback=True)
     if isinstance(source, io.BytesIO):
         source.seek(0)
-        return av.open(source, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
     # "file:" makes FFmpeg read the path as a file name even when it looks like a URL or "concat:...".
-    url = f"file:{source}"
-    return av.open(url, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
-
-
-def _cuda_accel() -> Any:
-    from av.codec.hwaccel import HWAccel
-
-    # the process's GPU: torchrun's LOCAL_RANK (a CUDA device index, as FFmpeg's CUDA device counts them)
-    return HWAccel("cuda", device=os.environ.get("LOCAL_RANK", "0"), allow_software_fallback=True)
+    target = source if isinstance(source, io.BytesIO) else f"file:{source}"
+    return av.open(target, mode="r", metadata_errors="ignore", options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
 
 
 def check_decoder(decoder: str) -> None:
@@ -356,9 +344,6 @@ class PyAVReader(VideoReader):
         seek_gap: Seek to a later keyframe only when it skips more than this many frames.
         index_cache: Where demuxed frame indices are kept (default ``INDEX_CACHE``, shared by the process).
         gpu: Decode on the process's CUDA GPU (``pyav-cuda``; check ``check_decoder`` first).
-
-    Attributes:
-        keyframes: Positions of the keyframes in presentation order (empty without usable timestamps).
     """
 
     def __init__(
@@ -382,6 +367,7 @@ class PyAVReader(VideoReader):
         try:
             if not self._container.streams.video:
                 raise DecodeError("no video stream")
+            # self.keyframes: positions of the keyframes in presentation order (empty without usable timestamps)
             self._pts, self.keyframes, fallback = self._index(key)
             count = len(self._pts) if self._pts else (fallback or 0)
             if count == 0:
@@ -404,6 +390,8 @@ class PyAVReader(VideoReader):
             raise DecodeError(error_reason(err)) from err
 
     def _open(self) -> None:
+        """Open the file, or reopen it from the start: the one rewind that works for every container."""
+        self.close()
         self._container = open_input(self._src, self.gpu)
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
@@ -457,7 +445,6 @@ class PyAVReader(VideoReader):
 
     def count_decodable(self) -> int:
         """Decode every frame from the start without converting it; returns how many decoded."""
-        self.close()
         self._open()
         try:
             return sum(1 for _ in self._container.decode(self._stream))
@@ -506,8 +493,6 @@ class PyAVReader(VideoReader):
         return got
 
     def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        # Reopening is the one rewind that works for every container, timestamps or not.
-        self.close()
         self._open()
         got: dict[int, np.ndarray] = {}
         last = wanted[-1]

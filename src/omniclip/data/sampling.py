@@ -23,13 +23,8 @@ Sampling = Literal["segment", "dense"]
 def segment_indices(
     num_frames: int, clip_len: int, generator: torch.Generator | None = None, *, offset: float = 0.5
 ) -> np.ndarray:
-    """One frame per equal segment: random offset with a generator, else ``offset`` (0..1) of each segment.
-
-    Args:
-        num_frames: Frames in the video (>= 1).
-        clip_len: T, frames to return.
-        generator: RNG for training offsets; None for deterministic testing.
-        offset: Fraction of the segment used when ``generator`` is None.
+    """One frame per equal segment of ``num_frames`` (>= 1) for a clip of ``clip_len`` (T) frames: at a random offset
+    with a generator (training), else at fraction ``offset`` (0..1) of each segment (testing).
 
     Returns:
         int64 (T,) sorted indices in 0..num_frames-1.
@@ -91,19 +86,9 @@ def clip_indices(
 def multiview_indices(
     num_frames: int, clip_len: int, clips: int, sampling: Sampling = "segment", interval: int = 2
 ) -> np.ndarray:
-    """Deterministic test clips spread over the video.
-
-    Args:
-        num_frames: Frames in the video.
-        clip_len: T.
-        clips: Number of temporal views.
-        sampling: ``segment`` (offset ``(c + 0.5) / clips`` within each segment) or ``dense`` (start positions
-            spread uniformly over the video).
-        interval: Frame interval for dense sampling.
-
-    Returns:
-        int64 (clips, T).
-    """
+    """``clips`` deterministic test clips of ``clip_len`` (T) frames spread over the video, as int64 (clips, T):
+    clip ``c`` at offset ``(c + 0.5) / clips`` within each segment (``segment``), or dense clips ``interval`` frames
+    apart starting at positions spread uniformly over the video (``dense``)."""
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
     return np.stack(

@@ -29,7 +29,7 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +116,7 @@ def decode_limit(
     rates, per_clip, convert = [], [], []
     size_bytes, seconds = 0, 0.0
     for i, rec in enumerate(records[:LIMIT_FILES]):
-        if rec.path.is_dir():
-            rate, n, keys, ms = _image_rate(rec.path, passes)
-        else:
-            rate, n, keys, ms = _video_rate(rec.path, short, passes)
+        rate, n, keys, ms = _image_rate(rec.path, passes) if rec.path.is_dir() else _video_rate(rec.path, short, passes)
         rates.append(rate)
         convert.append(ms)
         video_fps = fps or (0.0 if rec.path.is_dir() else decode.probe(rec.path).fps)
@@ -215,8 +212,7 @@ def bench_records(
 ) -> BenchResult:
     """Time ``clips`` training clips through ``VideoDataset`` + ``build_loader`` after one warm-up batch;
     with the source's ``limit`` (``decode_limit``) the result says how close the pipeline comes to it."""
-    pool = [records[i % len(records)] for i in range(clips + batch_size)]
-    pool = [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(pool)]
+    pool = [replace(records[i % len(records)], index=i) for i in range(clips + batch_size)]
     ds = VideoDataset(pool, num_frames=num_frames, mode="train", size=size)
     loader = build_loader(ds, batch_size=batch_size, train=True, workers=workers)
     cache_size = decode.INDEX_CACHE.size
@@ -362,7 +358,3 @@ def run_data_benchmark(
 def results_table(results: list[BenchResult]) -> str:
     """Markdown table of results."""
     return "\n".join([TABLE_HEADER, *(r.row() for r in results)])
-
-
-def results_json(results: list[BenchResult]) -> list[dict]:
-    return [asdict(r) for r in results]

@@ -134,14 +134,8 @@ RAND_AUGMENT_OPS = ("identity", "brightness", "contrast", "saturation", "posteri
 def rand_augment(
     video: torch.Tensor, generator: torch.Generator | None = None, *, num_ops: int = 2, magnitude: int = 9
 ) -> torch.Tensor:
-    """RandAugment-lite: ``num_ops`` colour operations (no geometry), the same for every frame of the clip.
-
-    Args:
-        video: uint8 (..., 3, H, W).
-        generator: RNG.
-        num_ops: Operations applied in sequence.
-        magnitude: Strength 0..10.
-    """
+    """RandAugment-lite on uint8 (..., 3, H, W): ``num_ops`` colour operations (no geometry) applied in sequence, of
+    strength ``magnitude`` (0..10), the same for every frame of the clip."""
     strength = magnitude / 10.0
     for _ in range(num_ops):
         op = RAND_AUGMENT_OPS[_randint(len(RAND_AUGMENT_OPS) - 1, generator)]
@@ -171,18 +165,9 @@ def mixup(
     alpha: float = 0.8,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix each clip with the batch in reverse order (timm style); label smoothing is the loss's (``label_smoothing``).
-
-    Args:
-        video: Float (B, ...) batch (normalised).
-        labels: (B,) class ids.
-        num_classes: C.
-        alpha: Beta(alpha, alpha) parameter for the mixing weight.
-        generator: RNG.
-
-    Returns:
-        Mixed video and soft targets (B, C).
-    """
+    """Mix each clip of a normalised float (B, ...) batch with the batch in reverse order (timm style), by a weight
+    drawn from Beta(``alpha``, ``alpha``); returns the mixed video and soft (B, C) targets for the (B,) ``labels``.
+    Label smoothing is the loss's (``label_smoothing``)."""
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
     lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
     onehot = F.one_hot(labels, num_classes).float()

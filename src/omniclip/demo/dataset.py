@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omniclip.data.synthetic import HARD_SCENE, Scene, write_synthetic_dataset
-from omniclip.files import write_text
+from omniclip.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,6 @@ class DatasetSpec:
         return dict(self.groups)
 
     @property
-    def twins(self) -> tuple[tuple[str, str], ...]:
-        return twins_of(self.groups)
-
-    @property
     def splits(self) -> dict[str, int]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
@@ -138,19 +134,10 @@ def ensure_dataset(
         return DemoDataset(root, spec, list(spec.classes), created=False)
     (root / SPEC_FILE).unlink(missing_ok=True)  # a half-written folder must not look complete
     data = write_synthetic_dataset(
-        root,
-        classes=spec.classes,
-        videos_per_class=spec.train,
-        splits=spec.splits,
-        num_frames=spec.num_frames,
-        size=spec.size,
-        fps=spec.fps,
-        seed=spec.seed,
-        codec=spec.codec,
-        scene=spec.scene,
-        progress=progress,
-    )
-    write_text(root / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+        root, classes=spec.classes, videos_per_class=spec.train, splits=spec.splits, num_frames=spec.num_frames,
+        size=spec.size, fps=spec.fps, seed=spec.seed, codec=spec.codec, scene=spec.scene, progress=progress,
+    )  # fmt: skip
+    write_json(root / SPEC_FILE, spec.to_dict())
     return DemoDataset(root, spec, list(data.class_names), created=True)
 
 
