@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from omniclip.config import RunConfig, config_from_dict
-from omniclip.data.transforms import MULTI_SCALES
 from omniclip.demo.dataset import HARD, DatasetSpec
 
 Protocol = Literal["zero_shot", "few_shot", "supervised"]
@@ -65,7 +64,10 @@ class Budget:
     pta_ratio: float = 0.5  # OmniCLIP's PTA bottleneck as a share of the tower's width (model.pta_ratio)
     pta_heads: int | None = 2  # heads of the PTA's attention over frames (model.pta_heads)
     train_logit_scale: bool = False
-    crop_scales: tuple[float, ...] = MULTI_SCALES  # training crop sides (data.crop_scales; TSN's)
+    # Training crops of at least 7/8 of the frame (data.crop_scales): TSN's smallest crops (2/3 of the frame, at a
+    # corner) cut a shape that moves or grows towards the edge in about half of such clips, so that "moving right"
+    # can look like "disappearing" (docs/model.md, "Runs that agree"; docs/demo.md for the demo's own benchmark).
+    crop_scales: tuple[float, ...] = (1.0, 0.875)
     long_video: LongVideoSpec = field(default_factory=LongVideoSpec)  # the closing timeline
 
 
@@ -83,10 +85,6 @@ BUDGETS: dict[str, Budget] = {
         HARD,
         num_frames=8,
         supervised_steps=882,  # 21 epochs: 4.4-5 min of training with two threads (docs/model.md)
-        # TSN's smallest crops (2/3 of the frame, at a corner) cut a shape that moves or grows towards the edge in
-        # about half of such clips, so that "moving right" can look like "disappearing"; crops of at least 7/8 of the
-        # frame cut fewer and less (docs/model.md, "Runs that agree").
-        crop_scales=(1.0, 0.875),
         long_video=LongVideoSpec(segments=28),
     ),
 }
