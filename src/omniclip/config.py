@@ -21,6 +21,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -456,6 +457,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(cfg))
+
+
+def flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{dotted key: value}`` (``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``), in order."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:

@@ -45,7 +45,7 @@ import torch
 
 from omniclip.clip.presets import PRESETS, CLIPConfig, canonical_name
 from omniclip.clip.weights import CONFIG_METADATA, resolve_source
-from omniclip.config import RunConfig, config_from_dict, parse_override, read_yaml, save_config
+from omniclip.config import RunConfig, config_from_dict, flatten, parse_override, read_yaml, save_config
 from omniclip.data.folders import FolderDataset, draw_splits, scan_class_folders, write_split_files
 from omniclip.data.loader import usable_cores
 from omniclip.data.records import VideoRecord, first_few
@@ -323,13 +323,12 @@ def folder_run(
 def _keys_set(file_raw: dict[str, Any], overrides: Sequence[str]) -> set[str]:
     """The dotted keys a config file and overrides set."""
     keys = {".".join(parse_override(item)[0]) for item in overrides}
-    return keys | {f"{s}.{k}" for s, section in file_raw.items() if isinstance(section, dict) for k in section}
+    return keys | set(flatten(file_raw))
 
 
 def describe(raw: dict[str, Any]) -> str:
     """``key=value`` pairs of a nested config dict, on one line."""
-    flat = [(f"{s}.{k}", v) for s, section in raw.items() if isinstance(section, dict) for k, v in section.items()]
-    return " ".join(f"{k}={v}" for k, v in flat)
+    return " ".join(f"{k}={v}" for k, v in flatten(raw).items())
 
 
 def _check_shots(ds: FolderDataset, train: list[VideoRecord], shots: int) -> None:

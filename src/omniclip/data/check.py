@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing as mp
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from omniclip.data.decode import DecodeError, PyAVReader, check_decoder, open_video, worker_start
 from omniclip.data.records import VideoRecord
 from omniclip.files import write_text
 
 CheckMode = Literal["quick", "full"]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -60,6 +62,21 @@ def check_video(rec: VideoRecord, decoder: str = "pyav", mode: CheckMode = "quic
         return str(err), False
 
 
+@contextlib.contextmanager
+def worker_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int, chunksize: int, start: str | None = "fork"
+) -> Iterator[Iterator[R]]:
+    """``fn`` over ``items`` in order: in ``workers`` processes (started by ``start``) when above 1, else here.
+
+    The pool is terminated when the block exits, also on an exception.
+    """
+    if workers <= 1:
+        yield map(fn, items)
+        return
+    with mp.get_context(start).Pool(workers) as pool:
+        yield pool.imap(fn, items, chunksize=chunksize)
+
+
 def verify_records(
     records: Sequence[VideoRecord],
     *,
@@ -72,13 +89,8 @@ def verify_records(
     check_decoder(decoder)
     report = VerifyReport(total=len(records))
     check = functools.partial(check_video, decoder=decoder, mode=mode)
-    with contextlib.ExitStack() as stack:
-        results: Iterable[tuple[str | None, bool]]
-        if workers > 1:
-            pool = mp.get_context(worker_start(decoder) or "fork").Pool(workers)
-            results = stack.enter_context(pool).imap(check, records, chunksize=4)
-        else:
-            results = map(check, records)
+    start = worker_start(decoder) or "fork"
+    with worker_map(check, records, workers=workers, chunksize=4, start=start) as results:
         for rec, (reason, mismatch) in zip(records, results, strict=True):
             if reason is not None:
                 report.bad.append((rec, reason))

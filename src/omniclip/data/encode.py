@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
 from typing import cast
 
 import numpy as np
@@ -16,6 +17,8 @@ PIX_FMT = {"libx264": "yuv420p", "h264": "yuv420p", "libx264rgb": "rgb24", "mpeg
 
 class VideoWriter:
     """Streamed encoding to a temporary file that replaces ``path`` on ``close`` (atomic).
+
+    As a context manager it closes on a normal exit and aborts (deletes the partial file) on an exception.
 
     Args:
         path: Output file; the suffix picks the container (``.mp4``, ``.mkv``).
@@ -96,6 +99,17 @@ class VideoWriter:
         finally:
             self._tmp.unlink(missing_ok=True)
 
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
 
 def write_video(
     path: str | Path,
@@ -117,13 +131,9 @@ def write_video(
     if not frames:
         raise ValueError(f"{path}: no frames to write")
     height, width = frames[0].shape[:2]
-    writer = VideoWriter(
+    with VideoWriter(
         path, width, height, fps=fps, codec=codec, crf=crf, gop=gop, bframes=bframes, time_base=time_base
-    )
-    try:
+    ) as writer:
         for i, frame in enumerate(frames):
             writer.write(frame, None if pts is None else int(pts[i]))
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+    return writer.path

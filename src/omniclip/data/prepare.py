@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from omniclip.data.check import worker_map
 from omniclip.data.decode import DecodeError, error_reason, file_source, open_input, split_tar_path
 from omniclip.data.encode import VideoWriter
 from omniclip.data.records import VideoRecord, read_annotations
@@ -103,18 +103,13 @@ def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop:
         th, tw = short_side_size(h, w, min(short_side, h, w))
         th, tw = th + th % 2, tw + tw % 2  # yuv420p needs even sides
         rate = stream.average_rate or stream.guessed_rate or 25
-        writer = VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads)
-        try:
+        with VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads) as writer:
             count = 0
             for rgb in _scaled_frames(container, stream, th, tw):
                 writer.write(rgb)
                 count += 1
             if count == 0:
                 raise DecodeError("no frame decoded")
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
 
 
 def longest_gop(container, stream) -> int:
@@ -244,13 +239,7 @@ def prepare_dataset(
     jobs = [(src, dest / rel, short_side, crf, gop, threads, fmt, quality) for rel, src in sources.items()]
     per_output = Counter(rels)  # list lines per output, for progress
     outcome: dict[str, str | None] = {}  # output -> None or why its source failed
-    with contextlib.ExitStack() as stack:
-        outputs: Iterable[str | None]
-        if workers > 1:
-            pool = stack.enter_context(mp.get_context("fork").Pool(workers))
-            outputs = pool.imap(_job, jobs, chunksize=2)
-        else:
-            outputs = map(_job, jobs)
+    with worker_map(_job, jobs, workers=workers, chunksize=2) as outputs:
         for rel, res in zip(sources, outputs, strict=True):
             outcome[rel] = res
             if progress is not None:

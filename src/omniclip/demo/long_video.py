@@ -92,11 +92,10 @@ def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed:
     pools = {c: [str(p) for p in rng.permutation(clips.get(c, []))] for c in range(len(names))}
     fps = float(bench.spec.fps)
     size, rate = bench.spec.size, bench.spec.fps
-    writer = VideoWriter(
-        out / VIDEO, size, size, fps=rate, codec=CODEC, crf=CRF, time_base=Fraction(1, rate), threads=1
-    )
     truth, sources, written = [], [], 0
-    try:
+    with VideoWriter(
+        out / VIDEO, size, size, fps=rate, codec=CODEC, crf=CRF, time_base=Fraction(1, rate), threads=1
+    ) as writer:
         for c in order:
             if not pools[c]:
                 raise ValueError(
@@ -111,11 +110,8 @@ def stitch_video(bench: DemoDataset, spec: LongVideoSpec, out: str | Path, seed:
             truth.append(Segment(written / fps, (written + len(frames)) / fps, names[c], 1.0))
             sources.append(rel)
             written += len(frames)
-    except BaseException:
-        writer.abort()
-        raise
     video = StitchedVideo(
-        path=writer.close(),
+        path=writer.path,
         truth_csv=out / TRUTH,
         fps=fps,
         duration=written / fps,

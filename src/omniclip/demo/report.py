@@ -23,6 +23,7 @@ import numpy as np
 
 from omniclip.demo.dataset import GROUPS, twins_of
 from omniclip.files import pyplot, save_figure
+from omniclip.timeline.segments import label_runs
 
 if TYPE_CHECKING:
     from omniclip.demo.long_video import LongVideoResult
@@ -176,13 +177,6 @@ def timeline_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(label, first, last + 1)`` of each run of equal values."""
-    cuts = np.flatnonzero(np.diff(labels)) + 1
-    bounds = [0, *cuts.tolist(), len(labels)]
-    return [(int(labels[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
 def plot_long_video(result: LongVideoResult, out_png: str | Path, title: str = "") -> Path:
     """Lanes over time: the true segments, then per model its segments and its class at each time point, with the
     time points it gets wrong marked below."""
@@ -209,10 +203,10 @@ def plot_long_video(result: LongVideoResult, out_png: str | Path, title: str = "
         names.append(f"{m.label}: segments\nmAP@0.5 {100 * sc.mean_ap.get(0.5, math.nan):.1f} %")
         row -= 1
         step = 1.0 / video.fps
-        for label, a, b in _runs(sc.predicted_at):
+        for label, a, b in label_runs(sc.predicted_at):
             ax.broken_barh([(sc.times[a] - step / 2, (b - a) * step)], (row + 0.2, 0.5), facecolors=colors[label])
         wrong = (sc.predicted_at != sc.truth_at) & (sc.truth_at >= 0)
-        for bad, a, b in _runs(wrong.astype(np.int64)):
+        for bad, a, b in label_runs(wrong.astype(np.int64)):
             if bad:
                 ax.broken_barh([(sc.times[a] - step / 2, (b - a) * step)], (row, 0.12), facecolors="black")
         names.append(f"{m.label}: per time point\nframe acc {100 * sc.frame_accuracy:.1f} %")

@@ -81,14 +81,13 @@ def window_labels(smoothed: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(smoothed[np.arange(len(best)), best] >= threshold, best, NONE)
 
 
-def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(label, first, last + 1)`` for each run of equal labels."""
-    runs, first = [], 0
-    for i in range(1, len(labels) + 1):
-        if i == len(labels) or labels[i] != labels[first]:
-            runs.append((int(labels[first]), first, i))
-            first = i
-    return runs
+def label_runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(label, first, last + 1)`` for each run of equal labels, in order (none for no labels)."""
+    if len(labels) == 0:
+        return []
+    cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(labels)]
+    return [(int(labels[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def find_segments(
@@ -107,7 +106,8 @@ def find_segments(
     bounds = owned_bounds(starts, ends, duration)
     # a video shorter than min_length still gets its segment
     min_length = min(config.to_dict(window)["min_length"], duration)
-    kept = [r for r in _runs(window_labels(smoothed, config.threshold)) if bounds[r[2]] - bounds[r[1]] >= min_length]
+    runs = label_runs(window_labels(smoothed, config.threshold))
+    kept = [r for r in runs if bounds[r[2]] - bounds[r[1]] >= min_length]
     joined: list[list[int]] = []  # [label, first, last + 1]: neighbours of one class across removed runs joined
     for label, first, stop in kept:
         if joined and joined[-1][0] == label:

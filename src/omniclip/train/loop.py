@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from omniclip.clip.model import CLIP
 from omniclip.clip.weights import load_clip
-from omniclip.config import RunConfig, config_to_dict, save_config
+from omniclip.config import RunConfig, config_to_dict, flatten, save_config
 from omniclip.data.dataset import VideoDataset, item_generator
 from omniclip.data.loader import TrainSampler, build_loader, read_batches
 from omniclip.data.records import read_annotations, read_class_names
@@ -219,14 +219,6 @@ def _resume(start: Path, model: nn.Module, optimizer: Any) -> TrainState:
     return state
 
 
-def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in section.items():
-        name = f"{prefix}{key}"
-        out.update(_flat(value, name + ".") if isinstance(value, dict) else {name: value})
-    return out
-
-
 def resume_changes(
     saved: dict[str, Any], cfg: RunConfig, where: str | Path, *, backbone_known: bool = True
 ) -> dict[str, list[Any]]:
@@ -241,7 +233,7 @@ def resume_changes(
     Raises:
         ValueError: the message lists every refused key as ``key: old -> new``.
     """
-    old, new = _flat(saved), _flat(config_to_dict(cfg))
+    old, new = flatten(saved), flatten(config_to_dict(cfg))
     changed = {k: [old[k], v] for k, v in new.items() if k in old and old[k] != v}
     safe = RESUME_SAFE_KEYS if backbone_known else RESUME_SAFE_KEYS - {"clip.source"}
     refused = [f"{k}: {o!r} -> {n!r}" for k, (o, n) in changed.items() if k not in safe]
