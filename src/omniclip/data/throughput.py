@@ -252,8 +252,8 @@ def bench_source(
     fps: float | None = None,
 ) -> BenchResult:
     """``bench_records`` and ``decode_limit`` taking turns in ``rounds`` rounds (fewer when ``clips`` does not give
-    each a batch) that share the clips (see the module docstring); the efficiency is the median of the rounds'
-    ratios, the limit the median round's."""
+    each a batch) that share the clips (see the module docstring); the efficiency and the limit are those of the
+    median round (the upper one of an even count)."""
     rounds = max(1, min(rounds, clips // batch_size))  # at least a batch a round
     shape = {"num_frames": num_frames, "size": size}
     runs = []
@@ -265,12 +265,12 @@ def bench_source(
         )
         runs.append(bench)
     ratios = tuple(r.efficiency or 0.0 for r in runs)
-    middle = sorted(runs, key=lambda r: r.efficiency or 0.0)[len(runs) // 2]
+    middle = sorted(runs, key=lambda r: r.efficiency or 0.0)[len(runs) // 2]  # its limit and ratio are reported
     done, seconds = sum(r.clips for r in runs), sum(r.seconds for r in runs)
     rate = done / seconds if seconds > 0 else 0.0
     return BenchResult(
         source, workers, done, round(seconds, 3), rate, rate / max(workers, 1), middle.resolution, middle.limit,
-        round(statistics.median(ratios), 3), ratios,
+        middle.efficiency, ratios,
     )  # fmt: skip
 
 
