@@ -139,10 +139,8 @@ def _list_videos(args: argparse.Namespace) -> list[Path]:
     if args.list is not None:
         if not args.list.is_file():
             raise FileNotFoundError(f"--list {args.list} does not exist")
-        for line in args.list.read_text(encoding="utf-8").splitlines():
-            entry = line.strip()
-            if entry and not entry.startswith("#"):
-                named.append(args.list.parent / entry)  # an absolute entry stays as it is
+        entries = [line.strip() for line in args.list.read_text(encoding="utf-8").splitlines()]
+        named += [args.list.parent / e for e in entries if e and not e.startswith("#")]  # an absolute one: kept as is
     if not named:
         raise ValueError("no videos: name video files or folders, or give --list L")
     return video_files(named)
@@ -219,8 +217,7 @@ def run_search(args: argparse.Namespace) -> int:
     )
     summary = f"{result.rows} windows of {result.videos} videos searched in {1000 * result.seconds:.1f} ms"
     if args.json:
-        json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         for rank, hit in enumerate(result.hits, start=1):
             print(f"{rank:>3}. {hit.score:.4f}  {hit.start:9.2f} {hit.end:9.2f}  {hit.video}")

@@ -25,11 +25,7 @@ from omniclip.timeline.windows import Span, VideoWindows, WindowCutter
 
 
 def frames_independent(classifier: VideoClassifier) -> bool:
-    """True when a frame's embedding does not depend on the other frames of its clip (no PTA, no SPG).
-
-    Then a window's embedding is the mean of its frames' embeddings (``OmniCLIP.encode_video``), and overlapping
-    windows can share them: each grid frame goes through the image tower once.
-    """
+    """True when a frame's embedding does not depend on the other frames of its clip (no PTA, no SPG)."""
     blocks = classifier.model.clip.visual.transformer.resblocks
     return all(getattr(b, "pta", None) is None and getattr(b, "spg", None) is None for b in blocks)
 
@@ -79,13 +75,7 @@ def embed_video(
         grid = prefetched(grid, 2 * batch_size * T)
     if share_frames or (share_frames is None and frames_independent(classifier)):
         yield from _embed_shared(classifier, windows, grid, batch_size * T)
-    else:
-        yield from _embed_clips(classifier, windows, grid, batch_size)
-
-
-def _embed_clips(
-    classifier: VideoClassifier, windows: VideoWindows, grid: Iterator[tuple[int, np.ndarray]], batch_size: int
-) -> Iterator[WindowBatch]:
+        return
     cut = windows.cut(grid)
     while batch := list(islice(cut, batch_size)):
         frames = torch.stack([w.frames for w in batch])  # (B, T, 3, S, S)

@@ -178,9 +178,7 @@ def estimate_windows(video: Path, spec: WindowSpec) -> int:
             seconds = (container.duration or 0) / 1_000_000
     except (DecodeError, OSError):
         return 0
-    if seconds <= spec.window:
-        return 1
-    return math.ceil((seconds - spec.window) / (spec.hop * spec.step)) + 1
+    return max(1, math.ceil((seconds - spec.window) / (spec.hop * spec.step)) + 1)
 
 
 @dataclass
@@ -246,9 +244,8 @@ def pending_videos(index: Path, videos: Sequence[Path], fingerprint: str) -> lis
 def remove_stale_files(index: Path) -> None:
     """Temporary files of killed writers (``.name.<pid>-<token>.tmp.suffix``)."""
     for folder in (index, index / SHARDS):
-        if folder.is_dir():
-            for path in folder.glob(".*.tmp*"):
-                path.unlink(missing_ok=True)
+        for path in folder.glob(".*.tmp*"):
+            path.unlink(missing_ok=True)
 
 
 def build_index(
@@ -315,9 +312,7 @@ def merge_index(index: Path, record: ModelRecord, failed: Sequence[tuple[str, st
     from safetensors.torch import load_file
 
     shards = []
-    for path in sorted((index / SHARDS).glob("*.safetensors")):
-        if path.name.startswith("."):  # a writer's temporary file, not a shard yet
-            continue
+    for path in sorted((index / SHARDS).glob("[!.]*.safetensors")):  # not a writer's temporary file
         meta = shard_meta(path)
         if meta is not None and meta.get("fingerprint") == record.fingerprint:
             shards.append((meta, path))

@@ -87,19 +87,16 @@ def average_precision(truth: Sequence[Segment], predicted: Sequence[Segment], th
                 matched[j], tp[rank] = True, 1.0
                 break
     hits = np.cumsum(tp)
-    precision = hits / np.arange(1, len(order) + 1)
-    recall = hits / len(truth)
-    return interpolated_average_precision(precision, recall)
+    return interpolated_average_precision(hits / np.arange(1, len(order) + 1), hits / len(truth))
 
 
 def class_average_precision(
     truth: Sequence[Segment], predicted: Sequence[Segment], threshold: float
 ) -> dict[str, float]:
     """AP per class that has a true segment, in order of first appearance in ``truth``."""
-    classes = list(dict.fromkeys(s.label for s in truth))
     return {
         c: average_precision([s for s in truth if s.label == c], [s for s in predicted if s.label == c], threshold)
-        for c in classes
+        for c in dict.fromkeys(s.label for s in truth)
     }
 
 

@@ -59,18 +59,16 @@ def lane_classes(tl: Timeline) -> list[int]:
 
 def class_colors(count: int) -> list[str]:
     """``count`` distinct hex colours (matplotlib's tab10, then tab20)."""
-    plt = pyplot()
-    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    cmap = pyplot().get_cmap("tab10" if count <= 10 else "tab20")
     return ["#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in cmap(i % cmap.N)[:3])) for i in range(count)]
 
 
 # ----------------------------------------------------------------------------------------------- figure
 def timeline_figure(tl: Timeline) -> Any:
     """One lane per class over time: the smoothed probability as a filled curve, the segments as solid bars."""
-    plt = pyplot()
     lanes = lane_classes(tl)
     colors = class_colors(len(tl.classes))
-    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.45 * max(len(lanes), 1)))
+    fig, ax = pyplot().subplots(figsize=(12, 1.2 + 0.45 * max(len(lanes), 1)))
     bounds = owned_bounds(tl.starts, tl.ends, tl.duration) if tl.starts else np.zeros(1)
     for row, c in enumerate(lanes):
         base = len(lanes) - 1 - row
@@ -169,20 +167,18 @@ def timeline_html(tl: Timeline, page_dir: str | Path) -> str:
     lane_rows = []
     for c in lane_classes(tl):
         name = tl.classes[c]
-        segs = []
-        for k, s in enumerate(tl.segments):
-            if s.label != name:
-                continue
-            left, width = 100 * s.start / duration, 100 * (s.end - s.start) / duration
-            segs.append(
-                f'<div class="seg" data-segment="{k}" data-start="{s.start:.3f}" data-end="{s.end:.3f}" '
-                f'data-class="{esc(name)}" style="left:{left:.4f}%;width:{width:.4f}%;background:{colors[c]}" '
-                f'title="{esc(name)} {clock(s.start)}-{clock(s.end)} ({s.score:.2f})"></div>'
-            )
+        segs = "".join(
+            f'<div class="seg" data-segment="{k}" data-start="{s.start:.3f}" data-end="{s.end:.3f}" '
+            f'data-class="{esc(name)}" style="left:{100 * s.start / duration:.4f}%;'
+            f'width:{100 * (s.end - s.start) / duration:.4f}%;background:{colors[c]}" '
+            f'title="{esc(name)} {clock(s.start)}-{clock(s.end)} ({s.score:.2f})"></div>'
+            for k, s in enumerate(tl.segments)
+            if s.label == name
+        )
         curve = _curve([float(v) for v in tl.smoothed[:, c]], bounds, duration)
         lane_rows.append(
             f'<div class="lane" data-class="{esc(name)}"><span class="name" title="{esc(name)}">{esc(name)}</span>'
-            f'<div class="track">{curve}{"".join(segs)}</div></div>'
+            f'<div class="track">{curve}{segs}</div></div>'
         )
     table_rows = "".join(
         f'<tr class="segment" data-segment="{k}" data-start="{s.start:.3f}" data-end="{s.end:.3f}" '

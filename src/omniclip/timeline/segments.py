@@ -75,12 +75,6 @@ def owned_bounds(starts: Sequence[float], ends: Sequence[float], duration: float
     return np.concatenate([[0.0], (centres[:-1] + centres[1:]) / 2, [max(duration, float(centres[-1]))]])
 
 
-def window_labels(smoothed: np.ndarray, threshold: float) -> np.ndarray:
-    """``(N,)`` class index of each window, or ``NONE`` when its best smoothed probability is below ``threshold``."""
-    best = smoothed.argmax(axis=1)
-    return np.where(smoothed[np.arange(len(best)), best] >= threshold, best, NONE)
-
-
 def label_runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     """``(label, first, last + 1)`` for each run of equal labels, in order (none for no labels)."""
     if len(labels) == 0:
@@ -106,8 +100,9 @@ def find_segments(
     bounds = owned_bounds(starts, ends, duration)
     # a video shorter than min_length still gets its segment
     min_length = min(config.to_dict(window)["min_length"], duration)
-    runs = label_runs(window_labels(smoothed, config.threshold))
-    kept = [r for r in runs if bounds[r[2]] - bounds[r[1]] >= min_length]
+    best = smoothed.argmax(axis=1)
+    labels = np.where(smoothed[np.arange(len(best)), best] >= config.threshold, best, NONE)  # (N,)
+    kept = [r for r in label_runs(labels) if bounds[r[2]] - bounds[r[1]] >= min_length]
     joined: list[list[int]] = []  # [label, first, last + 1]: neighbours of one class across removed runs joined
     for label, first, stop in kept:
         if joined and joined[-1][0] == label:
