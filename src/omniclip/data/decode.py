@@ -116,15 +116,10 @@ def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.nd
     if not got:
         raise DecodeError("no frame could be decoded")
     have = sorted(got)
-    out = []
     for i in idx:
         if i not in got:
-            pos = bisect.bisect_right(have, i) - 1
             log.debug("%s: frame %d missing, repeating a neighbour", what, i)
-            out.append(got[have[max(pos, 0)]])
-        else:
-            out.append(got[i])
-    return np.stack(out)
+    return np.stack([got[i] if i in got else got[have[max(bisect.bisect_right(have, i) - 1, 0)]] for i in idx])
 
 
 class LRUCache:
@@ -313,8 +308,7 @@ def open_input(source: Path | io.BytesIO, gpu: bool = False):
     try:
         return _open_container(source, gpu)
     except av.error.ArgumentError as err:
-        reason = _refusal(source)
-        raise DecodeError(reason or f"cannot open: {error_reason(err)}") from err
+        raise DecodeError(_refusal(source) or f"cannot open: {error_reason(err)}") from err
     except Exception as err:  # FFmpeg raises many error types for unreadable input
         raise DecodeError(f"cannot open: {error_reason(err)}") from err
 
@@ -495,12 +489,11 @@ class PyAVReader(VideoReader):
     def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
         self._open()
         got: dict[int, np.ndarray] = {}
-        last = wanted[-1]
         wanted_set = set(wanted)
         for i, frame in enumerate(self._container.decode(self._stream)):
             if i in wanted_set:
                 got[i] = self._convert(frame)
-            if i >= last:
+            if i >= wanted[-1]:
                 break
         return got
 

@@ -85,10 +85,6 @@ class FolderDataset:
         """The tree holds its own train/val/test split."""
         return "all" not in self.videos
 
-    @property
-    def num_videos(self) -> int:
-        return sum(len(v) for v in self.videos.values())
-
     def notes(self) -> list[str]:
         """One line per kind of thing the scan left out (empty when nothing was)."""
         s, out = self.skipped, []
@@ -242,7 +238,15 @@ def scan_class_folders(root: str | Path) -> FolderDataset:
             f"{root} holds no class folder with videos ({', '.join(VIDEO_SUFFIXES)}); expected "
             f"{root}/<class name>/<video> or {root}/train/<class name>/<video>"
         )
-    _check_collisions(folders, root)
+    seen: dict[str, str] = {}
+    for name in folders:
+        key = class_text(name).casefold()
+        if key in seen:
+            raise ValueError(
+                f"{root}: class folders {seen[key]!r} and {name!r} both read as the class {class_text(name)!r} "
+                "(underscores and dashes read as spaces, case ignored); rename or merge them"
+            )
+        seen[key] = name
     classes = [ClassFolder(i, name, class_text(name)) for i, name in enumerate(folders)]
     label = {c.folder: c.label for c in classes}
     videos = {
@@ -255,18 +259,6 @@ def scan_class_folders(root: str | Path) -> FolderDataset:
         if untrained:
             log.warning("%s: classes without training videos (train/ lacks them): %s", root, first_few(untrained))
     return ds
-
-
-def _check_collisions(folders: list[str], root: Path) -> None:
-    seen: dict[str, str] = {}
-    for name in folders:
-        key = class_text(name).casefold()
-        if key in seen:
-            raise ValueError(
-                f"{root}: class folders {seen[key]!r} and {name!r} both read as the class {class_text(name)!r} "
-                "(underscores and dashes read as spaces, case ignored); rename or merge them"
-            )
-        seen[key] = name
 
 
 def _held_out(n: int, fraction: float) -> int:
@@ -298,11 +290,8 @@ def draw_splits(
     by_class: dict[int, list[str]] = {c.label: [] for c in ds.classes}
     for path, label in ds.videos["all"]:
         by_class[label].append(path)
-    short = []
-    for c in ds.classes:
-        n = len(by_class[c.label])
-        if n - _held_out(n, val) - _held_out(n, test) < 1:
-            short.append(f"{c.folder!r} ({n} videos)")
+    sizes = [(c.folder, len(by_class[c.label])) for c in ds.classes]
+    short = [f"{folder!r} ({n} videos)" for folder, n in sizes if n - _held_out(n, val) - _held_out(n, test) < 1]
     if short:
         need = 1 + (val > 0) + (test > 0)
         raise ValueError(
@@ -333,10 +322,7 @@ def write_split_files(ds: FolderDataset, splits: dict[str, list[VideoRecord]], o
     List paths are relative to ``ds.root`` in POSIX form; the files are byte-for-byte the same for the same input.
     """
     out = Path(out)
-    written: dict[str, Path] = {}
-    for split in SPLITS:
-        if split in splits:
-            written[split] = write_list(splits[split], out / f"{split}.txt", ds.root)
+    written = {split: write_list(splits[split], out / f"{split}.txt", ds.root) for split in SPLITS if split in splits}
     written["classes"] = write_class_names([c.name for c in ds.classes], out / "classes.csv")
     folders = csv_text(["id", "folder", "name"], [(c.label, c.folder, c.name) for c in ds.classes])
     written["folders"] = write_text(out / "folders.csv", folders)

@@ -77,12 +77,15 @@ def _open_source(src: Path) -> Iterator[tuple[Any, Any]]:
 
 
 def _scaled_frames(container, stream, height: int, width: int) -> Iterator[np.ndarray]:
-    """Every frame as RGB ``(height, width, 3)`` uint8, area-scaled; one scaler for the whole video."""
+    """Every frame as RGB ``(height, width, 3)`` uint8, area-scaled by one scaler; ``DecodeError`` if there is none."""
     from av.video.reformatter import VideoReformatter
 
     scaler = VideoReformatter()  # a new one per frame would set up swscale per frame (about 1 to 2 ms each)
+    frame = None
     for frame in container.decode(stream):
         yield scaler.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    if frame is None:
+        raise DecodeError("no frame decoded")
 
 
 def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop: int = 16, threads: int = 0) -> None:
@@ -104,12 +107,8 @@ def reencode(src: Path, dst: Path, *, short_side: int = 256, crf: int = 23, gop:
         th, tw = th + th % 2, tw + tw % 2  # yuv420p needs even sides
         rate = stream.average_rate or stream.guessed_rate or 25
         with VideoWriter(dst, tw, th, fps=float(rate), crf=crf, gop=gop, threads=threads) as writer:
-            count = 0
             for rgb in _scaled_frames(container, stream, th, tw):
                 writer.write(rgb)
-                count += 1
-            if count == 0:
-                raise DecodeError("no frame decoded")
 
 
 def longest_gop(container, stream) -> int:
@@ -142,8 +141,6 @@ def extract_frames(src: Path, dst: Path, *, short_side: int = 256, quality: int 
             for rgb in _scaled_frames(container, stream, *short_side_size(h, w, min(short_side, h, w))):
                 Image.fromarray(rgb).save(tmp / FRAME_NAME.format(count + 1), quality=quality)
                 count += 1
-        if count == 0:
-            raise DecodeError("no frame decoded")
         shutil.rmtree(dst, ignore_errors=True)
         os.replace(tmp, dst)
         return count

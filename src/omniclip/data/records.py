@@ -180,23 +180,6 @@ def _parse_plain(text: str, fmt: str, where: str) -> list[tuple[int, str, str, s
     return rows
 
 
-def _warn_duplicates(records: list[VideoRecord], lines: list[int], where: str) -> None:
-    first: dict[Path, int] = {}
-    repeats = []
-    for rec, lineno in zip(records, lines, strict=True):
-        if rec.path in first:
-            repeats.append(f"line {lineno} repeats line {first[rec.path]} ({rec.path})")
-        else:
-            first[rec.path] = lineno
-    if repeats:
-        log.warning(
-            "%s: %d lines repeat the video of an earlier line (it is read and scored once per line): %s",
-            where,
-            len(repeats),
-            first_few(repeats, sep="; "),
-        )
-
-
 def read_annotations(
     list_file: str | Path,
     root: str | Path | None = None,
@@ -233,6 +216,8 @@ def read_annotations(
     rows = _parse_csv(text, where) if kind == "csv" else _parse_plain(text, kind, where)
     root_path = Path(root) if root is not None else None
     records: list[VideoRecord] = []
+    listed_at: dict[Path, int] = {}  # path -> the line that first lists it
+    repeats = []
     for lineno, rel, label, frames in rows:
         at = f"{where}:{lineno}"
         if not _is_int(label):
@@ -243,7 +228,17 @@ def read_annotations(
             raise ValueError(f"{at}: empty path")
         path = resolve_path(rel, root_path, allow_outside_root=allow_outside_root, where=at)
         records.append(VideoRecord(path, int(label), len(records), int(frames) if frames is not None else None))
-    _warn_duplicates(records, [row[0] for row in rows], where)
+        if path in listed_at:
+            repeats.append(f"line {lineno} repeats line {listed_at[path]} ({path})")
+        else:
+            listed_at[path] = lineno
+    if repeats:
+        log.warning(
+            "%s: %d lines repeat the video of an earlier line (it is read and scored once per line): %s",
+            where,
+            len(repeats),
+            first_few(repeats, sep="; "),
+        )
     return records
 
 

@@ -77,14 +77,10 @@ def _polygon(dx: np.ndarray, dy: np.ndarray, verts: np.ndarray) -> np.ndarray:
     return inside
 
 
-def _star_vertices(points: int = 5, inner: float = 0.45) -> np.ndarray:
-    angles = -np.pi / 2 + np.arange(2 * points) * np.pi / points
-    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
-    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
-
-
 _TRIANGLE = np.array([[0.0, -1.0], [0.866, 0.5], [-0.866, 0.5]])
-_STAR = _star_vertices()
+_STAR_ANGLES = -np.pi / 2 + np.arange(10) * np.pi / 5  # five points: outer and inner vertices alternate
+_STAR_RADII = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+_STAR = np.stack([_STAR_RADII * np.cos(_STAR_ANGLES), _STAR_RADII * np.sin(_STAR_ANGLES)], axis=1)
 
 
 def shape_mask(shape: Shape, height: int, width: int) -> np.ndarray:
@@ -149,12 +145,6 @@ def render_frame(
 Track = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _segment(rng: np.random.Generator, length: tuple[float, float]) -> tuple[float, float]:
-    d = rng.uniform(*length)
-    a = rng.uniform(0.2, 0.8 - d)
-    return a, a + d
-
-
 def _track(p: np.ndarray, rng: np.random.Generator, motion: str) -> Track:
     # only the base angle of the "rotating" kinds is drawn differently, so the older classes keep their draws
     x = np.full_like(p, rng.uniform(0.3, 0.7))
@@ -163,8 +153,9 @@ def _track(p: np.ndarray, rng: np.random.Generator, motion: str) -> Track:
     angle = np.full_like(p, rng.uniform(0, 360) if motion != "rotating" else 0.0)
     visible = np.ones_like(p, dtype=bool)
     if motion in ("moving left", "moving right", "moving up", "moving down"):
-        a, b = _segment(rng, (0.3, 0.45))
-        start, end = (b, a) if motion in ("moving left", "moving up") else (a, b)
+        d = rng.uniform(0.3, 0.45)
+        a = rng.uniform(0.2, 0.8 - d)
+        start, end = (a + d, a) if motion in ("moving left", "moving up") else (a, a + d)
         track = start + (end - start) * p
         x, y = (track, y) if motion in ("moving left", "moving right") else (x, track)
         scale = np.full_like(p, rng.uniform(0.2, 0.3))
@@ -330,8 +321,7 @@ def render_video(
         offset = rng.normal(0.0, scene.flicker, size=(num_frames, 1, 1, 1)) if scene.flicker else 0.0
         noise = rng.normal(0.0, scene.noise, size=frames.shape) if scene.noise else 0.0
         frames = np.clip(np.rint(frames + offset + noise), 0, 255).astype(np.uint8)
-    meta = dict(kind=kind, color=color, x=x, y=y, scale=scale, angle=angle, visible=visible, level=level)
-    return frames, meta
+    return frames, dict(kind=kind, color=color, x=x, y=y, scale=scale, angle=angle, visible=visible, level=level)
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -358,10 +348,6 @@ class SyntheticDataset:
     @property
     def test(self) -> Path:
         return self.lists["test"]
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 def write_synthetic_dataset(
@@ -403,10 +389,11 @@ def write_synthetic_dataset(
     for split, per_class in counts.items():
         lines = []
         for label, name in enumerate(names):
+            slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
             for k in range(per_class):
                 rng = np.random.default_rng([seed, zlib.crc32(split.encode()), label, k])
                 frames, _ = render_video(name, num_frames=num_frames, size=size, rng=rng, scene=scene)
-                rel = f"videos/{split}/{_slug(name)}_{k:04d}.mp4"
+                rel = f"videos/{split}/{slug}_{k:04d}.mp4"
                 write_video(root / rel, frames, fps=fps, codec=codec)
                 lines.append(f"{rel} {label}\n")
                 if progress is not None:
