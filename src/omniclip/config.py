@@ -269,8 +269,7 @@ def expand_env(text: str, key: str = "") -> str:
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value:
+        if value := os.environ.get(name):
             return value
         if default is None:
             raise ValueError(
@@ -339,8 +338,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise bad
         return expand_env(str(value), key)
-    if tp is Any:
-        return value
     raise TypeError(f"config key {key}: unsupported annotation {tp!r}")
 
 
@@ -348,8 +345,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a dict holding only differences from its defaults."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = [k for k in raw if k not in names]
-    if unknown:
+    if unknown := [k for k in raw if k not in names]:
         where = prefix or "the top level"
         raise ValueError(f"unknown config key {_join(prefix, unknown[0])}; valid keys in {where}: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in raw.items()}

@@ -114,11 +114,6 @@ def backbone_of(source: str) -> Backbone:
     return Backbone(base.image_size, base.width, known=False)
 
 
-def mirrored_classes(names: Sequence[str]) -> list[str]:
-    """The class names that a horizontal flip turns into another class (they say left, right or clockwise)."""
-    return [n for n in names if MIRRORED_WORDS & set(re.findall(r"[a-z]+", n.lower()))]
-
-
 def recipe(
     *,
     train_videos: int,
@@ -153,7 +148,8 @@ def recipe(
         "data": {
             "num_frames": 4 if small else 8,
             "image_size": backbone.image_size,
-            "flip": not mirrored_classes(class_names),
+            # no horizontal flip when a flip turns one class into another (names saying left, right, clockwise)
+            "flip": not any(MIRRORED_WORDS & set(re.findall(r"[a-z]+", n.lower())) for n in class_names),
             "workers": workers,
         },
         "train": {
@@ -196,10 +192,6 @@ class FolderRun:
     resume: bool = False  # continue a run: its written config and lists are used
     data_dir: Path | None = None  # a resumed run's data folder, when known before the run folder is locked
 
-    def held_out(self) -> str:
-        """The split evaluated at the end: ``test`` when there is one, else ``val``."""
-        return "test" if "test" in self.splits else "val"
-
     def config(self, data_dir: Path | None = None) -> RunConfig:
         """The run config; with ``data_dir``, its data keys point at the lists there.
 
@@ -224,7 +216,7 @@ class FolderRun:
             lists = {
                 "root": str(self.root),
                 "train_list": str(data_dir / "train.txt"),
-                "test_lists": [str(data_dir / f"{self.held_out()}.txt")],
+                "test_lists": [str(data_dir / ("test.txt" if "test" in self.splits else "val.txt"))],
                 "class_names": str(data_dir / "classes.csv"),
             }
             raw = merge(raw, {"data": lists})
@@ -238,8 +230,7 @@ class FolderRun:
             FileNotFoundError: a resumed run whose data folder lacks them.
         """
         if self.resume:
-            missing = [n for n in (RECIPE_FILE, "train.txt", "classes.csv") if not (data_dir / n).is_file()]
-            if missing:
+            if missing := [n for n in (RECIPE_FILE, "train.txt", "classes.csv") if not (data_dir / n).is_file()]:
                 raise FileNotFoundError(
                     f"--resume --data: {data_dir} lacks {', '.join(missing)}; start a new run (--overwrite)"
                 )
@@ -302,7 +293,7 @@ def folder_run(
     backbone = backbone_of(user.clip.source)
     if not backbone.known:
         log.info("%s: input size and width not readable from the file; the recipe assumes ViT-B/16's", user.clip.source)
-    set_keys = _keys_set(file_raw, overrides)
+    set_keys = {".".join(parse_override(item)[0]) for item in overrides} | set(flatten(file_raw))
     given = {f"train.{k}": getattr(user.train, k) for k in ("batch_size", "epochs") if f"train.{k}" in set_keys}
     raw = merge(
         recipe(train_videos=train_videos, class_names=names, backbone=backbone, hardware=hardware, given=given),
@@ -314,27 +305,15 @@ def folder_run(
         len(names),
         " / ".join(f"{len(v)} {k}" for k, v in splits.items()),
         hardware.device,
-        describe(raw),
+        " ".join(f"{k}={v}" for k, v in flatten(raw).items()),
     )
     base = merge(merge(raw, file_raw), flags)
     return FolderRun(root, flags, list(overrides), base, ds, splits, resume)
 
 
-def _keys_set(file_raw: dict[str, Any], overrides: Sequence[str]) -> set[str]:
-    """The dotted keys a config file and overrides set."""
-    keys = {".".join(parse_override(item)[0]) for item in overrides}
-    return keys | set(flatten(file_raw))
-
-
-def describe(raw: dict[str, Any]) -> str:
-    """``key=value`` pairs of a nested config dict, on one line."""
-    return " ".join(f"{k}={v}" for k, v in flatten(raw).items())
-
-
 def _check_shots(ds: FolderDataset, train: list[VideoRecord], shots: int) -> None:
     counts = Counter(r.label for r in train)
-    short = [f"{c.folder!r} ({counts[c.label]})" for c in ds.classes if counts[c.label] < shots]
-    if short:
+    if short := [f"{c.folder!r} ({counts[c.label]})" for c in ds.classes if counts[c.label] < shots]:
         raise ValueError(
             f"--shots {shots}: classes with fewer training videos than that: {first_few(short)}; "
             "lower --shots or add videos"

@@ -91,8 +91,7 @@ def hf_to_openai(sd: Tensors) -> Tensors:
         else:
             out[mapped_key(key, HF_KEYS)] = value
     for (tower, layer, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            missing = sorted({"q", "k", "v"} - set(parts))
+        if missing := sorted({"q", "k", "v"} - set(parts)):
             raise ValueError(f"missing key {tower}.encoder.layers.{layer}.self_attn.{missing[0]}_proj.{kind}")
         fused = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)  # (3W, W) or (3W,)
         out[f"{_HF_TOWERS[tower]}.resblocks.{layer}.attn.in_proj_{kind}"] = fused
@@ -118,8 +117,7 @@ def unwrap(obj: Any) -> tuple[Tensors, bool]:
         if all(str(k).startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
             wrapped = True
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
+    if bad := [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]:
         raise ValueError(f"entry {bad[0]!r} is a {type(obj[bad[0]]).__name__}, not a tensor")
     return dict(obj), wrapped
 

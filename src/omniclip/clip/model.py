@@ -119,7 +119,6 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, activation: Activation) -> None:
         super().__init__()
-        self.width = width
         self.resblocks = nn.ModuleList(
             ResidualAttentionBlock(width, heads, mlp_ratio, activation) for _ in range(layers)
         )
@@ -258,8 +257,6 @@ class CLIP(nn.Module):
         return logits, logits.t()
 
 
-def build_clip(cfg: CLIPConfig | str, **overrides: object) -> CLIP:
+def build_clip(cfg: CLIPConfig | str) -> CLIP:
     """A randomly initialised CLIP from a config or a preset name (``"ViT-B-16"``, ``"tiny"``)."""
-    if isinstance(cfg, str):
-        cfg = get_preset(cfg, **overrides)
-    return CLIP(cfg)
+    return CLIP(get_preset(cfg) if isinstance(cfg, str) else cfg)

@@ -54,8 +54,7 @@ class CLIPConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
         known = {"embed_dim", "activation", "vision", "text"}
-        unknown = set(d) - known
-        if unknown:
+        if unknown := set(d) - known:
             raise ValueError(f"unknown CLIP config keys {sorted(unknown)}; valid keys: {sorted(known)}")
         return cls(
             embed_dim=int(d["embed_dim"]),

@@ -125,8 +125,7 @@ class Tokenizer:
 
     def bpe(self, word: str) -> tuple[str, ...]:
         """Split one byte-encoded word into BPE symbols; the last symbol carries ``</w>``."""
-        cached = self._cache.get(word)
-        if cached is not None:
+        if (cached := self._cache.get(word)) is not None:
             return cached
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:

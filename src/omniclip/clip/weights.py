@@ -72,14 +72,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
-def _cache_candidates(name: str) -> list[Path]:
-    root = cache_dir()
-    found = [root / f"{name}{suffix}" for suffix in SUFFIXES] + [root / name]
-    if name in OPENAI_URLS:
-        found.append(root / OPENAI_URLS[name].rsplit("/", 1)[1])  # OpenAI's own file name, e.g. ViT-L-14-336px.pt
-    return found
-
-
 def resolve_source(source: str | Path) -> Path:
     """Turn a path, a packaged asset name (``omniclip-tiny``) or an architecture name (``ViT-B/16``) into a path."""
     path = Path(source).expanduser()
@@ -91,15 +83,18 @@ def resolve_source(source: str | Path) -> Path:
     name = canonical_name(text)
     if not _NAME.match(name) or path.suffix in SUFFIXES:
         raise FileNotFoundError(f"{source}: no such checkpoint file or folder")
-    tried = _cache_candidates(name)
+    root = cache_dir()
+    tried = [root / f"{name}{suffix}" for suffix in SUFFIXES] + [root / name]
+    if name in OPENAI_URLS:
+        tried.append(root / OPENAI_URLS[name].rsplit("/", 1)[1])  # OpenAI's own file name, e.g. ViT-L-14-336px.pt
     for candidate in tried:
         if candidate.exists():
             return candidate
     url = OPENAI_URLS.get(name)
-    where = f"download {url} into {cache_dir()}/" if url else f"put its weights in {cache_dir()}/ as {name}.pt"
+    where = f"download {url} into {root}/" if url else f"put its weights in {root}/ as {name}.pt"
     raise FileNotFoundError(
         f"CLIP weights {text!r} not found; tried {', '.join(str(p) for p in tried)}. To use them, {where} "
-        f"(or a Hugging Face folder at {cache_dir() / name}/), or set {CACHE_ENV} to the folder holding them"
+        f"(or a Hugging Face folder at {root / name}/), or set {CACHE_ENV} to the folder holding them"
     )
 
 
@@ -232,12 +227,10 @@ def _expected_shapes(cfg: CLIPConfig) -> dict[str, torch.Size]:
 def _check_state(sd: Tensors, cfg: CLIPConfig, file: Path) -> None:
     """Raise one ValueError naming the file and the first missing, unexpected or misshapen key."""
     expected = _expected_shapes(cfg)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
     more = lambda keys: f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-    if missing:
+    if missing := [k for k in expected if k not in sd]:
         raise ValueError(f"{file}: missing key {missing[0]}{more(missing)}")
-    if unexpected:
+    if unexpected := [k for k in sd if k not in expected]:
         raise ValueError(f"{file}: unexpected key {unexpected[0]}{more(unexpected)}; not a CLIP ViT checkpoint?")
     for key, shape in expected.items():
         if sd[key].shape != shape:
@@ -303,8 +296,7 @@ def save_clip(model: CLIP, path: str | Path) -> Path:
     """
     sd = model.state_dict()
     keys = _expected_shapes(model.cfg)
-    missing = [k for k in keys if k not in sd]
-    if missing:
+    if missing := [k for k in keys if k not in sd]:
         raise ValueError(f"model lacks CLIP key {missing[0]}; save_clip expects an omniclip.clip.CLIP")
     tensors = {k: sd[k].detach().to("cpu").contiguous() for k in keys}
     metadata = {"format": "pt", CONFIG_METADATA: json.dumps(model.cfg.to_dict())}
