@@ -106,12 +106,8 @@ def export_model(
     names = check_class_names(classes if classes is not None else classifier.class_names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "encoder": out / ENCODER_FILES[fmt],
-        "embeddings": out / EMBEDDINGS_FILE,
-        "names": out / NAMES_FILE,
-        "meta": out / META_FILE,
-    }
+    files = {"encoder": ENCODER_FILES[fmt], "embeddings": EMBEDDINGS_FILE, "names": NAMES_FILE, "meta": META_FILE}
+    paths = {name: out / file for name, file in files.items()}
     encoder = VideoEncoder(classifier.model).eval()
     T, S = classifier.num_frames, classifier.image_size
     example = torch.randn(2, T, 3, S, S, device=classifier.device)  # a random normalised clip
@@ -167,12 +163,10 @@ def export_meta(
 
 
 def _dynamic_batch() -> dict[str, dict[int, Any]]:
-    """``dynamic_shapes`` for the encoder's one input: the batch dimension runs from 1 to ``MAX_BATCH``."""
     return {"video": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
 
 
 def _check_against_eager(err: float, what: str) -> None:
-    """Refuse an export whose embeddings differ from the eager model's by more than ``VERIFY_TOLERANCE``."""
     if not err <= VERIFY_TOLERANCE:
         raise RuntimeError(f"the {what} encoder differs from the eager model by {err:.2e}; not saved")
 

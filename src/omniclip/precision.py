@@ -24,7 +24,7 @@ What ``auto`` picks, from measurements (docs/benchmarks.md "Precision, compilati
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -107,16 +107,12 @@ def cpu_bf16_units() -> str:
 def _cpu_flags() -> set[str]:
     probe = getattr(torch.cpu, "get_capabilities", None)
     if callable(probe):
-        try:
+        with suppress(RuntimeError, AttributeError):
             return {str(k) for k, v in probe().items() if v is True}
-        except (RuntimeError, AttributeError):
-            pass
-    try:
+    with suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 return set(line.partition(":")[2].split())
-    except OSError:
-        pass
     return set()
 
 

@@ -130,23 +130,15 @@ def load_model(
             source, device=device, num_frames=num_frames, variant=variant, allow_other_backbone=allow_other_backbone
         )
     else:
-        classifier = _load_clip(source, device=device, num_frames=num_frames, variant=variant)
+        from omniclip.clip import load_clip
+
+        T = num_frames or DEFAULT_FRAMES
+        classifier = classifier_from_clip(load_clip(str(source), device=device), num_frames=T, variant=variant)
+        classifier.source = str(source)
+        log.info("zero-shot %s from %s: T=%d, S=%d", classifier.model.config.variant, source, T, classifier.image_size)
     if precision is not None:
-        model = classifier.model
-        classifier.precision = named_precision(device, precision, width=model.clip.cfg.vision.width)
-        classifier.precision.apply(model)
-    return classifier
-
-
-def _load_clip(
-    source: str | Path, *, device: str | torch.device, num_frames: int | None, variant: str | None
-) -> VideoClassifier:
-    from omniclip.clip import load_clip
-
-    T = num_frames or DEFAULT_FRAMES
-    classifier = classifier_from_clip(load_clip(str(source), device=device), num_frames=T, variant=variant)
-    classifier.source = str(source)
-    log.info("zero-shot %s from %s: T=%d, S=%d", classifier.model.config.variant, source, T, classifier.image_size)
+        classifier.precision = named_precision(device, precision, width=classifier.model.clip.cfg.vision.width)
+        classifier.precision.apply(classifier.model)
     return classifier
 
 
@@ -248,7 +240,12 @@ def predict(
     if not paths:
         raise ValueError("no videos given")
     for path in paths:
-        _check_video_path(path)
+        if path.is_dir():
+            raise ValueError(
+                f"video {path} is a folder; pass the videos in it (omniclip.predict.video_files lists them)"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"video {path} does not exist")
     names = check_class_names(classes if classes is not None else model.class_names)
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -262,13 +259,6 @@ def predict(
             [Prediction(names[c], float(p)) for p, c in zip(best.values, best.indices.tolist(), strict=True)]
         )
     return results[0] if single else results
-
-
-def _check_video_path(path: Path) -> None:
-    if path.is_dir():
-        raise ValueError(f"video {path} is a folder; pass the videos in it (omniclip.predict.video_files lists them)")
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
 
 
 def video_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -348,9 +338,8 @@ def load_video(model: VideoClassifier, path: str | Path, *, clips: int = 1, crop
     from omniclip.data.dataset import VideoDataset
     from omniclip.data.records import VideoRecord
 
-    record = VideoRecord(Path(path), label=0, index=0)
     dataset = VideoDataset(
-        [record],
+        [VideoRecord(Path(path), label=0, index=0)],
         num_frames=model.num_frames,
         mode="test",
         size=model.image_size,

@@ -82,5 +82,4 @@ def run_bench_command(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json is not None:
         log.info("wrote %s", write_json(args.json, report))
-    failed = [n for n, e in report["results"].items() if "error" in e]
-    return 1 if failed else 0
+    return 1 if any("error" in e for e in report["results"].values()) else 0

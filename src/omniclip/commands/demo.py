@@ -94,6 +94,5 @@ def _predict(video: Path, out: Path) -> None:
     for run in ("supervised/omniclip", "supervised/frame_average"):
         argv = ["predict", str(video), "--checkpoint", str(out / run), "--top-k", "3"]
         print(f"\n$ omniclip {shlex.join(argv)}", flush=True)
-        code = cli.main(argv)
-        if code:
+        if code := cli.main(argv):
             raise ValueError(f"omniclip predict exited with {code}")

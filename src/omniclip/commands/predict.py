@@ -153,7 +153,6 @@ def run_predict(args: argparse.Namespace) -> int:
     classes = check_class_names(given if given is not None else classifier.class_names)
     classifier.class_embeddings(classes, args.templates)  # bad templates or overlong names: before any video
     rows: list[dict[str, object]] = []
-    failed = 0
     for video in videos:
         try:
             found = predict(
@@ -163,7 +162,6 @@ def run_predict(args: argparse.Namespace) -> int:
         except VideoReadError as err:  # one unreadable file does not stop the others
             reason = str(err).replace("\n", " ")
             print(f"omniclip predict: skipped: {reason}", file=sys.stderr, flush=True)
-            failed += 1
             rows.append({"video": str(video), "error": reason})
             continue
         rows.append(
@@ -175,8 +173,8 @@ def run_predict(args: argparse.Namespace) -> int:
             for rank, p in enumerate(preds, start=1):
                 print(f"  {rank:>2}. {p.name:<{width}}  {p.probability:7.2%}", flush=rank == len(preds))
     if args.json:
-        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    failed = sum("error" in row for row in rows)
     if failed:
         print(f"omniclip predict: {failed} of {len(videos)} videos could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -174,9 +174,8 @@ def folder_report(run_dir: Path, summary: dict, held_out: list[str]) -> str:
             )
     if "seeds" in summary:  # several seeds (protocol.seeds): one model per seed
         top1, seeds = summary["summary"]["top1"], ", ".join(summary["seeds"])
-        where = ", ".join(held_out)
         lines.append(
-            f"held-out {where}: top-1 {top1['mean']:.1f}% ± {top1['std']:.1f} over seeds {seeds} "
+            f"held-out {', '.join(held_out)}: top-1 {top1['mean']:.1f}% ± {top1['std']:.1f} over seeds {seeds} "
             f"(worst {top1['worst']:.1f}%, best {top1['best']:.1f}%)"
         )
     model = run_dir if (run_dir / "checkpoints").is_dir() else next(iter(sorted(run_dir.glob("seed_*"))), run_dir)

@@ -172,14 +172,12 @@ def gather_scores(scores: Scores, failed: list[tuple[int, str]]) -> tuple[Scores
     """
     parts: list[Any] = all_gather_object((scores, failed))
     merged: Scores = {}
-    all_failed: list[tuple[int, str]] = []
-    for rank, (part_scores, part_failed) in enumerate(parts):
+    for rank, (part_scores, _) in enumerate(parts):
         twice = merged.keys() & part_scores.keys()
         if twice:
             raise RuntimeError(f"video indices {sorted(twice)[:10]} were scored on rank {rank} and an earlier rank")
         merged.update(part_scores)
-        all_failed.extend(part_failed)
-    return merged, sorted(all_failed)
+    return merged, sorted(f for _, part_failed in parts for f in part_failed)
 
 
 def check_coverage(scores: Scores, failed: list[tuple[int, str]], expected: set[int] | None) -> None:

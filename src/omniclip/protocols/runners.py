@@ -46,11 +46,12 @@ class EvalSet:
     class_names: list[str]  # the C classes scored against
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON atomically (main process only)."""
+def write_results(cfg: RunConfig, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` under the protocol and dataset names, written to ``out_dir/results.json`` (main process only)."""
+    out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **results}
     if get_rank() == 0:
-        files.write_json(path, data)
-    return path
+        files.write_json(out_dir / "results.json", out)
+    return out
 
 
 def eval_sets(cfg: RunConfig, class_names: list[str] | None = None) -> list[EvalSet]:
@@ -287,9 +288,7 @@ def run_protocol(
     check_inputs(cfg, training=True)
     log.info("protocol %s on %s into %s", cfg.protocol.name, cfg.data.dataset, run_dir)
     out = RUNNERS[cfg.protocol.name](cfg, run_dir, fit=fit, device=device, amp_dtype=amp_dtype, resume=resume)
-    out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}
-    write_json(run_dir / "results.json", out)
-    return out
+    return write_results(cfg, run_dir, out)
 
 
 def evaluate_protocol(
@@ -311,9 +310,7 @@ def evaluate_protocol(
         out = _base_novel_eval(model, cfg, *base_novel_split(cfg), out_dir, device, amp_dtype)
     else:
         out = evaluate_sets(model, eval_sets(cfg), cfg, out_dir, device=device, amp_dtype=amp_dtype)
-    out = {"protocol": cfg.protocol.name, "dataset": cfg.data.dataset, **out}
-    write_json(out_dir / "results.json", out)
-    return out
+    return write_results(cfg, out_dir, out)
 
 
 def check_inputs(cfg: RunConfig, *, training: bool) -> None:

@@ -67,8 +67,6 @@ def few_shot_records(
         pool = sorted(by_class[c], key=lambda r: str(r.path))
         pick = sorted(rng.choice(len(pool), size=shots, replace=False).tolist())
         chosen.extend(pool[i] for i in pick)
-    counts = np.bincount([r.label for r in chosen])
-    assert all(counts[c] == shots for c in classes), "few-shot draw lost a class"
     return [VideoRecord(r.path, r.label, i, r.num_frames) for i, r in enumerate(chosen)]
 
 
@@ -123,7 +121,6 @@ def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
     for i, name in enumerate(class_names):
         index.setdefault(class_key(name), i)
     ids: list[int] = []
-    seen: set[int] = set()
     for entry, name in enumerate(read_class_names(path)):
         key = class_key(name)
         if key not in index:
@@ -132,9 +129,8 @@ def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
             raise ValueError(
                 f"{path}: class {entry} {name!r} is not one of the {len(class_names)} dataset classes{hint}"
             )
-        if index[key] in seen:
+        if index[key] in ids:
             raise ValueError(f"{path}: class {entry} {name!r} is named twice")
-        seen.add(index[key])
         ids.append(index[key])
     return ids
 
@@ -142,8 +138,7 @@ def classes_named_in(path: str | Path, class_names: Sequence[str]) -> list[int]:
 def base_novel_from_file(path: str | Path, class_names: Sequence[str]) -> tuple[list[int], list[int]]:
     """Base = the classes ``path`` names (its order), novel = every other class (id order)."""
     base = classes_named_in(path, class_names)
-    chosen = set(base)
-    novel = [c for c in range(len(class_names)) if c not in chosen]
+    novel = [c for c in range(len(class_names)) if c not in base]
     if not novel:
         raise ValueError(f"{path} names all {len(class_names)} classes as base: no novel classes are left")
     return base, novel
