@@ -236,15 +236,11 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
     write_text(root / LAST, name + "\n")
-    _prune(root, keep, name)
-    return final
-
-
-def _prune(root: Path, keep: int, current: str) -> None:
     done = _step_dirs(root)
     for old in done[: max(0, len(done) - max(1, keep))]:
-        if old.name != current:
+        if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _step_dirs(root: Path) -> list[Path]:
@@ -320,8 +316,7 @@ def find_checkpoint(path: str | Path) -> Path:
         _read_metadata(path)  # a truncated or pickled file fails here, named
         return path
     for root in (path / "checkpoints", path):
-        found = _from_pointer(root)
-        if found is not None:
+        if (found := _from_pointer(root)) is not None:
             return found
     if (path / MODEL_FILE).is_file():
         return path
@@ -372,22 +367,6 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise _unreadable(file, err) from None
 
 
-def read_state(ckpt: Path) -> dict[str, Any]:
-    """A checkpoint folder's ``state.json``.
-
-    Raises:
-        ValueError: the file is not a JSON object (named).
-    """
-    file = ckpt / STATE_FILE
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file} is not valid JSON ({err}); the checkpoint is damaged") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{file} does not hold a JSON object; the checkpoint is damaged")
-    return state
-
-
 def read_meta(path: str | Path) -> TrainedMeta:
     """The ``TrainedMeta`` stored with a checkpoint.
 
@@ -414,7 +393,13 @@ def load_training_state(
     ckpt = find_checkpoint(path)
     if ckpt.is_file():
         raise ValueError(f"{ckpt} is a weights file; resuming needs a checkpoint folder with {STATE_FILE}")
-    state = read_state(ckpt)
+    file = ckpt / STATE_FILE
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); the checkpoint is damaged") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} does not hold a JSON object; the checkpoint is damaged")
     load_trainable(model, _read_tensors(ckpt / MODEL_FILE), ckpt / MODEL_FILE)
     if optimizer is not None and (ckpt / OPTIM_FILE).is_file():
         load_optimizer_tensors(optimizer, _read_tensors(ckpt / OPTIM_FILE), state["optimizer_groups"])

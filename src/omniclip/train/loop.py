@@ -138,8 +138,7 @@ def plan_steps(num_videos: int, cfg: RunConfig, world_size: int) -> StepPlan:
             f"the training list has {num_videos} videos, fewer than one global batch of {global_batch}; "
             "lower train.global_batch_size / train.batch_size"
         )
-    total = steps * t.epochs
-    return StepPlan(global_batch // per_pass, global_batch, steps, total, round(t.warmup_epochs * steps))
+    return StepPlan(global_batch // per_pass, global_batch, steps, steps * t.epochs, round(t.warmup_epochs * steps))
 
 
 class ClassifierStep(nn.Module):
@@ -165,47 +164,6 @@ def load_backbone(cfg: RunConfig) -> CLIP:
 def build_train_model(cfg: RunConfig, device: torch.device) -> OmniCLIP:
     """Seeded OmniCLIP on ``device`` from ``clip.source`` and the ``model`` section."""
     return ckpt.build_run_model(cfg, load_backbone(cfg)).to(device)
-
-
-@dataclass(frozen=True)
-class _Saver:
-    """What every checkpoint of a run is written with besides the training state."""
-
-    dist: DistInfo
-    run_dir: Path
-    cfg: RunConfig
-    model: OmniCLIP
-    optimizer: Any
-    names: list[str]
-    fingerprint: str  # of the backbone the run's adapters sit on
-
-    def __call__(self, state: TrainState) -> Path:
-        """Rank 0 writes the checkpoint of ``state``; every rank waits for it and gets its path."""
-        cfg = self.cfg
-        if self.dist.is_main:
-            meta = ckpt.TrainedMeta(
-                class_names=list(self.names),
-                num_frames=cfg.data.num_frames,
-                image_size=cfg.data.image_size,
-                templates=tuple(cfg.model.templates),
-                config=config_to_dict(cfg),
-                clip_source=cfg.clip.source,
-                clip_arch=self.model.clip.cfg.to_dict(),
-                step=state.step,
-                epoch=state.epoch,
-                clip_fingerprint=self.fingerprint,
-            )
-            path = ckpt.save_checkpoint(
-                self.run_dir,
-                model=self.model,
-                optimizer=self.optimizer,
-                meta=meta,
-                state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= cfg.train.epochs},
-                keep=cfg.train.keep_checkpoints,
-            )
-            log.info("checkpoint %s", path)
-        barrier()
-        return ckpt.checkpoint_dir(self.run_dir, state.step)
 
 
 def _resume(start: Path, model: nn.Module, optimizer: Any) -> TrainState:
@@ -309,8 +267,7 @@ def _batch_loss(
     target = labels  # class ids, or (B, C) probabilities once mixed
     if cfg.data.mixup_alpha > 0:
         x, target = mixup(x, labels, num_classes, alpha=cfg.data.mixup_alpha, generator=mix)
-    logits = step_model(x)
-    loss = F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=cfg.data.label_smoothing)
+    loss = F.cross_entropy(step_model(x).float(), target, reduction="sum", label_smoothing=cfg.data.label_smoothing)
     return loss, int(labels.shape[0])
 
 
@@ -366,7 +323,34 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     scales = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale}
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=scales)
     state = _resume(start, model, optimizer) if start is not None else TrainState()
-    save = _Saver(dist, run_dir, cfg, model, optimizer, names, fingerprint)
+
+    def save(state: TrainState) -> Path:
+        """Rank 0 writes the checkpoint of ``state``; every rank waits for it and gets its path."""
+        if dist.is_main:
+            meta = ckpt.TrainedMeta(
+                class_names=list(names),
+                num_frames=cfg.data.num_frames,
+                image_size=cfg.data.image_size,
+                templates=tuple(cfg.model.templates),
+                config=config_to_dict(cfg),
+                clip_source=cfg.clip.source,
+                clip_arch=model.clip.cfg.to_dict(),
+                step=state.step,
+                epoch=state.epoch,
+                clip_fingerprint=fingerprint,  # of the backbone the run's adapters sit on
+            )
+            path = ckpt.save_checkpoint(
+                run_dir,
+                model=model,
+                optimizer=optimizer,
+                meta=meta,
+                state={**state.__dict__, "rng": ckpt.rng_state(), "finished": state.epoch >= t.epochs},
+                keep=t.keep_checkpoints,
+            )
+            log.info("checkpoint %s", path)
+        barrier()
+        return ckpt.checkpoint_dir(run_dir, state.step)
+
     runlog = RunLog(run_dir, enabled=dist.is_main, tensorboard=t.tensorboard)
     runlog.drop_after(state.step)  # lines an interrupted run wrote after its last checkpoint
     if dist.is_main:

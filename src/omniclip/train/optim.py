@@ -81,8 +81,7 @@ def lr_at(step: int, *, total_steps: int, warmup_steps: int, lr: float, min_lr: 
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine down to ``min_lr``."""
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
