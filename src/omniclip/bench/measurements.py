@@ -128,12 +128,12 @@ def _proc_kib(key: str) -> int:
     return int(match.group(1))
 
 
-def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
+def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """Achieved TFLOP/s of a square ``n x n`` matmul: the machine's reference rate for utilisation figures."""
-    n = n or (8192 if device.type == "cuda" else 1024)
+    n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    timing = measure(lambda _: a @ b, [None], batch_size=1, device=device, warmup=2, repeats=repeats)
+    timing = measure(lambda _: a @ b, [None], batch_size=1, device=device, warmup=2, repeats=5)
     return 2 * n**3 / timing.step_s / 1e12
 
 
@@ -222,9 +222,7 @@ def find_max_batch(
     while bad is None and good < limit:
         size = min(2 * good, limit)
         good, bad = (size, None) if fits(size) else (good, size)
-    if bad is None:
-        return MaxBatch(good, limit, True, tries)
-    while bad - good > max(1, int(tolerance * good)):
+    while bad is not None and bad - good > max(1, int(tolerance * good)):
         mid = (good + bad) // 2
         good, bad = (mid, bad) if fits(mid) else (good, mid)
-    return MaxBatch(good, limit, False, tries)
+    return MaxBatch(good, limit, bad is None, tries)

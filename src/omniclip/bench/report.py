@@ -98,9 +98,8 @@ def format_table(report: dict[str, Any]) -> str:
         if len(r) == 2:  # an error or skipped subject: name and reason
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]}")
         else:
-            lines.append(
-                "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            )
+            cells = [c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+            lines.append("  ".join(cells))
     for name, entry in results.items():
         if "max_batch" in entry:
             found = ", ".join(f"{k} {_max_text(v)}" for k, v in entry["max_batch"].items())

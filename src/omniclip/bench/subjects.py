@@ -187,7 +187,6 @@ def build_subject(name: str, cfg: BenchConfig, device: torch.device, *, graph_sa
         model.clip.visual.transformer.grad_checkpointing = on
         model.clip.transformer.grad_checkpointing = on
 
-    trainable = model.trainable_parameters()
     info = {  # run.py adds the parameter counts
         "kind": "vificlip" if name == "vificlip" else "omniclip",
         "variant": variant,
@@ -195,7 +194,7 @@ def build_subject(name: str, cfg: BenchConfig, device: torch.device, *, graph_sa
         "class_embeddings": "computed once (text tower frozen)" if text_frozen else "text tower runs every step",
         "infer_output": "logits against cached class embeddings",
     }
-    return Subject(name, model, infer, loss, trainable, set_checkpointing, [model.clip.visual], info)
+    return Subject(name, model, infer, loss, model.trainable_parameters(), set_checkpointing, [model.clip.visual], info)
 
 
 def xclip_config(clip_cfg: CLIPConfig, frames: int) -> Any:

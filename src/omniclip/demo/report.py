@@ -98,12 +98,8 @@ def group_metrics(names: Sequence[str], confusion: np.ndarray, groups: GroupMap 
 
 def read_curve(metrics_jsonl: str | Path) -> list[tuple[int, float]]:
     """(step, loss) of the ``train`` records of a run's ``metrics.jsonl``."""
-    curve = []
-    for line in Path(metrics_jsonl).read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if row.get("kind") == "train" and "loss" in row:
-            curve.append((int(row["step"]), float(row["loss"])))
-    return curve
+    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    return [(int(row["step"]), float(row["loss"])) for row in rows if row.get("kind") == "train" and "loss" in row]
 
 
 def format_table(results: Sequence[RunResult], shots: int, groups: GroupMap = GROUPS) -> str:
