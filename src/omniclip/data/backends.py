@@ -137,10 +137,8 @@ def _frame_files(folder: Path) -> list[str]:
             name = entry.name
             if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
                 continue  # hidden files are not frames (macOS copies leave "._img_00001.jpg" metadata beside them)
-            if entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                if os.path.dirname(target) != real:
-                    raise DecodeError(f"frame {name} is a symlink leading out of its folder")
+            if entry.is_symlink() and os.path.dirname(os.path.realpath(entry.path)) != real:
+                raise DecodeError(f"frame {name} is a symlink leading out of its folder")
             if not entry.is_file():
                 raise DecodeError(f"frame {name} is not a regular file")
             names.append(name)

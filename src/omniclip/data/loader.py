@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -134,10 +135,7 @@ def build_loader(
         pin_memory: Pin batches for copies to a GPU (default: when CUDA is available).
     """
     size = len(cast(Sized, dataset))  # map-style: torch's Dataset type leaves out __len__
-    if train:
-        sampler: Sampler = TrainSampler(size, rank, world_size, seed, length)
-    else:
-        sampler = ShardSampler(size, rank, world_size)
+    sampler = TrainSampler(size, rank, world_size, seed, length) if train else ShardSampler(size, rank, world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -194,11 +192,9 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         try:
             for item in items:
                 while not stop.is_set():
-                    try:
+                    with contextlib.suppress(queue.Full):
                         ready.put((item, None), timeout=0.1)
                         break
-                    except queue.Full:
-                        continue
                 if stop.is_set():
                     return
             ready.put((_END, None))
@@ -218,7 +214,5 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish its item
-            try:
+            with contextlib.suppress(queue.Empty):
                 ready.get(timeout=0.1)
-            except queue.Empty:
-                pass

@@ -77,10 +77,8 @@ def set_trainable(model: OmniCLIP, config: ModelConfig) -> None:
     """Freeze the CLIP backbone unless ``full_finetune``; branches, text context and (by default) logit scale train."""
     for p in model.clip.parameters():
         p.requires_grad_(config.full_finetune)
-    for block in model.clip.visual.transformer.resblocks:
-        for branch in (block.pta, block.spg):
-            if branch is not None:
-                branch.requires_grad_(True)
+    for weight in branch_parameters(model, "pta") + branch_parameters(model, "spg"):
+        weight.requires_grad_(True)
     if model.text_prompt is not None:
         model.text_prompt.requires_grad_(True)
     model.clip.logit_scale.requires_grad_(config.full_finetune or config.train_logit_scale)
@@ -106,10 +104,8 @@ def build_model(clip: CLIP, num_frames: int, config: ModelConfig | None = None, 
     if config.text_context >= context_length - 2:
         raise ValueError(f"model.text_context={config.text_context} leaves no room in {context_length} text tokens")
     pta_layers, spg_layers = attach_branches(clip, num_frames, config)
-    prompt = None
-    if config.text_context:
-        with torch.device(clip.logit_scale.device):
-            prompt = TextPrompt(config.text_context, clip.cfg.text.width)
+    with torch.device(clip.logit_scale.device):
+        prompt = TextPrompt(config.text_context, clip.cfg.text.width) if config.text_context else None
     model = OmniCLIP(clip, num_frames, config, prompt)
     set_trainable(model, config)
     clip.visual.transformer.grad_checkpointing = config.grad_checkpointing
@@ -131,9 +127,5 @@ def count_parameters(params: list[nn.Parameter] | Any) -> int:
 
 def branch_parameters(model: OmniCLIP, kind: str) -> list[torch.Tensor]:
     """All parameters of the ``pta`` or ``spg`` branches of the image blocks."""
-    out: list[torch.Tensor] = []
-    for block in model.clip.visual.transformer.resblocks:
-        branch = getattr(block, kind)
-        if branch is not None:
-            out.extend(branch.parameters())
-    return out
+    branches = (getattr(block, kind) for block in model.clip.visual.transformer.resblocks)
+    return [p for branch in branches if branch is not None for p in branch.parameters()]

@@ -8,7 +8,7 @@ clamped at 100. ``build_model`` in ``build.py`` constructs it; this module only 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -87,7 +87,8 @@ class OmniCLIP(nn.Module):
 
     def text_is_frozen(self) -> bool:
         """True when no text weight trains and there is no learnable context: class embeddings can be cached."""
-        return self.text_prompt is None and not any(p.requires_grad for _, p in self._text_parameters())
+        text = (p for n, p in self.clip.named_parameters() if not n.startswith("visual.") and n != "logit_scale")
+        return self.text_prompt is None and not any(p.requires_grad for p in text)
 
     def encode_classes(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """``(C, E)`` L2-normalised class embeddings, templates (default ``config.templates``) averaged per class.
@@ -142,11 +143,6 @@ class OmniCLIP(nn.Module):
             for n, p in self.named_trainable_parameters()
             if p.ndim < 2 or any(key in n for key in NO_WEIGHT_DECAY_NAMES)
         }
-
-    def _text_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        for name, p in self.clip.named_parameters():
-            if not name.startswith("visual.") and name != "logit_scale":
-                yield name, p
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self.clear_class_cache()  # new text weights make cached class embeddings stale

@@ -42,23 +42,6 @@ class TextPrompt(nn.Module):
         return clip.text_features(x, eot + n)
 
 
-def tokenize_texts(clip: CLIP, texts: list[str]) -> torch.Tensor:
-    """Tokenize with the CLIP BPE tokenizer at the text tower's context length, on the model's device."""
-    from omniclip.clip import tokenize  # the tokenizer loads its vocabulary lazily
-
-    return tokenize(texts, context_length=clip.positional_embedding.shape[0]).to(clip.positional_embedding.device)
-
-
-def format_texts(names: list[str], templates: tuple[str, ...] | list[str]) -> list[str]:
-    """Class-major texts: ``[t.format(n) for n in names for t in templates]`` after checking the names."""
-    if isinstance(names, str) or not names:
-        raise ValueError("class names must be a non-empty list of strings, e.g. ['archery', 'juggling']")
-    for i, n in enumerate(names):
-        if not isinstance(n, str) or not n.strip():
-            raise ValueError(f"class name {i} is {n!r}; every class needs a non-empty name")
-    return [t.format(n.strip()) for n in names for t in templates]
-
-
 def class_embeddings(
     clip: CLIP, names: list[str], templates: tuple[str, ...] | list[str], prompt: TextPrompt | None = None
 ) -> torch.Tensor:
@@ -66,8 +49,16 @@ def class_embeddings(
 
     Without ``prompt`` and without gradients the texts are encoded in chunks of ``TEXT_BATCH``.
     """
-    texts = format_texts(names, templates)
-    tokens = tokenize_texts(clip, texts)  # (C*K, L)
+    from omniclip.clip import tokenize  # the tokenizer loads its vocabulary lazily
+
+    if isinstance(names, str) or not names:
+        raise ValueError("class names must be a non-empty list of strings, e.g. ['archery', 'juggling']")
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n.strip():
+            raise ValueError(f"class name {i} is {n!r}; every class needs a non-empty name")
+    texts = [t.format(n.strip()) for n in names for t in templates]  # class-major
+    pos = clip.positional_embedding
+    tokens = tokenize(texts, context_length=pos.shape[0]).to(pos.device)  # (C*K, L)
     if prompt is not None:
         feats = prompt(clip, tokens)
     elif torch.is_grad_enabled():
