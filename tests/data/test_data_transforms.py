@@ -86,6 +86,13 @@ def test_data_normalize_uses_clip_constants_on_any_leading_dims() -> None:
         tf.normalize(torch.zeros(2, 4, 4, 3, dtype=torch.uint8))
 
 
+def test_data_normalize_is_the_plain_formula_to_the_bit_and_contiguous_for_any_strides() -> None:
+    frames = torch.randint(0, 256, (2, 4, 24, 32, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)  # as decoded
+    m, s = torch.tensor(tf.CLIP_MEAN).view(3, 1, 1), torch.tensor(tf.CLIP_STD).view(3, 1, 1)
+    out = tf.normalize(frames)  # one float copy, then in place
+    assert out.is_contiguous() and torch.equal(out, (frames.contiguous().float() / 255.0 - m) / s)
+
+
 def test_data_rand_augment_and_mixup() -> None:
     video = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
     out = tf.rand_augment(video, torch.Generator().manual_seed(0), num_ops=3)

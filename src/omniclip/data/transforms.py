@@ -103,12 +103,17 @@ def normalize(
     std: tuple[float, ...] = CLIP_STD,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """uint8 (..., 3, H, W) to ``(x / 255 - mean) / std`` in ``dtype``, on the tensor's device."""
+    """uint8 (..., 3, H, W) of any strides to contiguous ``(x / 255 - mean) / std`` in ``dtype``, on its device.
+
+    One float copy, then in place: a batch is tens of MB, and a new tensor per operation took 2.5-3x the time on the
+    CPU (docs/benchmarks.md, "Normalising the batch").
+    """
     if video.shape[-3] != 3:
         raise ValueError(f"expected channels at dim -3 (..., 3, H, W), got shape {tuple(video.shape)}")
     m = torch.tensor(mean, device=video.device, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, device=video.device, dtype=torch.float32).view(3, 1, 1)
-    return ((video.float() / 255.0 - m) / s).to(dtype)
+    x = torch.empty(video.shape, dtype=torch.float32, device=video.device).copy_(video)  # channels-first
+    return x.div_(255.0).sub_(m).div_(s).to(dtype)
 
 
 # ----------------------------------------------------------------------------------------------- augmentation
