@@ -136,6 +136,38 @@ def test_data_frame_folders_mmaction_and_plain_names(tmp_path: Path) -> None:
         assert [frame_index(f) for f in read_frames(folder, [11, 0, 9, 10, 2])] == [11, 0, 9, 10, 2]
 
 
+def test_data_jpeg_frames_read_through_ffmpeg_like_pillow_and_damage_is_named(tmp_path: Path) -> None:
+    """JPEG frames decode through FFmpeg's JPEG decoder (PNG through Pillow) with Pillow's pixels up to chroma
+    upsampling; a truncated frame or one of another size is a DecodeError naming it, never a crash of the batch."""
+    from PIL import Image
+
+    from omniclip.data.dataset import VideoDataset
+    from omniclip.data.records import VideoRecord
+    from omniclip.data.synthetic import render_video
+
+    frames, _ = render_video("moving right", num_frames=6, size=48, rng=np.random.default_rng(0))
+    folder = tmp_path / "jpg"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg", quality=90)
+    with open_video(folder) as video:
+        got = video.read(list(range(6)))
+        assert video._jpeg is not None  # FFmpeg read them
+    want = np.stack([np.asarray(Image.open(folder / f"img_{i + 1:05d}.jpg")) for i in range(6)])
+    assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).mean() < 2.0
+    data = (folder / "img_00003.jpg").read_bytes()
+    (folder / "img_00003.jpg").write_bytes(data[: len(data) // 2])
+    Image.fromarray(frames[4][:40]).save(folder / "img_00005.jpg")
+    with open_video(folder) as video:
+        assert np.array_equal(video.read([0, 1]), got[:2])
+        with pytest.raises(DecodeError, match="img_00003.jpg: .*[Tt]runcated"):
+            video.read([2])
+        with pytest.raises(DecodeError, match="img_00005.jpg is 48x40, the folder's first frame 48x48"):
+            video.read([3, 4])
+    item = VideoDataset([VideoRecord(folder, 0, 0)], num_frames=6, mode="test", size=32)[0]
+    assert item["video"] is None and "img_0000" in str(item["error"])
+
+
 def test_data_tar_member_reads_like_the_file(tmp_path: Path, index_videos) -> None:
     shard = tmp_path / "shard-0000.tar"
     with tarfile.open(shard, "w") as tar:

@@ -149,7 +149,10 @@ class FrameFolderReader(VideoReader):
     """A folder of extracted frames, sorted naturally (``img_00001.jpg``, ``2.png`` < ``10.png``).
 
     It reads only the regular image files of the folder: a frame that is a symlink out of the folder is refused
-    (``records.read_annotations`` refuses a folder that resolves outside the dataset root).
+    (``records.read_annotations`` refuses a folder that resolves outside the dataset root). JPEG frames go through
+    FFmpeg's JPEG decoder, strict about damage (``err_detect=explode``), straight from the file's bytes, with no
+    demuxer: 0.4-0.6x the time of Pillow's decode and copy out (docs/data.md). A frame it refuses, and every other
+    format, is read by Pillow, whose error names the damage. Every frame must have the first frame's size.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -162,16 +165,41 @@ class FrameFolderReader(VideoReader):
         with Image.open(self.path / self._names[0]) as img:
             width, height = img.size
         self.info = VideoInfo(len(self._names), 0.0, width, height)
+        self._jpeg: Any = None  # FFmpeg's JPEG decoder, made at the first JPEG frame
+
+    def image(self, i: int) -> np.ndarray:
+        """Frame ``i`` as RGB (H, W, 3) uint8; ``DecodeError`` when it cannot be read or has another size."""
+        name = self._names[i]
+        path = os.path.join(self.path, name)
+        rgb = self._ffmpeg_jpeg(path) if name.lower().endswith((".jpg", ".jpeg")) else None
+        if rgb is None:
+            from PIL import Image
+
+            try:
+                with Image.open(path) as img:
+                    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+            except OSError as err:
+                raise DecodeError(f"{name}: {err}") from err
+        if rgb.shape[:2] != (self.info.height, self.info.width):
+            h, w = rgb.shape[:2]
+            raise DecodeError(f"{name} is {w}x{h}, the folder's first frame {self.info.width}x{self.info.height}")
+        return rgb
+
+    def _ffmpeg_jpeg(self, path: str) -> np.ndarray | None:
+        import av
+
+        if self._jpeg is None:
+            self._jpeg = av.CodecContext.create("mjpeg", "r")
+            self._jpeg.options = {"err_detect": "explode"}  # a truncated file is an error, not a grey stripe
+        try:
+            with open(path, "rb") as file:
+                frames = self._jpeg.decode(av.Packet(file.read()))
+            return frames[0].to_ndarray(format="rgb24") if len(frames) == 1 else None
+        except (av.error.FFmpegError, OSError, ValueError):
+            self._jpeg = None  # a fresh decoder for the next frame
+            return None
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        from PIL import Image
-
         idx = self._check(indices)
-        cache: dict[int, np.ndarray] = {}
-        for i in sorted(set(idx)):
-            try:
-                with Image.open(os.path.join(self.path, self._names[i])) as img:
-                    cache[i] = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
-            except OSError as err:
-                raise DecodeError(f"{self._names[i]}: {err}") from err
+        cache = {i: self.image(i) for i in sorted(set(idx))}
         return np.stack([cache[i] for i in idx])
