@@ -116,10 +116,13 @@ def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.nd
     if not got:
         raise DecodeError("no frame could be decoded")
     have = sorted(got)
+    out = []
     for i in idx:
         if i not in got:
             log.debug("%s: frame %d missing, repeating a neighbour", what, i)
-    return np.stack([got[i] if i in got else got[have[max(bisect.bisect_right(have, i) - 1, 0)]] for i in idx])
+            i = have[max(bisect.bisect_right(have, i) - 1, 0)]
+        out.append(got[i])
+    return np.stack(out)
 
 
 class LRUCache:
