@@ -136,9 +136,12 @@ def test_data_frame_folders_mmaction_and_plain_names(tmp_path: Path) -> None:
         assert [frame_index(f) for f in read_frames(folder, [11, 0, 9, 10, 2])] == [11, 0, 9, 10, 2]
 
 
-def test_data_jpeg_frames_read_through_ffmpeg_like_pillow_and_damage_is_named(tmp_path: Path) -> None:
+def test_data_jpeg_frames_read_through_ffmpeg_like_pillow_and_damage_is_named(tmp_path: Path, monkeypatch) -> None:
     """JPEG frames decode through FFmpeg's JPEG decoder (PNG through Pillow) with Pillow's pixels up to chroma
-    upsampling; a truncated frame or one of another size is a DecodeError naming it, never a crash of the batch."""
+    upsampling, converted to RGB by one swscale context on one thread (PyAV's own pixels); a truncated frame or one
+    of another size is a DecodeError naming it, never a crash of the batch."""
+    import av
+    import av.video.reformatter
     from PIL import Image
 
     from omniclip.data.dataset import VideoDataset
@@ -150,9 +153,25 @@ def test_data_jpeg_frames_read_through_ffmpeg_like_pillow_and_damage_is_named(tm
     folder.mkdir()
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg", quality=90)
+    real, threads = av.video.reformatter.VideoReformatter, []
+
+    class Counting:  # PyAV's reformatter, recording the threads of each conversion
+        def __init__(self) -> None:
+            self.real = real()
+
+        def reformat(self, *args, **kwargs):
+            threads.append(kwargs.get("threads"))
+            return self.real.reformat(*args, **kwargs)
+
+    monkeypatch.setattr(av.video.reformatter, "VideoReformatter", Counting)
     with open_video(folder) as video:
         got = video.read(list(range(6)))
         assert video._jpeg is not None  # FFmpeg read them
+        assert isinstance(video._rgb._scaler, Counting) and threads == [1] * 6  # one context for all, one thread
+    monkeypatch.undo()
+    jpeg = av.CodecContext.create("mjpeg", "r")
+    plain = [jpeg.decode(av.Packet((folder / f"img_{i + 1:05d}.jpg").read_bytes()))[0] for i in range(6)]
+    np.testing.assert_array_equal(got, np.stack([f.to_ndarray(format="rgb24") for f in plain]))
     want = np.stack([np.asarray(Image.open(folder / f"img_{i + 1:05d}.jpg")) for i in range(6)])
     assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).mean() < 2.0
     data = (folder / "img_00003.jpg").read_bytes()

@@ -21,6 +21,7 @@ import numpy as np
 from omniclip.data.decode import (
     IMAGE_SUFFIXES,
     DecodeError,
+    RGBConverter,
     VideoInfo,
     VideoReader,
     check_input,
@@ -166,6 +167,7 @@ class FrameFolderReader(VideoReader):
             width, height = img.size
         self.info = VideoInfo(len(self._names), 0.0, width, height)
         self._jpeg: Any = None  # FFmpeg's JPEG decoder, made at the first JPEG frame
+        self._rgb = RGBConverter()  # its frames' conversion to RGB
 
     def image(self, i: int) -> np.ndarray:
         """Frame ``i`` as RGB (H, W, 3) uint8; ``DecodeError`` when it cannot be read or has another size."""
@@ -194,7 +196,7 @@ class FrameFolderReader(VideoReader):
         try:
             with open(path, "rb") as file:
                 frames = self._jpeg.decode(av.Packet(file.read()))
-            return frames[0].to_ndarray(format="rgb24") if len(frames) == 1 else None
+            return self._rgb(frames[0]) if len(frames) == 1 else None
         except (av.error.FFmpegError, OSError, ValueError):
             self._jpeg = None  # a fresh decoder for the next frame
             return None

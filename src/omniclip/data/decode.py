@@ -332,6 +332,34 @@ def check_input(path: str | Path) -> Path | io.BytesIO:
 
 
 # ----------------------------------------------------------------------------------------------- PyAV
+class RGBConverter:
+    """Decoded frames to RGB ``(H, W, 3)`` uint8 through one swscale context, on ``threads`` threads.
+
+    ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, on PyAV's
+    default of one thread per core: that costs more than the conversion itself, and the threads compete with the
+    loader's other workers and the model (0.1 ms against 0.4 ms a 602x256 frame on an idle machine, against 2.6-4.5 ms
+    on a busy one; docs/data.md). One converter per video keeps one context; the pixels are the same for any thread
+    count.
+    """
+
+    def __init__(self, threads: int = 1, interpolation: str = "BILINEAR") -> None:
+        self.threads = threads
+        self.interpolation = interpolation
+        self._scaler: Any = None
+
+    def __call__(self, frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``frame`` as RGB, resized to ``size`` (height, width) when given."""
+        if self._scaler is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._scaler = VideoReformatter()
+        h, w = size or (frame.height, frame.width)
+        rgb = self._scaler.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation=self.interpolation, threads=self.threads
+        )
+        return rgb.to_ndarray()
+
+
 class PyAVReader(VideoReader):
     """PyAV reader with a demuxed timestamp index, forward decoding and keyframe seeks (see module docstring).
 
@@ -358,7 +386,7 @@ class PyAVReader(VideoReader):
         self.threads = threads
         self._cache = INDEX_CACHE if index_cache is None else index_cache
         self._size: tuple[int, int] | None = None
-        self._scaler: Any = None  # one swscale context for every frame of this video (see ``_convert``)
+        self._convert = RGBConverter(threads)  # one swscale context for every frame of this video
         self._src, key = file_source(self.path)
         self._open()
         try:
@@ -448,21 +476,6 @@ class PyAVReader(VideoReader):
         except Exception as err:
             raise DecodeError(f"decoding failed: {error_reason(err)}") from err
 
-    def _convert(self, frame) -> np.ndarray:
-        # ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, which
-        # costs more than the conversion itself; one reformatter per video keeps it. swscale runs on ``threads``
-        # threads like the decoder (PyAV's default, one per core, competes with the other loader workers); the
-        # pixels are the same for any thread count.
-        if self._scaler is None:
-            from av.video.reformatter import VideoReformatter
-
-            self._scaler = VideoReformatter()
-        h, w = self._size or (frame.height, frame.width)
-        rgb = self._scaler.reformat(
-            frame, width=w, height=h, format="rgb24", interpolation="BILINEAR", threads=self.threads
-        )
-        return rgb.to_ndarray()
-
     def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
         position: dict[int | None, int] = {p: i for i, p in enumerate(self._pts)}
         wanted_set = set(wanted)
@@ -482,7 +495,7 @@ class PyAVReader(VideoReader):
                     continue
                 current = i
                 if i in wanted_set and i not in got:
-                    got[i] = self._convert(frame)
+                    got[i] = self._convert(frame, self._size)
                 if i >= target:
                     break
             else:
@@ -495,7 +508,7 @@ class PyAVReader(VideoReader):
         wanted_set = set(wanted)
         for i, frame in enumerate(self._container.decode(self._stream)):
             if i in wanted_set:
-                got[i] = self._convert(frame)
+                got[i] = self._convert(frame, self._size)
             if i >= wanted[-1]:
                 break
         return got

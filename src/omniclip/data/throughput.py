@@ -171,12 +171,10 @@ def _video_rate(path: Path, short_side: int, passes: int) -> tuple[float, int, l
         raise decode.DecodeError(f"{path}: no frame decoded")
     h, w = sample[0].height, sample[0].width
     th, tw = short_side_size(h, w, short_side) if min(h, w) > short_side else (h, w)
-    from av.video.reformatter import VideoReformatter
-
-    scaler, times = VideoReformatter(), []  # one scaler for the video on one thread, as the reader converts
+    convert, times = decode.RGBConverter(), []  # as the reader converts
     for frame in [sample[0], *sample]:  # the first conversion, untimed, sets up what later ones reuse
         start = time.perf_counter()
-        scaler.reformat(frame, width=tw, height=th, format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray()
+        convert(frame, (th, tw))
         times.append(time.perf_counter() - start)
     ms = (min(times[1:]) if passes > 1 else statistics.median(times[1:])) * 1000
     return count / max(seconds, 1e-9), count, keys, ms

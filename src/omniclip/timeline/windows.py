@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from omniclip.data.decode import DecodeError, file_source, open_input
+from omniclip.data.decode import DecodeError, RGBConverter, file_source, open_input
 from omniclip.data.transforms import short_side_size
 from omniclip.predict import VideoClassifier
 
@@ -165,6 +165,7 @@ class VideoWindows:
         self.path = Path(path)
         self.spec = spec
         self.duration: float | None = None
+        self._rgb = RGBConverter()  # one swscale context, on the decoding thread alone
 
     def __iter__(self) -> Iterator[Window]:
         """Windows in order, each with its T frames (overlapping windows share the same arrays)."""
@@ -193,12 +194,8 @@ class VideoWindows:
         crops the centre. No torch operation runs here: this is the decoding thread, and torch's intra-op threads
         would compete with the model's."""
         short, size = self.spec.short_side, self.spec.size
-        h, w = int(frame.height), int(frame.width)
-        th, tw = short_side_size(h, w, short)
-        if (th, tw) == (h, w):
-            rgb = frame.to_ndarray(format="rgb24")
-        else:
-            rgb = frame.reformat(width=tw, height=th, format="rgb24", interpolation="BILINEAR").to_ndarray()
+        th, tw = short_side_size(int(frame.height), int(frame.width), short)
+        rgb = self._rgb(frame, (th, tw))
         top, left = (th - size) // 2, (tw - size) // 2
         return np.ascontiguousarray(rgb[top : top + size, left : left + size].transpose(2, 0, 1))  # (3, S, S)
 
