@@ -136,6 +136,26 @@ def test_data_frame_folders_mmaction_and_plain_names(tmp_path: Path) -> None:
         assert [frame_index(f) for f in read_frames(folder, [11, 0, 9, 10, 2])] == [11, 0, 9, 10, 2]
 
 
+def test_data_frame_names_sort_naturally_with_or_without_the_plain_sort() -> None:
+    """The plain sort that frame listings take for names like ``img_00001.jpg`` gives the natural order."""
+    import random
+
+    from omniclip.data.backends import _natural_key, _natural_sort
+
+    rng = random.Random(0)
+    cases = [
+        [f"img_{i:05d}.jpg" for i in range(250)],  # the plain sort
+        [f"{i}.png" for i in range(120)],  # 10.png after 9.png
+        [f"a{i}b{j:02d}.jpg" for i in range(12) for j in range(12)],
+        ["é1.jpg", "é10.jpg", "é2.jpg"],
+        ["a1b.jpg", "a1c.jpg", "a10.jpg"],
+    ]
+    cases += [["".join(rng.choice("ab01_9") for _ in range(3)) for _ in range(9)] for _ in range(500)]
+    for names in cases:
+        rng.shuffle(names)
+        assert _natural_sort(list(names)) == sorted(names, key=_natural_key), names
+
+
 def test_data_jpeg_frames_read_through_ffmpeg_like_pillow_and_damage_is_named(tmp_path: Path, monkeypatch) -> None:
     """JPEG frames decode through FFmpeg's JPEG decoder (PNG through Pillow) with Pillow's pixels up to chroma
     upsampling, converted to RGB by one swscale context on one thread (PyAV's own pixels); a truncated frame or one
