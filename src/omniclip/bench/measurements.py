@@ -99,11 +99,12 @@ def measure(
     minus the RSS at the start (``cpu_rss_peak_delta``, a lower bound). Otherwise ``None`` with kind ``n/a``.
     """
     cuda = device.type == "cuda"
+    rss0 = None
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    if not cuda:
+    else:
         gc.collect()  # garbage freed during the steps would hide their memory from the peak (a 64 MiB test read 0)
-    rss0 = None if cuda else _reset_peak_rss()
+        rss0 = _reset_peak_rss()
     timing = measure_interleaved({"": step}, batches, batch_size=batch_size, device=device, warmup=warmup,
                                  repeats=repeats)[""]  # fmt: skip
     if cuda:

@@ -337,9 +337,8 @@ class RGBConverter:
 
     ``frame.to_ndarray(format=...)`` and ``frame.reformat`` set up a new swscale context for every frame, on PyAV's
     default of one thread per core: that costs more than the conversion itself, and the threads compete with the
-    loader's other workers and the model (0.1 ms against 0.4 ms a 602x256 frame on an idle machine, against 2.6-4.5 ms
-    on a busy one; docs/data.md). One converter per video keeps one context; the pixels are the same for any thread
-    count.
+    loader's other workers and the model (a 602x256 JPEG frame beside two training runs: 0.1-0.4 ms against 0.4-4.6
+    ms; docs/data.md). One converter per video keeps one context; the pixels are the same for any thread count.
     """
 
     def __init__(self, threads: int = 1, interpolation: str = "BILINEAR") -> None:
