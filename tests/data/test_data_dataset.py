@@ -47,6 +47,43 @@ def test_data_flip_is_a_switch(records) -> None:
     assert kinds == {"same", "flipped"}
 
 
+def test_data_train_view_is_the_crop_of_the_short_side_frame_resized(tmp_path: Path) -> None:
+    """A training view copies only its box and stays in channels-last memory, but equals the plain formula: the
+    whole clip as (T, 3, H, W), the box cropped, resized to S, flipped; within one grey level (the flip commutes
+    with the resize up to rounding). The batch keeps the layout, and normalises to the same bits."""
+    from PIL import Image
+
+    from omniclip.data import transforms as tf
+    from omniclip.data.dataset import item_generator
+    from omniclip.data.sampling import clip_indices
+
+    frames = np.random.default_rng(1).integers(0, 256, size=(12, 36, 50, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"img_{i + 1:05d}.png")
+    recs = [VideoRecord(tmp_path, 0, i) for i in range(8)]
+    ds = VideoDataset(recs, num_frames=4, mode="train", size=24, short_side=30, seed=3)
+    flips = 0
+    for i in range(len(recs)):
+        got = ds[i]["video"]
+        assert got.shape == (1, 4, 3, 24, 24) and got[0].is_contiguous(memory_format=torch.channels_last)
+        g = item_generator(3, 0, i)
+        idx = clip_indices(12, 4, g)
+        video = torch.from_numpy(frames[idx]).permute(0, 3, 1, 2).contiguous()
+        h, w = tf.short_side_size(36, 50, 30)
+        top, left, ch, cw = tf.multi_scale_box(h, w, g)
+        ry, rx = 36 / h, 50 / w
+        box = round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
+        want = tf.resize(tf.crop(video, *box), 24)
+        if torch.rand(1, generator=g).item() < 0.5:
+            want, flips = want.flip(-1), flips + 1
+        assert (got[0].int() - want.int()).abs().max() <= 1
+    assert 0 < flips < len(recs)
+    batch = collate_videos([ds[i] for i in range(3)])["video"]
+    assert batch.shape == (3, 1, 4, 3, 24, 24) and batch.movedim(-3, -1).is_contiguous()
+    assert torch.equal(tf.normalize(batch), tf.normalize(batch.contiguous()))
+    assert torch.equal(batch.contiguous(), torch.stack([ds[i]["video"].contiguous() for i in range(3)]))
+
+
 def test_data_multiview_test_items_are_the_sampled_frames(index_videos) -> None:
     records = [VideoRecord(index_videos["gop10"], 1, 0), VideoRecord(index_videos["vfr"], 2, 1)]
     ds = VideoDataset(records, num_frames=5, mode="test", size=64, short_side=64, clips=3, crops=1)

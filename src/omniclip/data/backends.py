@@ -71,7 +71,7 @@ class OpenCVReader(VideoReader):
             cap.release()
             del self._cap
 
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+    def frames(self, indices: Sequence[int], short_side: int | None = None) -> list[np.ndarray]:
         import cv2
 
         idx = self._check(indices)
@@ -107,6 +107,9 @@ class DecordReader(VideoReader):
         except Exception as err:
             raise DecodeError(f"decord cannot open: {err}") from err
         self.info = VideoInfo(len(self._vr), float(self._vr.get_avg_fps()), int(width), int(height), len(self._vr))
+
+    def frames(self, indices: Sequence[int], short_side: int | None = None) -> list[np.ndarray]:
+        return list(self.read(indices))
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         idx = self._check(indices)
@@ -213,7 +216,7 @@ class FrameFolderReader(VideoReader):
             self._jpeg = None  # a fresh decoder for the next frame
             return None
 
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+    def frames(self, indices: Sequence[int], short_side: int | None = None) -> list[np.ndarray]:
         idx = self._check(indices)
         cache = {i: self.image(i) for i in sorted(set(idx))}
-        return np.stack([cache[i] for i in idx])
+        return [cache[i] for i in idx]

@@ -132,29 +132,34 @@ class VideoDataset(Dataset):
         with open_video(rec.path, self.decoder) as reader:
             n = reader.info.num_frames
             if generator is not None:
-                idx = clip_indices(n, self.num_frames, generator, self.sampling, self.frame_interval)[None]
-            else:
-                idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.frame_interval)
+                idx = clip_indices(n, self.num_frames, generator, self.sampling, self.frame_interval)
+                return self._train_view(reader.frames(idx.tolist(), short_side=self.short_side), generator)
+            idx = multiview_indices(n, self.num_frames, self.clips, self.sampling, self.frame_interval)
             frames = reader.read(idx.reshape(-1).tolist(), short_side=self.short_side)  # (clips*T, H, W, 3)
         video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips*T, 3, H, W)
         video = video.reshape(idx.shape[0], self.num_frames, *video.shape[1:])  # (clips, T, 3, H, W)
-        return self._train_view(video, generator) if generator is not None else self._test_views(video)
+        return self._test_views(video)
 
-    def _train_view(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        # The crop box is chosen on the short-side-resized frame and mapped back to the decoded frame, which is then
-        # resized once, straight to S x S (crop first): cheaper than resizing twice.
-        H, W = video.shape[-2:]
+    def _train_view(self, frames: list[np.ndarray], generator: torch.Generator) -> torch.Tensor:
+        """One random view (1, T, 3, S, S) of the decoded ``frames``, in channels-last memory (T, S, S, 3).
+
+        The crop box is chosen on the short-side-resized frame and mapped back to the decoded frame; only the box of
+        each frame is copied, then resized once, straight to S x S. Copying whole frames
+        and resizing to the short side first cost more than the crop's resize (docs/data.md, "A training clip").
+        """
+        H, W = frames[0].shape[:2]
         h, w = tf.short_side_size(H, W, self.short_side)
         top, left, ch, cw = tf.multi_scale_box(h, w, generator, scales=self.crop_scales)
         ry, rx = H / h, W / w
-        box = round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
-        video = tf.resize(tf.crop(video, *box), self.size)
+        y, x, bh, bw = round(top * ry), round(left * rx), max(1, round(ch * ry)), max(1, round(cw * rx))
+        clip = torch.from_numpy(np.stack([f[y : y + bh, x : x + bw] for f in frames]))  # (T, bh, bw, 3)
+        video = tf.resize(clip.permute(0, 3, 1, 2), self.size)  # channels-last in, channels-last out
         if self.flip and torch.rand(1, generator=generator).item() < 0.5:
-            video = video.flip(-1)
+            video = video.flip(-1)  # after the resize: fewer pixels, and numpy's reversed copy is 30x slower
         if self.rand_augment_ops:
             strength = self.rand_augment_magnitude
             video = tf.rand_augment(video, generator, num_ops=self.rand_augment_ops, magnitude=strength)
-        return video.contiguous()  # (1, T, 3, S, S)
+        return video[None]  # (1, T, 3, S, S)
 
     def _test_views(self, video: torch.Tensor) -> torch.Tensor:
         video = tf.resize_short_side(video, self.short_side)

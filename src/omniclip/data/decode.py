@@ -81,13 +81,18 @@ class VideoReader:
 
     info: VideoInfo
 
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
-        """Frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3) RGB.
+    def frames(self, indices: Sequence[int], short_side: int | None = None) -> list[np.ndarray]:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 (H, W, 3) RGB arrays, one per index.
 
-        ``short_side`` lets a backend that can scale cheaply (PyAV's swscale) shrink frames whose shorter side is
-        larger; others ignore it, so callers still resize what they get.
+        A list, not a stack: a caller that crops copies only the crop (``VideoDataset``). ``short_side`` lets a
+        backend that can scale cheaply (PyAV's swscale) shrink frames whose shorter side is larger; others ignore
+        it, so callers still resize what they get.
         """
         raise NotImplementedError
+
+    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+        """``frames`` stacked: uint8 (T, H, W, 3) RGB."""
+        return np.stack(self.frames(indices, short_side))
 
     def close(self) -> None:
         pass
@@ -111,8 +116,8 @@ def error_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
 
 
-def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.ndarray:
-    """Stack ``got[i]`` for ``i`` in ``idx``; a missing frame repeats the nearest earlier decoded one."""
+def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> list[np.ndarray]:
+    """``got[i]`` for ``i`` in ``idx``; a missing frame repeats the nearest earlier decoded one."""
     if not got:
         raise DecodeError("no frame could be decoded")
     have = sorted(got)
@@ -122,7 +127,7 @@ def fill_missing(got: dict[int, np.ndarray], idx: list[int], what: str) -> np.nd
             log.debug("%s: frame %d missing, repeating a neighbour", what, i)
             i = have[max(bisect.bisect_right(have, i) - 1, 0)]
         out.append(got[i])
-    return np.stack(out)
+    return out
 
 
 class LRUCache:
@@ -450,7 +455,7 @@ class PyAVReader(VideoReader):
         self._cache.put(key, result)
         return result
 
-    def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
+    def frames(self, indices: Sequence[int], short_side: int | None = None) -> list[np.ndarray]:
         idx = self._check(indices)
         wanted = sorted(set(idx))
         h, w = self.info.height, self.info.width

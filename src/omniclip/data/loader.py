@@ -33,10 +33,22 @@ log = logging.getLogger(__name__)
 class VideoBatch(TypedDict):
     """A collated batch; ``failed`` lists (video index, error) of items dropped from the tensors."""
 
-    video: torch.Tensor  # uint8 (B, V, T, 3, S, S)
+    video: torch.Tensor  # uint8 (B, V, T, 3, S, S); training batches in channels-last memory (B, V, T, S, S, 3)
     label: torch.Tensor  # long (B,)
     index: torch.Tensor  # long (B,)
     failed: list[tuple[int, str]]
+
+
+def stack_videos(videos: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack`` of (..., 3, S, S) videos, keeping channels-last memory when every video has it.
+
+    Training clips come in channels-last memory (``VideoDataset``); ``torch.stack`` would gather them into
+    channels-first memory, a copy that ``transforms.normalize`` makes anyway on the device batch.
+    """
+    memory = [v.movedim(-3, -1) for v in videos]  # (..., S, S, 3)
+    if all(m.is_contiguous() for m in memory) and not all(v.is_contiguous() for v in videos):
+        return torch.stack(memory).movedim(-1, -3)
+    return torch.stack(list(videos))
 
 
 def collate_videos(items: Sequence[VideoItem]) -> VideoBatch:
@@ -44,7 +56,7 @@ def collate_videos(items: Sequence[VideoItem]) -> VideoBatch:
     ok = [it for it in items if it["video"] is not None]
     videos = [it["video"] for it in items if it["video"] is not None]
     return {
-        "video": torch.stack(videos) if videos else torch.zeros((0, 0, 0, 3, 0, 0), dtype=torch.uint8),
+        "video": stack_videos(videos) if videos else torch.zeros((0, 0, 0, 3, 0, 0), dtype=torch.uint8),
         "label": torch.tensor([int(it["label"]) for it in ok], dtype=torch.long),
         "index": torch.tensor([int(it["index"]) for it in ok], dtype=torch.long),
         "failed": [(int(it["index"]), str(it["error"])) for it in items if it["video"] is None],

@@ -19,7 +19,10 @@ MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
 def resize(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of (..., 3, H, W) to ``size`` (side or (height, width)); keeps the dtype."""
+    """Bilinear, antialiased resize of (..., 3, H, W) to ``size`` (side or (height, width)); keeps the dtype.
+
+    A uint8 CPU video in channels-last memory (a permuted (..., H, W, 3) array) comes back in channels-last memory.
+    """
     h, w = (size, size) if isinstance(size, int) else size
     if video.shape[-2:] == (h, w):
         return video
@@ -27,8 +30,9 @@ def resize(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     x = video.reshape(-1, *video.shape[-3:])  # (N, 3, H, W)
     if x.dtype == torch.uint8 and x.device.type == "cpu":
         # uint8 channels-last is PyTorch's fast CPU path (about 3x the float path).
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(h, w), mode="bilinear", antialias=True)
-        x = x.contiguous()
+        x = x if channels_last else x.contiguous()
     else:
         y = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         x = y.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else y.to(x.dtype)
