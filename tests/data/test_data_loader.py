@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from omniclip.data.loader import prefetch
+from omniclip.data.loader import collate_videos, prefetch
 
 
 def _threads() -> int:
@@ -93,3 +93,20 @@ def test_workers_of_the_gpu_decoder_are_spawned_not_forked() -> None:
     spawned = build_loader(Frames("pyav-cuda"), batch_size=2, train=False, workers=1)
     assert spawned.multiprocessing_context.get_start_method() == "spawn"  # CUDA does not survive a fork
     assert build_loader(Frames("pyav"), batch_size=2, train=False, workers=1).multiprocessing_context is None
+
+
+def _collated_in_shared_memory(items: list) -> bool:
+    return collate_videos(items)["video"].is_shared()
+
+
+def test_a_worker_stacks_its_batch_straight_into_shared_memory(synthetic) -> None:
+    """A worker's batch crosses to the main process in shared memory; stacking there saves a copy of every batch."""
+    from torch.utils.data import DataLoader
+
+    from omniclip.data.dataset import VideoDataset
+    from omniclip.data.records import read_annotations
+
+    ds = VideoDataset(read_annotations(synthetic.train, synthetic.root)[:4], num_frames=3, mode="train", size=16)
+    assert not _collated_in_shared_memory([ds[0], ds[1]])  # in this process: ordinary memory
+    in_worker = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=_collated_in_shared_memory)
+    assert list(in_worker) == [True, True]

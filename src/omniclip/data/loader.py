@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, TypedDict, TypeVar, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from omniclip.data.dataset import VideoItem
 from omniclip.data.decode import worker_start
@@ -40,15 +40,16 @@ class VideoBatch(TypedDict):
 
 
 def stack_videos(videos: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack`` of (..., 3, S, S) videos, keeping channels-last memory when every video has it.
+    """Stack (..., 3, S, S) videos, keeping channels-last memory when every video has it.
 
     Training clips come in channels-last memory (``VideoDataset``); ``torch.stack`` would gather them into
-    channels-first memory, a copy that ``transforms.normalize`` makes anyway on the device batch.
+    channels-first memory, a copy that ``transforms.normalize`` makes anyway on the device batch. In a worker
+    process the batch is stacked straight into shared memory (``default_collate``), not copied there afterwards.
     """
     memory = [v.movedim(-3, -1) for v in videos]  # (..., S, S, 3)
     if all(m.is_contiguous() for m in memory) and not all(v.is_contiguous() for v in videos):
-        return torch.stack(memory).movedim(-1, -3)
-    return torch.stack(list(videos))
+        return default_collate(memory).movedim(-1, -3)
+    return default_collate(list(videos))
 
 
 def collate_videos(items: Sequence[VideoItem]) -> VideoBatch:
