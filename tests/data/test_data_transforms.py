@@ -51,10 +51,14 @@ def test_data_resize_and_crops_shapes() -> None:
     short = tf.resize_short_side(video, 64)
     assert short.shape == (4, 3, 64, 85) and short.dtype == torch.uint8
     assert tf.center_crop(short, 64).shape == (4, 3, 64, 64)
-    three = tf.three_crop(short, 64)
-    assert three.shape == (3, 4, 3, 64, 64)
+    assert tf.three_crop_boxes(64, 85, 64) == [(0, 0, 64, 64), (0, 10, 64, 64), (0, 21, 64, 64)]
+    assert tf.three_crop_boxes(85, 64, 64) == [(0, 0, 64, 64), (10, 0, 64, 64), (21, 0, 64, 64)]
+    three = tf.stack_channels_last([tf.crop(short, *box) for box in tf.three_crop_boxes(64, 85, 64)])
+    assert three.shape == (3, 4, 3, 64, 64) and three.movedim(-3, -1).is_contiguous()
     torch.testing.assert_close(three[0], short[..., :, :64])
     torch.testing.assert_close(three[2], short[..., :, -64:])
+    with pytest.raises(ValueError, match="resize the short side"):
+        tf.three_crop_boxes(60, 85, 64)
     g = torch.Generator().manual_seed(0)
     assert tf.resize(tf.crop(video, *tf.multi_scale_box(120, 160, g)), 56).shape == (4, 3, 56, 56)
     with pytest.raises(ValueError, match="resize"):

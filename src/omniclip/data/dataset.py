@@ -162,8 +162,11 @@ class VideoDataset(Dataset):
         return video[None]  # (1, T, 3, S, S)
 
     def _test_views(self, video: torch.Tensor) -> torch.Tensor:
-        video = tf.resize_short_side(video, self.short_side)
+        """The test views (clips * crops, T, 3, S, S), clip-major, in channels-last memory like training views."""
+        video = tf.resize_short_side(video, self.short_side)  # (clips, T, 3, H, W), channels-last in and out
         if self.crops == 1:
-            return tf.center_crop(video, self.size).contiguous()  # (clips, T, 3, S, S)
-        views = tf.three_crop(video, self.size)  # (3, clips, T, 3, S, S)
-        return views.transpose(0, 1).reshape(-1, *views.shape[2:]).contiguous()  # (clips*3, T, 3, S, S)
+            views = [tf.center_crop(clip, self.size) for clip in video]
+        else:
+            boxes = tf.three_crop_boxes(video.shape[-2], video.shape[-1], self.size)
+            views = [tf.crop(clip, *box) for clip in video for box in boxes]
+        return tf.stack_channels_last(views)

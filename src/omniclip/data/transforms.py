@@ -65,16 +65,21 @@ def center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tenso
     return crop(video, (H - h) // 2, (W - w) // 2, h, w)
 
 
-def three_crop(video: torch.Tensor, size: int) -> torch.Tensor:
-    """Three square crops along the longer side (start, centre, end), stacked first: (3, ..., 3, s, s)."""
-    H, W = video.shape[-2:]
-    if size > min(H, W):
-        raise ValueError(f"crop {size} larger than frames {H}x{W}; resize the short side to {size} first")
-    if W >= H:
-        boxes = [((H - size) // 2, x) for x in (0, (W - size) // 2, W - size)]
-    else:
-        boxes = [(y, (W - size) // 2) for y in (0, (H - size) // 2, H - size)]
-    return torch.stack([crop(video, t, left, size, size) for t, left in boxes])
+def three_crop_boxes(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
+    """The boxes (top, left, size, size) of three square crops along the longer side: start, centre, end."""
+    if size > min(height, width):
+        raise ValueError(f"crop {size} larger than frames {height}x{width}; resize the short side to {size} first")
+    if width >= height:
+        return [((height - size) // 2, x, size, size) for x in (0, (width - size) // 2, width - size)]
+    return [(y, (width - size) // 2, size, size) for y in (0, (height - size) // 2, height - size)]
+
+
+def stack_channels_last(videos: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (..., 3, H, W) videos of any strides into one channels-last copy: memory (N, ..., H, W, 3).
+
+    A crop of channels-last frames copies row by row this way; into channels-first memory it is a transposition.
+    """
+    return torch.stack([v.movedim(-3, -1) for v in videos]).movedim(-1, -3)
 
 
 def _randint(high: int, generator: torch.Generator | None) -> int:
