@@ -144,8 +144,8 @@ class VideoDataset(Dataset):
         """One random view (1, T, 3, S, S) of the decoded ``frames``, in channels-last memory (T, S, S, 3).
 
         The crop box is chosen on the short-side-resized frame and mapped back to the decoded frame; only the box of
-        each frame is copied, then resized once, straight to S x S. Copying whole frames
-        and resizing to the short side first cost more than the crop's resize (docs/data.md, "A training clip").
+        each frame is copied, into the channels-last memory that the uint8 resize wants, and resized once, straight
+        to S x S (docs/data.md, "A training clip copies only its crop").
         """
         H, W = frames[0].shape[:2]
         h, w = tf.short_side_size(H, W, self.short_side)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class VideoBatch(TypedDict):
     """A collated batch; ``failed`` lists (video index, error) of items dropped from the tensors."""
 
-    video: torch.Tensor  # uint8 (B, V, T, 3, S, S); training batches in channels-last memory (B, V, T, S, S, 3)
+    video: torch.Tensor  # uint8 (B, V, T, 3, S, S), in channels-last memory (B, V, T, S, S, 3) from VideoDataset
     label: torch.Tensor  # long (B,)
     index: torch.Tensor  # long (B,)
     failed: list[tuple[int, str]]
@@ -42,7 +42,7 @@ class VideoBatch(TypedDict):
 def stack_videos(videos: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack (..., 3, S, S) videos, keeping channels-last memory when every video has it.
 
-    Training clips come in channels-last memory (``VideoDataset``); ``torch.stack`` would gather them into
+    ``VideoDataset``'s clips come in channels-last memory; ``torch.stack`` would gather them into
     channels-first memory, a copy that ``transforms.normalize`` makes anyway on the device batch. In a worker
     process the batch is stacked straight into shared memory (``default_collate``), not copied there afterwards.
     """
