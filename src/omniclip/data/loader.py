@@ -47,7 +47,7 @@ def stack_videos(videos: Sequence[torch.Tensor]) -> torch.Tensor:
     process the batch is stacked straight into shared memory (``default_collate``), not copied there afterwards.
     """
     memory = [v.movedim(-3, -1) for v in videos]  # (..., S, S, 3)
-    if all(m.is_contiguous() for m in memory) and not all(v.is_contiguous() for v in videos):
+    if all(m.is_contiguous() for m in memory):
         return default_collate(memory).movedim(-1, -3)
     return default_collate(list(videos))
 
