@@ -17,8 +17,10 @@ OUT=${OUT:-runs/bench/gpu}
 PY=${PYTHON:-python3}
 STAGES=${STAGES:-"eager compiled xclip_b16 graphs max_batch"}
 # The model and device of every stage; overriding it only serves a smoke run of this script on a CPU, e.g.
-# BENCH_BASE="--arch tiny --frames 2 --size 16 --device cpu" (later stage arguments still apply).
+# BENCH_BASE="--arch tiny --frames 2 --size 16 --device cpu" (later stage arguments still apply), and BENCH_TAIL,
+# added after every stage's own arguments, e.g. "--repeats 2" (the last of a repeated option wins).
 BASE=${BENCH_BASE:-"--arch ViT-B-16 --frames 8 --size 224 --device cuda"}
+TAIL=${BENCH_TAIL:-}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 LOG="$OUT/log.txt"
@@ -38,8 +40,8 @@ bench() {
   shift 2
   case " $STAGES " in *" $stage "*) ;; *) return 0 ;; esac
   echo "== $stage (limit ${limit}s): omniclip bench $*" | tee -a "$LOG"
-  # shellcheck disable=SC2086  # BASE is a list of words
-  timeout --kill-after=15 "$limit" "$PY" -m omniclip bench $BASE --json "$OUT/$stage.json" "$@" 2>&1 | tee -a "$LOG"
+  # shellcheck disable=SC2086  # BASE and TAIL are lists of words
+  timeout --kill-after=15 "$limit" "$PY" -m omniclip bench $BASE --json "$OUT/$stage.json" "$@" $TAIL 2>&1 | tee -a "$LOG"
   echo "== $stage: exit $?" | tee -a "$LOG"
 }
 

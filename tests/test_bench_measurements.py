@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from omniclip.bench import BenchConfig, find_max_batch, is_oom, measure, measure_interleaved
-from omniclip.bench.measurements import saved_activation_bytes
+from omniclip.bench.measurements import matmul_tflops, saved_activation_bytes
 from omniclip.bench.subjects import build_subject, class_tokens, make_batch, make_step, xclip_config
 from omniclip.clip import build_clip, get_preset
 from omniclip.model import build_model
@@ -270,3 +270,11 @@ def test_xclip_is_sized_like_the_clip_preset() -> None:
     subject.set_checkpointing(True)
     make_step(subject, "train", CPU)(batch)
     assert all(p.grad is not None for p in subject.trainable)
+
+
+def test_the_reference_matmul_shrinks_until_one_product_fits_the_budget() -> None:
+    cpu = torch.device("cpu")
+    tflops, n = matmul_tflops(cpu, torch.float32)
+    assert n in (256, 512, 1024) and tflops > 0
+    tflops, n = matmul_tflops(cpu, torch.float32, budget_s=0.0)  # no product fits: halved down to the floor
+    assert n == 256 and tflops > 0

@@ -53,6 +53,7 @@ def test_cli_report_has_every_subject_with_its_keys(cli_report: tuple[dict, str]
     assert report["config"]["variants"] == list(SUBJECTS) and report["config"]["classes"] == 16
     machine = report["machine"]
     assert machine["device"] == "cpu" and machine["matmul_dtype"] == "fp32"
+    assert machine["matmul_size"] in (256, 512, 1024)
     assert list(report["results"]) == list(SUBJECTS)
     for name in expected_subjects():
         entry = report["results"][name]
@@ -334,6 +335,7 @@ def test_gpu_script_stages_on_a_tiny_cpu_model(tmp_path: Path) -> None:
         STAGES="xclip_b16 graphs",
         STAGE_LIMIT_SCALE="20",  # a loaded CI machine must not hit the GPU-sized stage limits
         BENCH_BASE="--arch tiny --frames 2 --size 16 --device cpu --threads 1 --repeats 1 --warmup 0 --batches 1",
+        BENCH_TAIL="--repeats 2",  # after each stage's own arguments: two timed steps instead of ten
     )
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_bench.sh")], cwd=ROOT, env=env, capture_output=True, text=True
@@ -345,7 +347,8 @@ def test_gpu_script_stages_on_a_tiny_cpu_model(tmp_path: Path) -> None:
     assert "== xclip_b16: exit 0" in log and "== graphs: exit 0" in log and "== eager" not in log
     xclip = json.loads((tmp_path / "xclip_b16.json").read_text())
     assert xclip["config"]["batch"] == 16 and xclip["config"]["classes"] == 400  # the stage's own arguments apply
-    assert list(xclip["results"]) == ["xclip"] and len(xclip["results"]["xclip"]["train"]["step_s_repeats"]) == 10
+    assert xclip["config"]["dtype"] == "bf16" and xclip["config"]["repeats"] == 2  # ... and the tail after them
+    assert list(xclip["results"]) == ["xclip"] and len(xclip["results"]["xclip"]["train"]["step_s_repeats"]) == 2
     graphs = json.loads((tmp_path / "graphs.json").read_text())
     assert list(graphs["results"]) == ["frame_average", "omniclip"]
     assert graphs["config"]["bf16_weights"] is True and any("cuda_graphs skipped" in n for n in graphs["notes"])

@@ -131,13 +131,24 @@ def _proc_kib(key: str) -> int:
     return int(match.group(1))
 
 
-def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:
-    """Achieved TFLOP/s of a square ``n x n`` matmul: the machine's reference rate for utilisation figures."""
+def matmul_tflops(device: torch.device, dtype: torch.dtype, budget_s: float = 0.2) -> tuple[float, int]:
+    """Achieved TFLOP/s of a square ``n x n`` matmul, and ``n``: the machine's reference rate for utilisation figures.
+
+    ``n`` is 8192 on a GPU and 1024 on a CPU, halved (down to 256) while one product takes over ``budget_s``: a CPU
+    without bf16 units computes a 1024 bf16 product in seconds, and the reference alone would take half a minute.
+    """
     n = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    timing = measure(lambda _: a @ b, [None], batch_size=1, device=device, warmup=2, repeats=5)
-    return 2 * n**3 / timing.step_s / 1e12
+    while True:
+        a, b = torch.randn(2, n, n, device=device, dtype=dtype)
+
+        def product(_: object, a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
+            return a @ b
+
+        if measure(product, [None], batch_size=1, device=device, warmup=1, repeats=1).step_s <= budget_s or n <= 256:
+            break
+        n //= 2
+    timing = measure(product, [None], batch_size=1, device=device, warmup=1, repeats=5)
+    return 2 * n**3 / timing.step_s / 1e12, n
 
 
 def saved_activation_bytes(model: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> int:

@@ -60,7 +60,7 @@ def machine_info(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
 
         info["transformers"] = transformers.__version__
     info["matmul_dtype"] = "bf16" if cfg.dtype == "bf16" or cfg.bf16_weights else "fp32"
-    info["matmul_tflops"] = matmul_tflops(device, DTYPES[info["matmul_dtype"]])
+    info["matmul_tflops"], info["matmul_size"] = matmul_tflops(device, DTYPES[info["matmul_dtype"]])
     return info
 
 
