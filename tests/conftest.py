@@ -8,6 +8,13 @@ import torch
 torch.set_num_threads(1)  # two xdist workers on two cores
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: xdist hands out one test at a time (``--maxschedchunk=1`` in pyproject.toml), so the two
+    workers start the long end-to-end runs early and share the short tests after them, instead of one worker running
+    a five-minute test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order is kept otherwise
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -109,17 +109,24 @@ def test_measure_interleaved_takes_turns() -> None:
 
 
 def test_measure_reports_the_peak_memory_of_a_known_tensor() -> None:
-    """A step that fills a fresh 64 MiB tensor raises the process's peak RSS by about 64 MiB."""
+    """A step that fills a fresh 64 MiB tensor raises the process's peak RSS by about 64 MiB.
+
+    The reading is a lower bound: memory that the process returns elsewhere while the step runs (another thread's
+    arena, a worker's message buffers) lowers it: a loaded test worker read 0 in two full runs of the suite. So one
+    of three readings must show the tensor, and none may show more.
+    """
 
     def fill(_: object) -> torch.Tensor:
         return torch.ones(16 * 2**20)
 
     measure(fill, [None], batch_size=1, device=CPU, warmup=0, repeats=1)  # first-call allocations happen here
-    timing = measure(fill, [None], batch_size=1, device=CPU, warmup=1, repeats=2)
-    if timing.memory_kind == "n/a":
+    timings = [measure(fill, [None], batch_size=1, device=CPU, warmup=1, repeats=2) for _ in range(3)]
+    if timings[0].memory_kind == "n/a":
         pytest.skip("peak RSS cannot be reset on this system")
-    assert timing.memory_kind == "cpu_rss_peak_delta"
-    assert 0.95 * 2**26 <= timing.peak_memory_bytes <= 1.05 * 2**26, timing.peak_memory_bytes
+    assert {t.memory_kind for t in timings} == {"cpu_rss_peak_delta"}
+    readings = [t.peak_memory_bytes for t in timings]
+    assert any(0.95 * 2**26 <= r <= 1.05 * 2**26 for r in readings), readings
+    assert all(0 <= r <= 1.05 * 2**26 for r in readings), readings
 
 
 def test_flops_of_a_tiny_matmul_model_are_hand_counted() -> None:

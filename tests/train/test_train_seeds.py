@@ -2,8 +2,8 @@
 
 The shipped recipe (``demo/recipes.py``, budget "hard") on three of the harder benchmark's twin pairs in its full
 scene (distractor, stripes, flicker, noise, random timing), with fewer videos and steps. The seeds must end close to
-each other and above every seed of frame averaging trained the same way, which stays near a coin toss within pairs
-(docs/model.md, "Runs that agree").
+each other and above a floor that every seed of frame averaging trained the same way stays below, near a coin toss
+within pairs (docs/model.md, "Runs that agree"). The two variants are two tests, so that two workers share them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ GROUPS = (
 )
 SPEC = DatasetSpec(groups=GROUPS, train=16, val=1, test=10, num_frames=HARD.num_frames, scene=HARD.scene)
 STEPS = 180
+OMNICLIP_FLOOR = 85  # every OmniCLIP seed ends at least here, every frame averaging seed below it
 
 
 def _train(variant: str, data: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict, list[dict]]:
@@ -49,14 +50,20 @@ def _train(variant: str, data: Path, out: Path, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_three_seeds_of_the_hard_recipe_agree_and_stay_above_frame_averaging(
+def test_three_seeds_of_the_hard_recipe_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ensure_dataset(tmp_path / "data", SPEC).root
+    omniclip, seeds = _train("omniclip", data, tmp_path / "omniclip", capsys)
+    assert omniclip["best"] - omniclip["worst"] <= 10, omniclip  # the seeds agree (one test clip is 1.7 points)
+    assert omniclip["worst"] >= OMNICLIP_FLOOR, omniclip
+    assert min(m["within pair"] for m in seeds) >= 85, seeds
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_frame_averaging_trained_the_same_way_stays_below_every_seed_and_at_a_coin_toss_within_pairs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = ensure_dataset(tmp_path / "data", SPEC).root
-    omniclip, omniclip_seeds = _train("omniclip", data, tmp_path / "omniclip", capsys)
-    average, average_seeds = _train("frame_average", data, tmp_path / "frame_average", capsys)
-    assert omniclip["best"] - omniclip["worst"] <= 10, omniclip  # the seeds agree (one test clip is 1.7 points)
-    assert omniclip["worst"] >= 85, omniclip
-    assert min(m["within pair"] for m in omniclip_seeds) >= 85, omniclip_seeds
-    assert omniclip["worst"] > average["best"], (omniclip, average)  # never below frame averaging, on any seed
-    assert max(m["within pair"] for m in average_seeds) <= 70, average_seeds  # order stays out of its reach
+    average, seeds = _train("frame_average", data, tmp_path / "frame_average", capsys)
+    assert average["best"] < OMNICLIP_FLOOR, average  # so every OmniCLIP seed above ends above every one of these
+    assert max(m["within pair"] for m in seeds) <= 70, seeds  # order stays out of its reach
