@@ -325,7 +325,7 @@ def test_progress_sees_each_subject_and_a_failure_spares_the_others(monkeypatch:
     assert re.search(r"^spg +RuntimeError: simulated failure while building spg$", format_table(report), re.M)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1)
 def test_gpu_script_stages_on_a_tiny_cpu_model(tmp_path: Path) -> None:
     """benchmarks/gpu_bench.sh runs its stages in order and leaves one JSON report per stage (smoke run on the CPU)."""
     env = dict(

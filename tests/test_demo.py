@@ -263,7 +263,7 @@ TIMELINE_FRAME_ACCURACY_MARGIN = 0.10
 TIMELINE_MAP50_MARGIN = 0.25
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=4.5)
 def test_reduced_demo_runs_end_to_end_and_omniclip_tells_twins_apart(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert cli.main(["demo", "--budget", "test", "--out", str(out), "--threads", "1"]) == 0

@@ -48,7 +48,7 @@ def _train(variant: str, data: Path, out: Path, capsys: pytest.CaptureFixture[st
     return summary, per_seed
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=7.5)
 @pytest.mark.timeout(1200)
 def test_three_seeds_of_the_hard_recipe_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = ensure_dataset(tmp_path / "data", SPEC).root
@@ -58,7 +58,7 @@ def test_three_seeds_of_the_hard_recipe_agree(tmp_path: Path, capsys: pytest.Cap
     assert min(m["within pair"] for m in seeds) >= 85, seeds
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=2.5)
 @pytest.mark.timeout(1200)
 def test_frame_averaging_trained_the_same_way_stays_below_every_seed_and_at_a_coin_toss_within_pairs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
