@@ -143,6 +143,7 @@ class TrainConfig:
     lr: PosFloat = 2e-4  # peak learning rate after warmup
     text_lr_scale: PosFloat = 1.0  # learning rate of the text context (model.text_context), as a multiple of train.lr
     logit_lr_scale: PosFloat = 1.0  # learning rate of the logit scale, as a multiple of train.lr
+    backbone_lr_scale: PosFloat = 1.0  # of trained CLIP weights (model.full_finetune, model.train_image_layernorms)
     min_lr: NonNegFloat = 0.0  # learning rate at the end of the cosine decay (at most train.lr)
     warmup_epochs: NonNegFloat = 1.0  # linear warmup length in epochs
     weight_decay: NonNegFloat = 0.05  # AdamW decay on parameters with ndim >= 2, minus model.no_weight_decay()

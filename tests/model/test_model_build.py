@@ -175,3 +175,16 @@ def test_build_errors(tiny_clip) -> None:
     build_model(tiny_clip, 2)
     with pytest.raises(ValueError, match="already carries PTA/SPG branches"):
         build_model(tiny_clip, 2)
+
+
+def test_image_layernorms_train_when_asked_and_nothing_else_of_clip(tiny_clip) -> None:
+    plain = {n for n, _ in build_model(build_clip("tiny"), 2).named_trainable_parameters()}
+    model = build_model(tiny_clip, 2, train_image_layernorms=True)
+    added = {n for n, _ in model.named_trainable_parameters()} - plain
+    layernorms = {
+        f"clip.visual.{m}.{p}"
+        for m, module in model.clip.visual.named_modules()
+        if isinstance(module, torch.nn.LayerNorm)
+        for p in ("weight", "bias")
+    }
+    assert added == layernorms and len(layernorms) == 2 * (2 + 2 * len(model.clip.visual.transformer.resblocks))

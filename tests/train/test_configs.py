@@ -176,6 +176,7 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "train.lr": ["0", "-1e-4", ".inf", ".nan"],
     "train.text_lr_scale": ["0", "-1", ".nan"],
     "train.logit_lr_scale": ["0", "-1", ".inf"],
+    "train.backbone_lr_scale": ["0", "-2", ".nan"],
     "train.min_lr": ["-1e-6", "1"],  # 1 > train.lr
     "train.warmup_epochs": ["-1"],
     "train.weight_decay": ["-0.1"],

@@ -303,3 +303,41 @@ def test_evaluation_runs_in_the_configured_precision(tiny_clip_file, synthetic, 
     fp32 = evaluate_protocol(_cfg(tiny_clip_file, synthetic), fresh, tmp_path / "fp32", device=cpu)
     assert {p.dtype for p in fresh.parameters()} == {torch.float32}  # smoke.yaml: fp32
     assert bf16["summary"]["num_scored"] == fp32["summary"]["num_scored"] > 0
+
+
+def test_image_layernorms_train_at_the_backbone_rate_and_come_back_with_the_checkpoint(
+    tiny_clip_file, synthetic, tmp_path
+) -> None:
+    moved = {}
+    for scale in ("1", "0.1"):
+        cfg = _cfg(
+            tiny_clip_file,
+            synthetic,
+            "model.train_image_layernorms=true",
+            f"train.backbone_lr_scale={scale}",
+            "train.weight_decay=0",
+            "train.max_steps=1",
+        )
+        run = tmp_path / f"scale_{scale}"
+        result = train(cfg, run)
+        assert "grad_norm_backbone" in read_metrics(run, "train")[0]
+        saved = _weights(run)
+        norms = sorted(n for n in saved if n.startswith("clip.visual.") and ".pta." not in n and ".spg." not in n)
+        layernorms = sorted(
+            f"clip.visual.{m}.{p}"
+            for m, module in result.model.clip.visual.named_modules()
+            if isinstance(module, torch.nn.LayerNorm)
+            for p in ("weight", "bias")
+        )
+        assert norms == layernorms  # the image tower's LayerNorms and nothing else of CLIP's
+        pristine = build_train_model(load_config(SMOKE, [f"clip.source={tiny_clip_file}"]), torch.device("cpu"))
+        initial = dict(pristine.named_parameters())
+        moved[scale] = {n: saved[n] - initial[n].detach() for n in norms}
+        model, _ = load_trained_model(run)
+        trained = dict(model.named_parameters())
+        for n in norms:
+            torch.testing.assert_close(trained[n], saved[n], rtol=0, atol=0)
+    # one AdamW step moves each weight by the learning rate times the sign of its gradient: the scale shows as is
+    for n, delta in moved["1"].items():
+        assert delta.abs().max() > 0, n
+        torch.testing.assert_close(moved["0.1"][n], 0.1 * delta, rtol=1e-3, atol=1e-9)

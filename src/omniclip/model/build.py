@@ -74,9 +74,14 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
 
 
 def set_trainable(model: OmniCLIP, config: ModelConfig) -> None:
-    """Freeze the CLIP backbone unless ``full_finetune``; branches, text context and (by default) logit scale train."""
+    """Freeze the CLIP backbone unless ``full_finetune``; branches, text context and (by default) logit scale train,
+    and with ``train_image_layernorms`` the image tower's LayerNorms."""
     for p in model.clip.parameters():
         p.requires_grad_(config.full_finetune)
+    if config.train_image_layernorms:
+        for module in model.clip.visual.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
     for weight in branch_parameters(model, "pta") + branch_parameters(model, "spg"):
         weight.requires_grad_(True)
     if model.text_prompt is not None:

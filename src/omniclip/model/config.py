@@ -30,6 +30,7 @@ class ModelConfig:
     spg_window: int = 0  # neighbouring frames each side whose prompts a frame attends to; 0 = its own
     text_context: int = 0  # learnable text context tokens after the start token (CoOp-style); 0 = off
     full_finetune: bool = False  # train every CLIP weight too (ViFi-CLIP style); default trains adapters only
+    train_image_layernorms: bool = False  # train the image tower's LayerNorm weights and biases too (rest frozen)
     train_logit_scale: bool = True  # learn CLIP's logit scale (clamped at 100 in the logits)
     grad_checkpointing: bool = False  # recompute each transformer block in backward to save activation memory
     templates: tuple[str, ...] = ("a video of a person {}.",)  # class-name templates, '{}' marks the name

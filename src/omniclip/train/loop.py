@@ -320,7 +320,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
     model = ckpt.build_run_model(cfg, clip).to(device)
     precision = resolve_precision(device, t.amp, t.frozen_dtype, t.compile, width=model.clip.cfg.vision.width)
     precision.apply(model, model.clip.visual)  # frozen weights cast, trainable ones (and so the optimizer) stay fp32
-    scales = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale}
+    scales = {"text_context": t.text_lr_scale, "logit_scale": t.logit_lr_scale, "backbone": t.backbone_lr_scale}
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps, lr_scales=scales)
     state = _resume(start, model, optimizer) if start is not None else TrainState()
 
@@ -449,7 +449,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, dist: DistInfo, allow_ot
                     lr=lr,
                     grad_norm=grad_norm,  # before clipping
                     clip_factor=clip_grads.factor(grad_norm),
-                    logit_scale=float(model.logit_scale()),
+                    logit_scale=float(model.logit_scale().detach()),
                     **_by_group(group_norms),
                     clips_per_s=speed,
                     failed=int(failed),

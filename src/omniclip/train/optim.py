@@ -94,7 +94,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def grad_group(name: str) -> str:
     """The group of a trainable parameter, for its learning-rate scale and its logged gradient norm.
 
-    One of pta, spg, temporal_embedding (PTA and SPG), text_context, logit_scale, backbone (full fine-tuning).
+    One of pta, spg, temporal_embedding (PTA and SPG), text_context, logit_scale, backbone (CLIP's own weights: full
+    fine-tuning, or the image tower's LayerNorms).
     """
     if name.endswith("temporal_embedding"):
         return "temporal_embedding"
@@ -106,7 +107,7 @@ def grad_group(name: str) -> str:
         return "text_context"
     if name.endswith("logit_scale"):
         return "logit_scale"
-    return "backbone"  # full fine-tuning
+    return "backbone"  # full fine-tuning, or the image tower's LayerNorms
 
 
 class GradClipper:
