@@ -308,6 +308,14 @@ def test_evaluation_runs_in_the_configured_precision(tiny_clip_file, synthetic, 
 def test_image_layernorms_train_at_the_backbone_rate_and_come_back_with_the_checkpoint(
     tiny_clip_file, synthetic, tmp_path
 ) -> None:
+    pristine = build_train_model(load_config(SMOKE, [f"clip.source={tiny_clip_file}"]), torch.device("cpu"))
+    initial = dict(pristine.named_parameters())
+    layernorms = sorted(
+        f"clip.visual.{m}.{p}"
+        for m, module in pristine.clip.visual.named_modules()
+        if isinstance(module, torch.nn.LayerNorm)
+        for p in ("weight", "bias")
+    )
     moved = {}
     for scale in ("1", "0.1"):
         cfg = _cfg(
@@ -319,19 +327,11 @@ def test_image_layernorms_train_at_the_backbone_rate_and_come_back_with_the_chec
             "train.max_steps=1",
         )
         run = tmp_path / f"scale_{scale}"
-        result = train(cfg, run)
+        train(cfg, run)
         assert "grad_norm_backbone" in read_metrics(run, "train")[0]
         saved = _weights(run)
         norms = sorted(n for n in saved if n.startswith("clip.visual.") and ".pta." not in n and ".spg." not in n)
-        layernorms = sorted(
-            f"clip.visual.{m}.{p}"
-            for m, module in result.model.clip.visual.named_modules()
-            if isinstance(module, torch.nn.LayerNorm)
-            for p in ("weight", "bias")
-        )
         assert norms == layernorms  # the image tower's LayerNorms and nothing else of CLIP's
-        pristine = build_train_model(load_config(SMOKE, [f"clip.source={tiny_clip_file}"]), torch.device("cpu"))
-        initial = dict(pristine.named_parameters())
         moved[scale] = {n: saved[n] - initial[n].detach() for n in norms}
         model, _ = load_trained_model(run)
         trained = dict(model.named_parameters())

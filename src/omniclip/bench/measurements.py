@@ -144,10 +144,12 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, budget_s: float = 0.
         def product(_: object, a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
             return a @ b
 
-        if measure(product, [None], batch_size=1, device=device, warmup=1, repeats=1).step_s <= budget_s or n <= 256:
+        once = measure_interleaved({"": product}, [None], batch_size=1, device=device, warmup=1, repeats=1)[""]
+        if once.step_s <= budget_s or n <= 256:
             break
         n //= 2
-    timing = measure(product, [None], batch_size=1, device=device, warmup=1, repeats=5)
+    # no memory reading wanted (``measure`` collects garbage each call); the probe above was the warm-up
+    timing = measure_interleaved({"": product}, [None], batch_size=1, device=device, warmup=0, repeats=5)[""]
     return 2 * n**3 / timing.step_s / 1e12, n
 
 
