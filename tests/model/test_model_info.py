@@ -27,9 +27,11 @@ def test_model_info_numbers_are_consistent(capsys) -> None:
     assert frame_avg["gflops_pta"] == frame_avg["gflops_spg"] == 0.0
     assert omni["gflops_backbone"] == pytest.approx(frame_avg["gflops"], rel=1e-12)
     assert omni["gflops"] == pytest.approx(omni["gflops_backbone"] + omni["gflops_pta"] + omni["gflops_spg"])
-    # PTA per block and clip: 2 FLOPs/MAC x (down + qkv + QK^T + AV + proj + up) = 2 T N (2 D d + 4 d^2 + 2 T d).
+    # PTA per block and clip: 2 FLOPs/MAC x (down + qkv + QK^T + AV + proj + up) = 2 T N (2 D d + 4 d^2 + 2 T d),
+    # with N tokens in every block but the last, which computes the class token alone.
     T, N, D, d, L = 4, 1 + 4 * 4, 64, 16, 2
-    assert omni["gflops_pta"] * 1e9 == pytest.approx(L * 2 * T * N * (2 * D * d + 4 * d * d + 2 * T * d), rel=1e-12)
+    tokens = (L - 1) * N + 1
+    assert omni["gflops_pta"] * 1e9 == pytest.approx(2 * T * tokens * (2 * D * d + 4 * d * d + 2 * T * d), rel=1e-12)
     assert omni["params_total"] == frame_avg["params_total"] + omni["params_pta"] + omni["params_spg"]
     assert omni["params_trainable"] == omni["params_pta"] + omni["params_spg"] + 1  # + logit scale
     assert (

@@ -180,3 +180,34 @@ def test_model_dtype_bf16_weights(tiny_clip) -> None:
     out = model.encode_video(torch.randn(1, 2, 3, 32, 32))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert model.encode_classes(["a"]).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "grad_checkpointing"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_last_block_computing_the_class_token_alone_changes_nothing(tiny_clip, variant, checkpointing) -> None:
+    """The image tower's last block computes only the class token (the one ``ln_post`` reads): the embedding and the
+    gradients of everything that trains are those of the block computed on every token."""
+    model = build_model(tiny_clip, 4, variant=variant, spg_window=1, grad_checkpointing=checkpointing)
+    perturb(model)
+    visual = model.clip.visual
+    video = torch.randn(2 * 4, 3, 32, 32)
+    names = [n for n, _ in model.named_trainable_parameters() if n.startswith("clip.visual.")]  # none: frame_average
+    trained = [model.get_parameter(n) for n in names]
+
+    def embedding_and_grads(queries: int | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tokens = visual.tokens(video, num_frames=4, queries=queries)
+        assert tokens.shape[1] == (queries or 1 + (32 // visual.cfg.patch_size) ** 2)
+        embedding = visual.ln_post(tokens[:, 0]) @ visual.proj
+        grads = torch.autograd.grad(embedding.square().sum(), trained, allow_unused=True) if trained else ()
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(trained, grads, strict=True)]
+        return embedding.detach(), grads
+
+    full, full_grads = embedding_and_grads(None)
+    first, first_grads = embedding_and_grads(1)
+    torch.testing.assert_close(first, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.encode_video(video.view(2, 4, 3, 32, 32)), full.view(2, 4, -1).mean(1))
+    assert bool(names) == (variant != "frame_average")
+    for name, a, b in zip(names, first_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="causal attention computes every token"):
+        visual.transformer.resblocks[0].attn(torch.randn(1, 5, visual.cfg.width), causal=True, queries=1)

@@ -2,8 +2,8 @@
 
 Follows OpenAI CLIP (Radford et al. 2021, ``clip/model.py``) and open_clip's ``transformer.py``; tokens are kept
 batch-first ``(B, N, D)``. Residual blocks accept injected branches (``pta``, ``spg``) so that OmniCLIP adds
-modules without moving a pretrained key: a branch is any module called as ``branch(h, layout)`` on the block's
-normalised input ``h`` and returning a residual of the same shape.
+modules without moving a pretrained key: a branch is called as ``pta(h, layout)`` or ``spg(h, layout, queries=...)``
+on the block's normalised input ``h`` and returns a residual of the same shape (or of the first ``queries`` tokens).
 """
 
 from __future__ import annotations
@@ -60,12 +60,21 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, queries: int | None = None) -> torch.Tensor:
+        """``(B, N, D)`` -> ``(B, N, D)``, or with ``queries`` the first ``queries`` tokens only ``(B, queries, D)``."""
         B, N, D = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
-        q, k, v = qkv.view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, hd)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, N, hd)
-        return self.out_proj(out.transpose(1, 2).reshape(B, N, D))
+        H, hd = self.heads, D // self.heads
+        if queries is None:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
+            q, k, v = qkv.view(B, N, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, hd)
+        else:
+            if causal:
+                raise ValueError("causal attention computes every token; it takes no queries")
+            w, b = self.in_proj_weight, self.in_proj_bias
+            q = F.linear(x[:, :queries], w[:D], b[:D]).view(B, queries, H, hd).transpose(1, 2)  # (B, H, Q, hd)
+            k, v = F.linear(x, w[D:], b[D:]).view(B, N, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, N, hd)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, Q, hd)
+        return self.out_proj(out.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
 class MLP(nn.Module):
@@ -102,16 +111,25 @@ class ResidualAttentionBlock(nn.Module):
         self.spg = None
         self.pta_mode = "parallel"
 
-    def forward(self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False, queries: int | None = None
+    ) -> torch.Tensor:
+        """``(B, N, D)`` -> ``(B, N, D)``, or with ``queries`` the first ``queries`` tokens only, ``(B, queries, D)``:
+        every token still serves as a key, but the others' outputs are not computed (the image tower's last block,
+        whose class token alone is read)."""
         layout = layout or FrameLayout()
         if self.pta is not None and self.pta_mode == "serial":
             x = x + self.pta(self.ln_1(x), layout)
         h = self.ln_1(x)
-        out = self.attn(h, causal=causal)
+        out = self.attn(h, causal=causal, queries=queries)
+        if queries is not None:
+            x, hq = x[:, :queries], h[:, :queries]
+        else:
+            hq = h
         if self.pta is not None and self.pta_mode == "parallel":
-            out = out + self.pta(h, layout)
+            out = out + self.pta(hq, layout)  # token by token over frames: the queries' rows are all it needs
         if self.spg is not None:
-            out = out + self.spg(h, layout)
+            out = out + self.spg(h, layout, queries=queries)
         x = x + out
         return x + self.mlp(self.ln_2(x))
 
@@ -124,12 +142,18 @@ class Transformer(nn.Module):
         )
         self.grad_checkpointing = False  # recompute each block in backward to save activation memory
 
-    def forward(self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False) -> torch.Tensor:
-        for block in self.resblocks:
+    def forward(
+        self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False, queries: int | None = None
+    ) -> torch.Tensor:
+        """Every block on every token, except that with ``queries`` the last block computes only the first
+        ``queries`` tokens (see ``ResidualAttentionBlock.forward``)."""
+        last = len(self.resblocks) - 1
+        for i, block in enumerate(self.resblocks):
+            q = queries if i == last else None
             if self.grad_checkpointing and torch.is_grad_enabled() and (x.requires_grad or _has_trainable(block)):
-                x = checkpoint(block, x, layout, causal, use_reentrant=False)
+                x = checkpoint(block, x, layout, causal, q, use_reentrant=False)
             else:
-                x = block(x, layout, causal)
+                x = block(x, layout, causal, q)
         return x
 
 
@@ -167,8 +191,9 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(D)
         self.proj = nn.Parameter(scale * torch.randn(D, embed_dim))
 
-    def tokens(self, pixels: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        """Run the tower up to the last block; returns ``(B*T, N, D)`` tokens before ``ln_post``."""
+    def tokens(self, pixels: torch.Tensor, num_frames: int = 1, queries: int | None = None) -> torch.Tensor:
+        """Run the tower up to the last block; returns ``(B*T, N, D)`` tokens before ``ln_post``, or the first
+        ``queries`` of them (the last block computes no others)."""
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"expected pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
         p = self.cfg.patch_size
@@ -181,10 +206,10 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1)  # (B*T, N, D)
         x = x + interpolate_pos_embed(self.positional_embedding, grid).to(x.dtype)
         x = self.ln_pre(x)
-        return self.transformer(x, FrameLayout(num_frames, grid))
+        return self.transformer(x, FrameLayout(num_frames, grid), queries=queries)
 
     def forward(self, pixels: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        x = self.tokens(pixels, num_frames)
+        x = self.tokens(pixels, num_frames, queries=1)  # the class token is all that is read
         return self.ln_post(x[:, 0]) @ self.proj  # (B*T, E)
 
 

@@ -160,14 +160,18 @@ class SelfPromptGenerator(nn.Module):
             p = p + self.motion(diff)
         return p
 
-    def forward(self, h: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
-        BT, N, _ = h.shape
+    def forward(self, h: torch.Tensor, layout: FrameLayout, queries: int | None = None) -> torch.Tensor:
+        """``(B*T, N, D)`` -> the residual ``(B*T, N, D)``, or of the first ``queries`` tokens only (the prompts still
+        pool every token)."""
+        BT = h.shape[0]
         z = self.down(h.to(self.down.weight.dtype))  # (B*T, N, d)
         d, H = z.shape[-1], self.heads
         p = neighbour_prompts(self.prompts(z, layout), self.window)  # (B, T, K, d)
         K = p.shape[2]
         k, v = self.kv(p).view(BT, K, 2, H, d // H).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B*T, H, K, hd)
-        q = self.q(z).view(BT, N, H, d // H).transpose(1, 2)  # (B*T, H, N, hd)
+        zq = z if queries is None else z[:, :queries]
+        N = zq.shape[1]
+        q = self.q(zq).view(BT, N, H, d // H).transpose(1, 2)  # (B*T, H, N, hd)
         o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(BT, N, d)  # (B*T, N, d)
         # out(o) * gate, with the gate folded into out's weights: no extra pass over the (B*T, N, D) residual.
         return F.linear(o, self.out.weight * self.gate[:, None], self.out.bias * self.gate).to(h.dtype)  # (B*T, N, D)
