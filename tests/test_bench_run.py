@@ -110,11 +110,15 @@ def test_cli_ratios_come_from_the_reports_own_numbers(cli_report: tuple[dict, st
 
 
 def test_cli_flops_are_those_of_the_architecture(cli_report: tuple[dict, str]) -> None:
-    """Frame-average inference FLOPs per clip by hand: tiny = 64 wide, 2 blocks, 8-px patches, 32-px frames."""
+    """Frame-average inference FLOPs per clip by hand: tiny = 64 wide, 2 blocks, 8-px patches, 32-px frames.
+
+    The last block computes queries, attention, output and MLP for the class token alone (the token ln_post reads).
+    """
     report, _ = cli_report
     T, C, D, L, E, N = 4, report["config"]["classes"], 64, 2, 32, 1 + 16
     per_frame = 2 * 16 * D * 3 * 8 * 8  # patchify convolution
-    per_frame += L * (2 * N * 12 * D * D + 2 * 2 * N * N * D)  # qkv/out/MLP matmuls + attention scores and values
+    per_frame += (L - 1) * (2 * N * 12 * D * D + 2 * 2 * N * N * D)  # qkv/out/MLP matmuls + attention scores and values
+    per_frame += 2 * N * 2 * D * D + 2 * 10 * D * D + 2 * 2 * N * D  # last block: all keys/values, rest for 1 token
     per_frame += 2 * D * E  # projection
     want = T * per_frame + 2 * E * C  # + cosine logits against C classes
     got = report["results"]["frame_average"]["infer"]["gflops_per_clip"] * 1e9
