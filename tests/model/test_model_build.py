@@ -114,12 +114,14 @@ def test_no_weight_decay_names(tiny_clip) -> None:
     assert f"{block}.pta.up.weight" not in skip and f"{block}.spg.kv.weight" not in skip
 
 
-def test_grad_checkpointing_gives_same_outputs_and_gradients() -> None:
+@pytest.mark.parametrize("drop_path", [0.0, 0.5])
+def test_grad_checkpointing_gives_same_outputs_and_gradients(drop_path: float) -> None:
+    """With drop path too: the recomputed blocks draw the same clips to skip (checkpoint restores the RNG)."""
     video = torch.randn(2, 3, 3, 32, 32)
     results = []
     for ckpt in (False, True):
         torch.manual_seed(0)
-        model = build_model(build_clip("tiny"), 3, grad_checkpointing=ckpt, full_finetune=True)
+        model = build_model(build_clip("tiny"), 3, grad_checkpointing=ckpt, full_finetune=True, drop_path=drop_path)
         for name, p in model.named_parameters():  # non-zero branches so every path matters
             if ".up." in name or name.endswith("gate"):
                 torch.nn.init.normal_(p, std=0.3)
@@ -130,6 +132,52 @@ def test_grad_checkpointing_gives_same_outputs_and_gradients() -> None:
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=0)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_drop_path_rises_to_the_last_image_block_and_leaves_evaluation_unchanged() -> None:
+    video = torch.randn(2, 4, 3, 32, 32)
+    models = []
+    for rate in (0.0, 0.4):
+        torch.manual_seed(0)
+        model = build_model(build_clip("tiny"), 4, drop_path=rate)
+        for name, p in model.named_parameters():  # non-zero branches so that they matter
+            if ".up." in name or name.endswith("gate"):
+                torch.nn.init.normal_(p, std=0.3)
+        models.append(model)
+    image_blocks = models[1].clip.visual.transformer.resblocks
+    L = len(image_blocks)
+    assert [b.drop_path for b in image_blocks] == pytest.approx([0.4 * i / (L - 1) for i in range(L)])
+    assert all(b.drop_path == 0 for b in models[1].clip.transformer.resblocks)  # the text tower: never
+    plain, dropping = (m.eval().encode_video(video) for m in models)
+    torch.testing.assert_close(dropping, plain, rtol=0, atol=0)
+    torch.manual_seed(1)
+    assert not torch.allclose(models[1].train().encode_video(video), plain)
+
+
+def test_drop_path_skips_a_branch_in_every_frame_of_a_clip_and_scales_the_kept_ones() -> None:
+    from omniclip.clip.model import FrameLayout, ResidualAttentionBlock
+
+    torch.manual_seed(0)
+    clips, T, D = 24, 3, 32
+    block = ResidualAttentionBlock(D, 2)
+    block.drop_path, keep = 0.5, 0.5
+    x = torch.randn(clips * T, 5, D)
+    with torch.no_grad():
+        out = block(x, FrameLayout(T, (2, 2))).view(clips, T, 5, D)
+        attn = block.attn(block.ln_1(x))
+        candidates = {}  # (attention kept, MLP kept) -> the block's output
+        for a in (False, True):
+            mid = x + attn / keep if a else x
+            for m in (False, True):
+                candidates[a, m] = (mid + block.mlp(block.ln_2(mid)) / keep if m else mid).view(clips, T, 5, D)
+    seen = []
+    for c in range(clips):
+        match = [k for k, y in candidates.items() if torch.allclose(out[c], y[c], atol=1e-5)]
+        assert len(match) == 1, f"clip {c}: its frames match {match}"  # one draw for all of its frames
+        seen.append(match[0])
+    assert len(set(seen)) == 4  # 24 clips at 0.5 drew every combination (seed fixed)
+    block.eval()
+    torch.testing.assert_close(block(x, FrameLayout(T, (2, 2))), x + attn + block.mlp(block.ln_2(x + attn)))
 
 
 def test_config_validation_names_the_key() -> None:
@@ -143,6 +191,9 @@ def test_config_validation_names_the_key() -> None:
         ({"spg_mixing": "conv"}, "model.spg_mixing: unknown 'conv'"),
         ({"spg_window": -1}, "model.spg_window must be >= 0"),
         ({"text_context": -2}, "model.text_context must be >= 0"),
+        ({"drop_path": -0.1}, r"model.drop_path must be in \[0, 1\)"),
+        ({"drop_path": 1.0}, r"model.drop_path must be in \[0, 1\)"),
+        ({"drop_path": float("nan")}, r"model.drop_path must be in \[0, 1\)"),
         ({"templates": ("a video",)}, r"exactly one '\{\}'"),
         ({"templates": ("{} of {0}",)}, "does not format"),
         ({"templates": ("{} {x}",)}, "does not format"),

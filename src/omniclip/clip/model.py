@@ -110,6 +110,7 @@ class ResidualAttentionBlock(nn.Module):
         self.pta = None
         self.spg = None
         self.pta_mode = "parallel"
+        self.drop_path = 0.0  # in training, the chance that a clip skips this block's branches (``_drop``)
 
     def forward(
         self, x: torch.Tensor, layout: FrameLayout | None = None, causal: bool = False, queries: int | None = None
@@ -130,8 +131,17 @@ class ResidualAttentionBlock(nn.Module):
             out = out + self.pta(hq, layout)  # token by token over frames: the queries' rows are all it needs
         if self.spg is not None:
             out = out + self.spg(h, layout, queries=queries)
-        x = x + out
-        return x + self.mlp(self.ln_2(x))
+        x = x + self._drop(out, layout)
+        return x + self._drop(self.mlp(self.ln_2(x)), layout)
+
+    def _drop(self, branch: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
+        """Stochastic depth in training: with chance ``drop_path`` a clip skips ``branch`` in all of its frames, and
+        the clips that keep it scale it by 1 / (1 - drop_path), so that its expectation is unchanged."""
+        if not (self.training and self.drop_path):
+            return branch
+        keep = 1.0 - self.drop_path
+        clips = branch.new_empty(branch.shape[0] // layout.num_frames).bernoulli_(keep).div_(keep)
+        return branch * clips.repeat_interleave(layout.num_frames).view(-1, *[1] * (branch.dim() - 1))
 
 
 class Transformer(nn.Module):

@@ -33,6 +33,9 @@ class ModelConfig:
     train_image_layernorms: bool = False  # train the image tower's LayerNorm weights and biases too (rest frozen)
     train_logit_scale: bool = True  # learn CLIP's logit scale (clamped at 100 in the logits)
     grad_checkpointing: bool = False  # recompute each transformer block in backward to save activation memory
+    # Stochastic depth of the image tower in training: a clip skips a block's branches (attention with the adapters,
+    # and the MLP) with a chance rising linearly from 0 at the first block to drop_path at the last, as in timm's ViTs
+    drop_path: float = 0.0
     templates: tuple[str, ...] = ("a video of a person {}.",)  # class-name templates, '{}' marks the name
 
     def __post_init__(self) -> None:
@@ -58,6 +61,8 @@ class ModelConfig:
             raise ValueError(
                 f"model.spg_mixing: unknown {self.spg_mixing!r}; expected one of {', '.join(MIXING_MODES)}"
             )
+        if not 0 <= self.drop_path < 1:
+            raise ValueError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         if self.spg_window < 0:
             raise ValueError(f"model.spg_window must be >= 0, got {self.spg_window}")
         if self.text_context < 0:
