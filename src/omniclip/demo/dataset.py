@@ -142,8 +142,9 @@ def ensure_dataset(
 
 
 # The harder temporal benchmark: 24 frames, so that 8 centre-of-segment test frames (1, 4, ..., 22) are their own
-# time reversal, as the demo's 17 frames are for 4.
-HARD = DatasetSpec(groups=HARD_GROUPS, train=24, val=4, test=16, num_frames=24, scene=HARD_SCENE)
+# time reversal, as the demo's 17 frames are for 4. 128 test clips a class: on 16, a top-1 near 92 % is known to
+# about 1.8 points, as much as the seeds' spread that the benchmark measures (docs/model.md, "The test set").
+HARD = DatasetSpec(groups=HARD_GROUPS, train=24, val=4, test=128, num_frames=24, scene=HARD_SCENE)
 
 
 def num_videos(spec: DatasetSpec) -> int:
