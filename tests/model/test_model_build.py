@@ -114,6 +114,13 @@ def test_no_weight_decay_names(tiny_clip) -> None:
     assert f"{block}.pta.up.weight" not in skip and f"{block}.spg.kv.weight" not in skip
 
 
+def wake_branches(model: torch.nn.Module) -> None:
+    """Non-zero weights for the zero-initialised branch outputs (PTA ``up``, SPG ``gate``), so every path matters."""
+    for name, p in model.named_parameters():
+        if ".up." in name or name.endswith("gate"):
+            torch.nn.init.normal_(p, std=0.3)
+
+
 @pytest.mark.parametrize("drop_path", [0.0, 0.5])
 def test_grad_checkpointing_gives_same_outputs_and_gradients(drop_path: float) -> None:
     """With drop path too: the recomputed blocks draw the same clips to skip (checkpoint restores the RNG)."""
@@ -122,9 +129,7 @@ def test_grad_checkpointing_gives_same_outputs_and_gradients(drop_path: float) -
     for ckpt in (False, True):
         torch.manual_seed(0)
         model = build_model(build_clip("tiny"), 3, grad_checkpointing=ckpt, full_finetune=True, drop_path=drop_path)
-        for name, p in model.named_parameters():  # non-zero branches so every path matters
-            if ".up." in name or name.endswith("gate"):
-                torch.nn.init.normal_(p, std=0.3)
+        wake_branches(model)
         out = model.encode_video(video)
         out.square().sum().backward()
         results.append((out, [p.grad for p in model.parameters()]))
@@ -140,9 +145,7 @@ def test_drop_path_rises_to_the_last_image_block_and_leaves_evaluation_unchanged
     for rate in (0.0, 0.4):
         torch.manual_seed(0)
         model = build_model(build_clip("tiny"), 4, drop_path=rate)
-        for name, p in model.named_parameters():  # non-zero branches so that they matter
-            if ".up." in name or name.endswith("gate"):
-                torch.nn.init.normal_(p, std=0.3)
+        wake_branches(model)
         models.append(model)
     image_blocks = models[1].clip.visual.transformer.resblocks
     L = len(image_blocks)

@@ -114,10 +114,10 @@ def build_model(clip: CLIP, num_frames: int, config: ModelConfig | None = None, 
     model = OmniCLIP(clip, num_frames, config, prompt)
     set_trainable(model, config)
     clip.visual.transformer.grad_checkpointing = config.grad_checkpointing
+    clip.transformer.grad_checkpointing = config.grad_checkpointing
     image_blocks = cast(list[ResidualAttentionBlock], clip.visual.transformer.resblocks)
     for i, block in enumerate(image_blocks):
         block.drop_path = config.drop_path * i / max(1, len(image_blocks) - 1)
-    clip.transformer.grad_checkpointing = config.grad_checkpointing
     log.debug(
         "built %s: PTA in blocks %s, SPG in blocks %s, %d trainable parameters",
         config.variant,
