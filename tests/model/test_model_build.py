@@ -197,6 +197,8 @@ def test_config_validation_names_the_key() -> None:
         ({"drop_path": -0.1}, r"model.drop_path must be in \[0, 1\)"),
         ({"drop_path": 1.0}, r"model.drop_path must be in \[0, 1\)"),
         ({"drop_path": float("nan")}, r"model.drop_path must be in \[0, 1\)"),
+        ({"logit_scale": 0.0}, r"model.logit_scale must be in \(0, 100\]"),
+        ({"logit_scale": 150.0}, r"model.logit_scale must be in \(0, 100\]"),
         ({"templates": ("a video",)}, r"exactly one '\{\}'"),
         ({"templates": ("{} of {0}",)}, "does not format"),
         ({"templates": ("{} {x}",)}, "does not format"),
@@ -205,6 +207,15 @@ def test_config_validation_names_the_key() -> None:
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_logit_scale_sets_the_starting_temperature_and_null_keeps_the_checkpoints(trained: bool) -> None:
+    kept = build_model(build_clip("tiny"), 2)
+    model = build_model(build_clip("tiny"), 2, logit_scale=50.0, train_logit_scale=trained)
+    assert float(kept.logit_scale()) == pytest.approx(float(build_clip("tiny").logit_scale.exp()))
+    assert float(model.logit_scale()) == pytest.approx(50.0)
+    assert model.clip.logit_scale.requires_grad is trained
 
 
 def test_config_dict_round_trip_and_unknown_keys() -> None:

@@ -178,6 +178,14 @@ def test_metrics_carry_gradient_norms_per_group_the_clip_factor_and_the_logit_sc
     assert rows[-1]["logit_scale"] == pytest.approx(float(result.model.logit_scale()), rel=1e-6)
 
 
+def test_a_fixed_logit_scale_is_kept_by_training_and_by_the_checkpoint(tiny_clip_file, synthetic, tmp_path) -> None:
+    cfg = _cfg(tiny_clip_file, synthetic, "model.logit_scale=30", "model.train_logit_scale=false", "train.max_steps=2")
+    train(cfg, tmp_path / "run")
+    assert [row["logit_scale"] for row in read_metrics(tmp_path / "run", "train")] == pytest.approx([30.0, 30.0])
+    model, _ = load_trained_model(tmp_path / "run")
+    assert float(model.logit_scale()) == pytest.approx(30.0)
+
+
 def test_a_gradient_spike_is_logged_with_the_group_that_carries_it(
     tiny_clip_file, synthetic, tmp_path, monkeypatch, caplog
 ) -> None:

@@ -8,6 +8,7 @@ new keys are additive (``visual.transformer.resblocks.3.pta.up.weight``).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, cast
 
 import torch
@@ -111,6 +112,9 @@ def build_model(clip: CLIP, num_frames: int, config: ModelConfig | None = None, 
     pta_layers, spg_layers = attach_branches(clip, num_frames, config)
     with torch.device(clip.logit_scale.device):
         prompt = TextPrompt(config.text_context, clip.cfg.text.width) if config.text_context else None
+    if config.logit_scale is not None:
+        with torch.no_grad():
+            clip.logit_scale.fill_(math.log(config.logit_scale))
     model = OmniCLIP(clip, num_frames, config, prompt)
     set_trainable(model, config)
     clip.visual.transformer.grad_checkpointing = config.grad_checkpointing

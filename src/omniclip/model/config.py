@@ -32,6 +32,7 @@ class ModelConfig:
     full_finetune: bool = False  # train every CLIP weight too (ViFi-CLIP style); default trains adapters only
     train_image_layernorms: bool = False  # train the image tower's LayerNorm weights and biases too (rest frozen)
     train_logit_scale: bool = True  # learn CLIP's logit scale (clamped at 100 in the logits)
+    logit_scale: float | None = None  # the logit scale to start from, in (0, 100]; None keeps the checkpoint's
     grad_checkpointing: bool = False  # recompute each transformer block in backward to save activation memory
     # Stochastic depth of the image tower in training: a clip skips a block's branches (attention with the adapters,
     # and the MLP) with a chance rising linearly from 0 at the first block to drop_path at the last, as in timm's ViTs
@@ -63,6 +64,8 @@ class ModelConfig:
             )
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
+        if self.logit_scale is not None and not 0 < self.logit_scale <= 100:
+            raise ValueError(f"model.logit_scale must be in (0, 100] or null, got {self.logit_scale}")
         if self.spg_window < 0:
             raise ValueError(f"model.spg_window must be >= 0, got {self.spg_window}")
         if self.text_context < 0:
