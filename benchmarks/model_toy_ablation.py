@@ -15,8 +15,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-import omniclip.model.prompts as prompts
-import omniclip.model.temporal as temporal
 from omniclip.clip import build_clip
 from omniclip.model import build_model
 
@@ -51,12 +49,11 @@ def moving_blobs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tens
 def run(options: dict[str, object], seed: int, checkpoints: list[int]) -> list[float]:
     options = dict(options)
     std = float(options.pop("init_std", 0.5))  # type: ignore[arg-type]
-    temporal.TEMPORAL_INIT_STD = prompts.TEMPORAL_INIT_STD = std
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     train_video, train_labels = moving_blobs(32, gen)
     test_video, test_labels = moving_blobs(32, gen)
-    model = build_model(build_clip("tiny"), T, **options)  # type: ignore[arg-type]
+    model = build_model(build_clip("tiny"), T, temporal_init_std=std, **options)  # type: ignore[arg-type]
     classes = F.normalize(torch.randn(2, 32), dim=-1)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3, weight_decay=0.0)
     accuracies = []

@@ -197,6 +197,7 @@ def test_config_validation_names_the_key() -> None:
         ({"drop_path": -0.1}, r"model.drop_path must be in \[0, 1\)"),
         ({"drop_path": 1.0}, r"model.drop_path must be in \[0, 1\)"),
         ({"drop_path": float("nan")}, r"model.drop_path must be in \[0, 1\)"),
+        ({"temporal_init_std": 0.0}, "model.temporal_init_std must be positive and finite"),
         ({"logit_scale": 0.0}, r"model.logit_scale must be in \(0, 100\]"),
         ({"logit_scale": 150.0}, r"model.logit_scale must be in \(0, 100\]"),
         ({"templates": ("a video",)}, r"exactly one '\{\}'"),
@@ -216,6 +217,20 @@ def test_logit_scale_sets_the_starting_temperature_and_null_keeps_the_checkpoint
     assert float(kept.logit_scale()) == pytest.approx(float(build_clip("tiny").logit_scale.exp()))
     assert float(model.logit_scale()) == pytest.approx(50.0)
     assert model.clip.logit_scale.requires_grad is trained
+
+
+def test_temporal_init_std_scales_the_pta_and_spg_temporal_embeddings() -> None:
+    models = {}
+    for std in (0.5, 2.0):
+        torch.manual_seed(0)
+        models[std] = build_model(build_clip("tiny"), 4, temporal_init_std=std)
+    embeddings = {
+        std: [p for name, p in model.named_parameters() if name.endswith("temporal_embedding")]
+        for std, model in models.items()
+    }
+    assert len(embeddings[0.5]) == 3  # one PTA per block (two) and the SPG's attention mixing (one)
+    for small, large in zip(embeddings[0.5], embeddings[2.0], strict=True):
+        torch.testing.assert_close(large, 4 * small)  # the same draw, scaled: the default keeps every run's init
 
 
 def test_config_dict_round_trip_and_unknown_keys() -> None:

@@ -161,6 +161,7 @@ BAD_NUMBERS: dict[str, list[str]] = {
     "model.text_context": ["-1"],
     "model.drop_path": ["-0.1", "1", ".nan"],
     "model.logit_scale": ["0", "-1", "101", ".nan"],
+    "model.temporal_init_std": ["0", "-0.5", ".inf", ".nan"],
     "data.num_frames": ["0", "-1"],
     "data.image_size": ["0"],
     "data.short_side": ["-1", "16"],  # 16 < data.image_size (32 in smoke.yaml): the crop would not fit

@@ -56,7 +56,12 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
     with torch.device(clip.logit_scale.device):  # built in place: no CPU copy for a GPU or meta model
         for i in pta_layers:
             blocks[i].pta = ParallelTemporalAdapter(
-                D, branch_width(D, config.pta_ratio), config.pta_heads, num_frames, config.pta_interpolate
+                D,
+                branch_width(D, config.pta_ratio),
+                config.pta_heads,
+                num_frames,
+                config.pta_interpolate,
+                temporal_init_std=config.temporal_init_std,
             )
             blocks[i].pta_mode = "serial" if config.variant == "serial" else "parallel"
         for i in spg_layers:
@@ -70,6 +75,7 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
                 num_frames,
                 config.pta_interpolate,
                 grid=(clip.visual.cfg.grid, clip.visual.cfg.grid),
+                temporal_init_std=config.temporal_init_std,
             )
     return pta_layers, spg_layers
 

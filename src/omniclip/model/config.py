@@ -6,10 +6,12 @@ Defaults are the choices documented (with their reasons and measurements) in ``d
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from omniclip.model.prompts import MIXING_MODES, Mixing
+from omniclip.model.temporal import TEMPORAL_INIT_STD
 
 Variant = Literal["omniclip", "frame_average", "pta", "spg", "serial"]
 VARIANTS: tuple[str, ...] = ("omniclip", "frame_average", "pta", "spg", "serial")
@@ -22,6 +24,7 @@ class ModelConfig:
     pta_ratio: float = 0.25  # PTA bottleneck d = round(D * pta_ratio); ViT-B/16: 192
     pta_heads: int | None = None  # heads of the PTA temporal attention; None = max(1, d // 64)
     pta_interpolate: bool = True  # other frame counts interpolate the temporal embeddings; False raises instead
+    temporal_init_std: float = TEMPORAL_INIT_STD  # std of the PTA and SPG temporal embeddings at init
     spg_layers: tuple[int, ...] | None = None  # blocks that get an SPG; None = the last half (L // 2 .. L - 1)
     spg_ratio: float = 0.25  # SPG prompt width d = round(D * spg_ratio)
     spg_heads: int | None = None  # heads of the SPG mixing and cross-attention; None = max(1, d // 64)
@@ -66,6 +69,8 @@ class ModelConfig:
             raise ValueError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
         if self.logit_scale is not None and not 0 < self.logit_scale <= 100:
             raise ValueError(f"model.logit_scale must be in (0, 100] or null, got {self.logit_scale}")
+        if not 0 < self.temporal_init_std < math.inf:
+            raise ValueError(f"model.temporal_init_std must be positive and finite, got {self.temporal_init_std}")
         if self.spg_window < 0:
             raise ValueError(f"model.spg_window must be >= 0, got {self.spg_window}")
         if self.text_context < 0:

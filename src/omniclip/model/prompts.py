@@ -104,6 +104,7 @@ class SelfPromptGenerator(nn.Module):
         max_frames: int = 8,
         interpolate: bool = True,
         grid: tuple[int, int] | None = None,
+        temporal_init_std: float = TEMPORAL_INIT_STD,
     ) -> None:
         super().__init__()
         if mixing not in MIXING_MODES:
@@ -120,7 +121,7 @@ class SelfPromptGenerator(nn.Module):
         self.down = nn.Linear(width, d)
         self.region_embedding = nn.Parameter(torch.randn(sum(s * s for s in scales), d) * 0.02)  # (R, d)
         if mixing in ("attention", "both"):
-            self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * TEMPORAL_INIT_STD)  # (F, d)
+            self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * temporal_init_std)  # (F, d)
             self.mix = TemporalAttention(d, self.heads)
         if mixing in ("difference", "both"):
             self.motion = nn.Linear(d, d)

@@ -92,13 +92,14 @@ class ParallelTemporalAdapter(nn.Module):
         heads: int | None = None,
         max_frames: int = 8,
         interpolate: bool = True,
+        temporal_init_std: float = TEMPORAL_INIT_STD,
     ) -> None:
         super().__init__()
         d = bottleneck or width // 4
         self.down = nn.Linear(width, d)
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * TEMPORAL_INIT_STD)  # (F, d), e_t
+        self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * temporal_init_std)  # (F, d), e_t
         self.interpolate = interpolate
         self.attn = TemporalAttention(d, heads or default_heads(d))
         self.up = nn.Linear(d, width)
