@@ -23,7 +23,7 @@ T, SIZE, BLOB = 4, 32, 8
 CONFIGS: dict[str, dict[str, object]] = {
     "omniclip": {"variant": "omniclip"},
     "pta": {"variant": "pta"},
-    "pta, temporal init 0.02": {"variant": "pta", "init_std": 0.02},
+    "pta, temporal init 0.02": {"variant": "pta", "temporal_init_std": 0.02},
     "serial": {"variant": "serial"},
     "spg (mixing both)": {"variant": "spg"},
     "spg, mixing difference": {"variant": "spg", "spg_mixing": "difference"},
@@ -47,13 +47,11 @@ def moving_blobs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tens
 
 
 def run(options: dict[str, object], seed: int, checkpoints: list[int]) -> list[float]:
-    options = dict(options)
-    std = float(options.pop("init_std", 0.5))  # type: ignore[arg-type]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     train_video, train_labels = moving_blobs(32, gen)
     test_video, test_labels = moving_blobs(32, gen)
-    model = build_model(build_clip("tiny"), T, temporal_init_std=std, **options)  # type: ignore[arg-type]
+    model = build_model(build_clip("tiny"), T, **options)  # type: ignore[arg-type]
     classes = F.normalize(torch.randn(2, 32), dim=-1)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3, weight_decay=0.0)
     accuracies = []
