@@ -14,6 +14,7 @@ largest gradient norm of each run; ``--json`` keeps everything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import yaml
 
 from omniclip.config import apply_overrides
 from omniclip.demo.dataset import ensure_dataset
-from omniclip.demo.recipes import BUDGETS, RunSpec, run_overrides
+from omniclip.demo.recipes import BUDGETS, Budget, RunSpec, run_overrides
 from omniclip.demo.report import group_metrics, read_confusion
 from omniclip.runlog import read_metrics
 
@@ -36,7 +37,7 @@ from omniclip.runlog import read_metrics
 def run_one(
     out: Path,
     data_root: Path,
-    budget_name: str,
+    budget: Budget,
     setting: str,
     overrides: list[str],
     variant: str,
@@ -44,7 +45,6 @@ def run_one(
     steps: int | None,
     threads: int,
 ) -> dict:
-    budget = BUDGETS[budget_name]
     run = RunSpec(f"{variant}", variant, "supervised", variant)  # type: ignore[arg-type]
     raw = run_overrides(budget, run, data_root=str(data_root), clip="omniclip-tiny", seed=seed, steps=steps)
     raw = apply_overrides(raw, overrides)
@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["omniclip"])
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the budget's)")
     parser.add_argument(
+        "--train-clips", type=int, help="training clips a class (default: the budget's); the other splits stay"
+    )
+    parser.add_argument(
         "--setting",
         nargs="+",
         action="append",
@@ -136,7 +139,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     args = parser.parse_args()
     settings = [(s[0], s[1:]) for s in (args.setting or [["default"]])]
-    data = ensure_dataset(args.out / "data", BUDGETS[args.budget].dataset).root
+    budget = BUDGETS[args.budget]
+    if args.train_clips:
+        budget = dataclasses.replace(budget, dataset=dataclasses.replace(budget.dataset, train=args.train_clips))
+    data = ensure_dataset(args.out / "data", budget.dataset).root
     tasks = [
         (name, overrides, variant, seed)
         for name, overrides in settings
@@ -144,7 +150,7 @@ def main() -> None:
         for seed in args.seeds
     ]
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, args.out, data, args.budget, *task, args.steps, args.threads) for task in tasks]
+        futures = [pool.submit(run_one, args.out, data, budget, *task, args.steps, args.threads) for task in tasks]
         results = []
         for f in futures:
             r = f.result()
