@@ -24,11 +24,12 @@ def perturb(model: OmniCLIP) -> None:
             torch.nn.init.normal_(p, std=0.5)
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_fresh_model_is_frame_average_clip(tiny_clip, variant: str) -> None:
+def test_fresh_model_is_frame_average_clip(tiny_clip, variant: str, qk_norm: bool) -> None:
     """METHOD.md's invariant: at initialisation the video embedding is the mean of CLIP's frame embeddings."""
     reference = copy.deepcopy(tiny_clip)
-    model = build_model(tiny_clip, 8, variant=variant)
+    model = build_model(tiny_clip, 8, variant=variant, qk_norm=qk_norm)
     for T in (1, 3, 8):
         video = torch.randn(2, T, 3, 32, 32)
         torch.testing.assert_close(model.encode_video(video), frame_mean(reference, video), atol=1e-5, rtol=0)

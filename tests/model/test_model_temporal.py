@@ -21,6 +21,9 @@ def naive_pta(pta: ParallelTemporalAdapter, h: torch.Tensor, T: int) -> torch.Te
     H = pta.attn.heads
     qkv = F.linear(z, pta.attn.qkv.weight, pta.attn.qkv.bias).view(B * N, T, 3, H, d // H)
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B*N, H, T, hd)
+    if isinstance(pta.attn.q_norm, torch.nn.LayerNorm):  # each head's queries and keys normalised over hd
+        q = F.layer_norm(q, (d // H,), pta.attn.q_norm.weight, pta.attn.q_norm.bias)
+        k = F.layer_norm(k, (d // H,), pta.attn.k_norm.weight, pta.attn.k_norm.bias)
     att = torch.softmax(q @ k.transpose(-1, -2) / (d // H) ** 0.5, dim=-1)  # (B*N, H, T, T)
     out = (att @ v).transpose(1, 2).reshape(B * N, T, d)
     out = F.linear(F.linear(out, pta.attn.proj.weight, pta.attn.proj.bias), pta.up.weight, pta.up.bias)
@@ -36,12 +39,16 @@ def test_fresh_adapter_adds_exactly_zero() -> None:
     assert pta.down.out_features == 16 and pta.attn.heads == 1  # d = D / 4, heads = max(1, d // 64)
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
 @pytest.mark.parametrize("heads", [1, 2, 4])
-def test_adapter_matches_naive_reference(heads: int) -> None:
+def test_adapter_matches_naive_reference(heads: int, qk_norm: bool) -> None:
     """The adapter computes the same function and gradients as the explicit-softmax reference."""
     T = 3
-    pta = ParallelTemporalAdapter(32, bottleneck=16, heads=heads, max_frames=T)
+    pta = ParallelTemporalAdapter(32, bottleneck=16, heads=heads, max_frames=T, qk_norm=qk_norm)
     torch.nn.init.normal_(pta.up.weight, std=0.1)
+    if qk_norm:  # weights and biases away from LayerNorm's ones and zeros, so that a mix-up shows
+        for p in (*pta.attn.q_norm.parameters(), *pta.attn.k_norm.parameters()):
+            torch.nn.init.normal_(p, mean=1.0, std=0.5)
     h = torch.randn(2 * T, 5, 32, requires_grad=True)
     out = pta(h, FrameLayout(T, (2, 2)))
     ref = naive_pta(pta, h, T)
@@ -67,6 +74,28 @@ def test_state_dict_keys_and_shapes_are_stable() -> None:
         "up.weight": (64, 16),
         "up.bias": (64,),
     }
+
+
+def test_qk_norm_adds_one_layernorm_for_queries_and_one_for_keys() -> None:
+    pta = ParallelTemporalAdapter(64, heads=2, max_frames=4, qk_norm=True)
+    extra = {k: tuple(v.shape) for k, v in pta.state_dict().items() if "_norm." in k}
+    assert extra == {f"attn.{n}_norm.{p}": (8,) for n in "qk" for p in ("weight", "bias")}  # hd = 16 / 2
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_qk_norm_bounds_the_attention_logits_as_queries_and_keys_grow(qk_norm: bool) -> None:
+    """Training that scales q and k up sharpens attention without qk_norm; with it, the function stays the same."""
+    T = 4
+    attn = TemporalAttention(16, 2, qk_norm=qk_norm)
+    z = torch.randn(2, T, 5, 16)
+    before = attn(z)
+    with torch.no_grad():
+        attn.qkv.weight[:32] *= 30  # the q and k rows
+    after = attn(z)
+    if qk_norm:
+        torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    else:
+        assert (after - before).abs().max() > 0.1
 
 
 def test_attention_is_over_frames_only() -> None:

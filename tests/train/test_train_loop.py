@@ -215,9 +215,12 @@ def test_unreadable_training_videos_are_skipped_and_counted(tiny_clip_file, synt
     assert all(r["failed"] == 1 for r in read_metrics(tmp_path / "run", "train"))
 
 
-def test_load_trained_model_rebuilds_the_trained_weights(tiny_clip_file, synthetic, tmp_path) -> None:
-    result = train(_cfg(tiny_clip_file, synthetic, "train.max_steps=2"), tmp_path / "run")
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_load_trained_model_rebuilds_the_trained_weights(tiny_clip_file, synthetic, tmp_path, qk_norm: bool) -> None:
+    cfg = _cfg(tiny_clip_file, synthetic, "train.max_steps=2", f"model.qk_norm={str(qk_norm).lower()}")
+    result = train(cfg, tmp_path / "run")
     model, meta = load_trained_model(tmp_path / "run")
+    assert any(".attn.q_norm." in n for n, _ in model.named_trainable_parameters()) is qk_norm
     assert meta.class_names == synthetic.class_names and meta.num_frames == 4 and meta.step == 2
     assert meta.clip_source == str(tiny_clip_file) and meta.config["data"]["image_size"] == 32
     for (n, p), (_, q) in zip(

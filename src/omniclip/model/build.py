@@ -62,6 +62,7 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
                 num_frames,
                 config.pta_interpolate,
                 temporal_init_std=config.temporal_init_std,
+                qk_norm=config.qk_norm,
             )
             blocks[i].pta_mode = "serial" if config.variant == "serial" else "parallel"
         for i in spg_layers:
@@ -76,6 +77,7 @@ def attach_branches(clip: CLIP, num_frames: int, config: ModelConfig) -> tuple[l
                 config.pta_interpolate,
                 grid=(clip.visual.cfg.grid, clip.visual.cfg.grid),
                 temporal_init_std=config.temporal_init_std,
+                qk_norm=config.qk_norm,
             )
     return pta_layers, spg_layers
 

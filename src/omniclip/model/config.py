@@ -25,6 +25,7 @@ class ModelConfig:
     pta_heads: int | None = None  # heads of the PTA temporal attention; None = max(1, d // 64)
     pta_interpolate: bool = True  # other frame counts interpolate the temporal embeddings; False raises instead
     temporal_init_std: float = TEMPORAL_INIT_STD  # std of the PTA and SPG temporal embeddings at init
+    qk_norm: bool = False  # LayerNorm on each head's queries and keys in the PTA's and SPG's attention over frames
     spg_layers: tuple[int, ...] | None = None  # blocks that get an SPG; None = the last half (L // 2 .. L - 1)
     spg_ratio: float = 0.25  # SPG prompt width d = round(D * spg_ratio)
     spg_heads: int | None = None  # heads of the SPG mixing and cross-attention; None = max(1, d // 64)

@@ -105,6 +105,7 @@ class SelfPromptGenerator(nn.Module):
         interpolate: bool = True,
         grid: tuple[int, int] | None = None,
         temporal_init_std: float = TEMPORAL_INIT_STD,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if mixing not in MIXING_MODES:
@@ -122,7 +123,7 @@ class SelfPromptGenerator(nn.Module):
         self.region_embedding = nn.Parameter(torch.randn(sum(s * s for s in scales), d) * 0.02)  # (R, d)
         if mixing in ("attention", "both"):
             self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * temporal_init_std)  # (F, d)
-            self.mix = TemporalAttention(d, self.heads)
+            self.mix = TemporalAttention(d, self.heads, qk_norm)
         if mixing in ("difference", "both"):
             self.motion = nn.Linear(d, d)
         self.q = nn.Linear(d, d)

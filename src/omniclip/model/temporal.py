@@ -52,10 +52,12 @@ def frame_embedding(pos: torch.Tensor, num_frames: int, interpolate: bool = True
 class TemporalAttention(nn.Module):
     """Multi-head self-attention over the T axis of a ``(B, T, N, d)`` tensor, separately at each of the N positions.
 
-    The positions are the PTA's tokens or the SPG's regions. ``qkv`` holds q, k and v stacked (d rows each).
+    The positions are the PTA's tokens or the SPG's regions. ``qkv`` holds q, k and v stacked (d rows each). With
+    ``qk_norm`` each head's queries and keys pass a LayerNorm (``q_norm``, ``k_norm``, shared by the heads, as timm's
+    ``Attention(qk_norm=True)`` and ViT-22B), which bounds the attention logits as training aligns q with k.
     """
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, qk_norm: bool = False) -> None:
         super().__init__()
         if heads < 1 or dim % heads:
             raise ValueError(f"temporal attention width {dim} is not divisible by {heads} heads")
@@ -64,6 +66,8 @@ class TemporalAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.qkv.weight)
         nn.init.zeros_(self.qkv.bias)
+        self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         B, T, N, d = z.shape
@@ -71,7 +75,7 @@ class TemporalAttention(nn.Module):
         x = z.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the T frames of one position are a sequence
         qkv = self.qkv(x).split(d, dim=2)  # 3 x (B*N, T, d)
         q, k, v = (t.view(B * N, T, H, d // H).transpose(1, 2) for t in qkv)  # 3 x (B*N, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B*N, H, T, hd)
+        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B*N, H, T, hd)
         y = y.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the heads side by side again
         y = self.proj(y)  # (B*N, T, d)
         return y.view(B, N, T, d).transpose(1, 2)  # (B, T, N, d), a view
@@ -93,6 +97,7 @@ class ParallelTemporalAdapter(nn.Module):
         max_frames: int = 8,
         interpolate: bool = True,
         temporal_init_std: float = TEMPORAL_INIT_STD,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         d = bottleneck or width // 4
@@ -101,7 +106,7 @@ class ParallelTemporalAdapter(nn.Module):
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.temporal_embedding = nn.Parameter(torch.randn(max_frames, d) * temporal_init_std)  # (F, d), e_t
         self.interpolate = interpolate
-        self.attn = TemporalAttention(d, heads or default_heads(d))
+        self.attn = TemporalAttention(d, heads or default_heads(d), qk_norm)
         self.up = nn.Linear(d, width)
         nn.init.zeros_(self.up.weight)  # zero residual at start; down/attn get gradients once `up` moves (LoRA's B)
         nn.init.zeros_(self.up.bias)
