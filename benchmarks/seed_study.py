@@ -1,8 +1,8 @@
 """Train the same recipe over several seeds on the harder temporal benchmark and report the spread (docs/model.md).
 
-Each run is an ordinary ``omniclip train`` (supervised, the demo's "hard" budget: 14 classes, 8 frames, batch 8) in
-its own process with ``--threads`` torch threads (default 1); ``--jobs`` run side by side. A setting is a name and
-config overrides:
+Each run is an ordinary ``omniclip train`` (supervised unless ``--protocol few_shot``, the demo's "hard" budget: 14
+classes, 8 frames, batch 8) in its own process with ``--threads`` torch threads (default 1); ``--jobs`` run side by
+side. A setting is a name and config overrides:
 
     .venv/bin/python benchmarks/seed_study.py --seeds 0 1 2 3 4 --jobs 2 \\
         --setting "default" --setting "clip 10" train.grad_clip=10 --variants omniclip frame_average
@@ -42,10 +42,11 @@ def run_one(
     overrides: list[str],
     variant: str,
     seed: int,
+    protocol: str,
     steps: int | None,
     threads: int,
 ) -> dict:
-    run = RunSpec(f"{variant}", variant, "supervised", variant)  # type: ignore[arg-type]
+    run = RunSpec(f"{variant}", variant, protocol, variant)  # type: ignore[arg-type]
     raw = run_overrides(budget, run, data_root=str(data_root), clip="omniclip-tiny", seed=seed, steps=steps)
     raw = apply_overrides(raw, overrides)
     run_dir = out / setting.replace(" ", "_") / variant / f"seed_{seed}"
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--budget", default="hard", choices=list(BUDGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=["omniclip"])
+    parser.add_argument("--protocol", default="supervised", choices=["supervised", "few_shot"])
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the budget's)")
     parser.add_argument(
         "--train-clips", type=int, help="training clips a class (default: the budget's); the other splits stay"
@@ -150,7 +152,10 @@ def main() -> None:
         for seed in args.seeds
     ]
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, args.out, data, budget, *task, args.steps, args.threads) for task in tasks]
+        futures = [
+            pool.submit(run_one, args.out, data, budget, *task, args.protocol, args.steps, args.threads)
+            for task in tasks
+        ]
         results = []
         for f in futures:
             r = f.result()
