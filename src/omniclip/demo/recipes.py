@@ -64,7 +64,8 @@ class Budget:
     pta_ratio: float = 0.5  # OmniCLIP's PTA bottleneck as a share of the tower's width (model.pta_ratio)
     pta_heads: int | None = 2  # heads of the PTA's attention over frames (model.pta_heads)
     # LayerNorms on the queries and keys of the attention over frames (model.qk_norm): without them the trained
-    # attention logits grow 20-50x and a seed may stall near chance (docs/model.md, "Runs that agree").
+    # attention logits spread 20-100x wider than at init and a seed may stall near chance (docs/model.md, "Runs that
+    # agree").
     qk_norm: bool = False
     train_logit_scale: bool = False
     # Training crops of at least 7/8 of the frame (data.crop_scales): TSN's smallest crops (2/3 of the frame, at a
