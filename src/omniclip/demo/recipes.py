@@ -66,7 +66,7 @@ class Budget:
     # LayerNorms on the queries and keys of the attention over frames (model.qk_norm): without them the trained
     # attention logits spread 20-100x wider than at init and a seed may stall near chance (docs/model.md, "Runs that
     # agree").
-    qk_norm: bool = False
+    qk_norm: bool = True
     train_logit_scale: bool = False
     # Training crops of at least 7/8 of the frame (data.crop_scales): TSN's smallest crops (2/3 of the frame, at a
     # corner) cut a shape that moves or grows towards the edge in about half of such clips, so that "moving right"
@@ -93,7 +93,6 @@ BUDGETS: dict[str, Budget] = {
         # (docs/model.md, "Runs that agree")
         pta_ratio=1.0,
         pta_heads=4,
-        qk_norm=True,
         supervised_steps=756,
         long_video=LongVideoSpec(segments=28),
     ),
