@@ -34,12 +34,9 @@ def attention_stats(model: OmniCLIP, video: torch.Tensor) -> list[tuple[str, flo
 
     def hook(name: str) -> Callable[[TemporalAttention, tuple[torch.Tensor], torch.Tensor], None]:
         def record(module: TemporalAttention, args: tuple[torch.Tensor], _out: torch.Tensor) -> None:
-            z = args[0]  # (B, T, N, d)
-            B, T, N, d = z.shape
-            H = module.heads
-            q, k, _ = module.qkv(z.transpose(1, 2).reshape(B * N, T, d)).split(d, dim=2)
-            q, k = (t.view(B * N, T, H, d // H).transpose(1, 2) for t in (q, k))  # (B*N, H, T, hd)
-            logits = module.q_norm(q) @ module.k_norm(k).transpose(-1, -2) / math.sqrt(d // H)  # (B*N, H, T, T)
+            q, k, _ = module.heads_qkv(args[0])  # (B*N, H, T, hd) each
+            T, hd = q.shape[-2:]
+            logits = q @ k.transpose(-1, -2) / math.sqrt(hd)  # (B*N, H, T, T), as SDPA scales them
             p = logits.softmax(dim=-1)
             entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=-1).mean()
             stats.append((name, logits.std().item(), logits.abs().max().item(), entropy.item() / math.log(T)))
@@ -66,6 +63,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=28, help="test clips, spread evenly over the test list")
     parser.add_argument("--fresh", action="store_true", help="the model as built from the run's config, untrained")
     args = parser.parse_args()
+    if args.clips < 1:
+        parser.error(f"--clips must be at least 1, got {args.clips}")
     classifier = load_model(args.run)
     meta = read_meta(find_checkpoint(args.run))
     cfg = config_from_dict(meta.config)

@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     args = parser.parse_args()
     settings = [(s[0], s[1:]) for s in (args.setting or [["default"]])]
+    if args.train_clips is not None and args.train_clips < 1:
+        parser.error(f"--train-clips must be at least 1, got {args.train_clips}")
     budget = BUDGETS[args.budget]
     if args.train_clips:
         budget = dataclasses.replace(budget, dataset=dataclasses.replace(budget.dataset, train=args.train_clips))

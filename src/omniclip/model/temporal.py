@@ -69,13 +69,18 @@ class TemporalAttention(nn.Module):
         self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def heads_qkv(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries and keys (after ``qk_norm``) and values ``3 x (B*N, H, T, hd)`` of ``(B, T, N, d)``."""
         B, T, N, d = z.shape
         H = self.heads
         x = z.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the T frames of one position are a sequence
         qkv = self.qkv(x).split(d, dim=2)  # 3 x (B*N, T, d)
         q, k, v = (t.view(B * N, T, H, d // H).transpose(1, 2) for t in qkv)  # 3 x (B*N, H, T, hd)
-        y = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # (B*N, H, T, hd)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, T, N, d = z.shape
+        y = F.scaled_dot_product_attention(*self.heads_qkv(z))  # (B*N, H, T, hd)
         y = y.transpose(1, 2).reshape(B * N, T, d)  # (B*N, T, d): the heads side by side again
         y = self.proj(y)  # (B*N, T, d)
         return y.view(B, N, T, d).transpose(1, 2)  # (B, T, N, d), a view
