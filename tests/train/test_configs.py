@@ -100,6 +100,7 @@ def test_environment_variables_expand(monkeypatch) -> None:
         ("model.variant=big", "config key model.variant expects one of omniclip|frame_average"),
         ("model.pta_ratio=2", "model.pta_ratio must be in (0, 1]"),
         ("data.flip=maybe", "config key data.flip expects bool"),
+        ("model.qk_norm=maybe", "config key model.qk_norm expects bool"),
         ("train", "is not of the form section.key=value"),
     ],
 )
